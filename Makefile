@@ -1,0 +1,36 @@
+# Understudy: the two commands are `make run` and `make test`; everything
+# else is what they call.  Setup is automatic and idempotent.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HEAP   ?= 64K
+SETUP  := $(VENV)/.setup-done
+MPY    := build/mpy/.stamp
+SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
+
+.PHONY: setup run test mpy clean help
+
+help:
+	@echo "make run    start the terminal on this PC (unix port), every personality listening"
+	@echo "make test   run the whole test suite (what CI runs)"
+	@echo "make mpy    compile the firmware to .mpy (build/mpy), as boards run it"
+	@echo "make clean  remove build/ and state/ (keeps .venv)"
+
+setup: $(SETUP)
+
+$(SETUP): requirements.txt tools/setup_env.py
+	@$(PYTHON) tools/setup_env.py
+
+mpy: $(MPY)
+
+$(MPY): $(SETUP) $(SRC) tools/understudy/build.py
+	@$(BIN)/python tools/build.py
+
+run: $(MPY)
+	@$(BIN)/python tools/run.py --heap $(HEAP) $(ARGS)
+
+test: $(MPY)
+	@$(BIN)/python -m pytest host_tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf build state .pytest_cache

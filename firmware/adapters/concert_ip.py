@@ -1,0 +1,113 @@
+"""Concert V3 over TCP: one request and one answer per connection.
+
+TCP has no frame boundary and Concert V3 adds none, so the request is read
+until it ends on an element boundary and carries every tag its action needs
+(or, if it never does, until the register pauses for timeouts.gap_ms).  The
+answer goes out in one write; then the terminal waits for the register to
+close.  A register that closes before the answer is marked "not delivered".
+"""
+import asyncio
+
+from firmware import log
+from firmware.adapters import concert
+from firmware.transports.tcp import TCPListener
+from wire import concert_tlv as tlv
+
+NAME = "concert-ip"
+
+
+def make(app, name=NAME):
+    async def handler(r, w, peer):
+        await _session(app, name, r, w, peer)
+
+    return TCPListener(app, name, handler)
+
+
+async def _read_request(app, name, r, peer):
+    """Bytes of one request, or None (nothing sent, or the register left)."""
+    to = app.cfg["timeouts"]
+    limit = app.cfg["concert"]["max_request"]
+    buf = bytearray()
+    boundary = False
+    while True:
+        wait = to["gap_ms"] if boundary else to["request_ms"]
+        try:
+            chunk = await asyncio.wait_for_ms(r.read(256), wait)
+        except asyncio.TimeoutError:
+            if not buf:
+                log.event(name, "silent", peer, "closed after %d ms" % wait)
+                return None
+            return buf  # incomplete: concert.serve answers AF 09
+        if not chunk:
+            if buf:
+                log.event(name, "gone", peer, "closed mid-request")
+            return None
+        buf += chunk
+        if len(buf) > limit:
+            log.event(name, "oversize", peer, "%d bytes" % len(buf))
+            return buf  # whatever it is, it is malformed: AF 09
+        end = tlv.strip_eol(buf, len(buf))
+        try:
+            boundary = end > 0 and tlv.scan(buf, end) == end
+        except tlv.TLVError:
+            return buf
+        if boundary:
+            try:
+                if concert.complete(tlv.decode(buf)):
+                    return buf
+            except tlv.TLVError:
+                return buf
+
+
+async def _watch(r, state):
+    """Read until the register closes; state[0] becomes True then."""
+    try:
+        while await r.read(64):
+            pass
+    except Exception:
+        pass
+    state[0] = True
+
+
+async def _session(app, name, r, w, peer):
+    msg = await _read_request(app, name, r, peer)
+    if msg is None:
+        return
+    log.frame(name, "rx", peer, msg)
+    if len(msg) > app.cfg["concert"]["max_request"]:
+        ans, t = concert.fail(app, {}, concert.AF_FORMAT), None
+    else:
+        gone = [False]
+        watcher = asyncio.create_task(_watch(r, gone))
+        try:
+            ans, t = await concert.serve(app, msg, name)
+        finally:
+            if gone[0]:
+                watcher = None
+            else:
+                watcher.cancel()
+        if gone[0]:
+            log.event(name, "gone", peer, "closed before the answer")
+            ans = None
+    if ans is None:
+        if t is not None and not t.delivered:
+            app.term.delivered(t, False)
+            if t.drop:
+                log.event(name, "drop", peer, "answer withheld (lost outcome)")
+        return
+    ok = True
+    try:
+        w.write(ans)
+        await w.drain()
+    except OSError as e:
+        ok = False
+        log.event(name, "gone", peer, "write failed " + repr(e))
+    log.frame(name, "tx", peer, ans)
+    if t is not None and (ok or not t.delivered):
+        app.term.delivered(t, ok)
+    if ok:
+        # the register closes once it has the answer; do not wait forever
+        try:
+            await asyncio.wait_for_ms(_watch(r, [False]), app.cfg["timeouts"]["request_ms"])
+        except asyncio.TimeoutError:
+            log.event(name, "linger", peer, "register kept the connection; closed")

@@ -1,0 +1,35 @@
+"""Raspberry Pi Pico W: the LED sits on the Wi-Fi chip, pin "LED"."""
+from machine import Pin
+
+from firmware.board import wlan
+
+NAME = "rp2"
+DEFAULT_HOST = "0.0.0.0"
+CONFIG_PATH = "/config.json"
+STATE_DIR = "/state"
+_LED = "LED"
+_pin = None
+_active_low = False
+
+
+def setup(cfg):
+    global _pin, _active_low
+    b = cfg["board"]
+    pin = _LED if b["led"] < 0 else b["led"]
+    _active_low = b["led_active_low"]
+    try:
+        _pin = Pin(pin, Pin.OUT)
+    except Exception:
+        _pin = None
+
+
+def led(on):
+    if _pin is not None:
+        _pin.value(1 if bool(on) != _active_low else 0)
+
+
+async def network_up(cfg):
+    return await wlan.up(cfg, led)
+
+
+address = wlan.address

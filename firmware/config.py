@@ -1,0 +1,200 @@
+"""The terminal's settings: one JSON file merged over the defaults below.
+
+Every key is documented in the README.  A missing file means defaults.  A
+wrong value is reported (key, value, what is allowed) and replaced by its
+default; the terminal starts anyway.
+"""
+import json
+
+from firmware.core import outcomes
+
+DEFAULTS = {
+    "terminal_id": "UST00001",
+    "merchant_id": "1234567",
+    "merchant_name": "UNDERSTUDY TEST SHOP",
+    "merchant_city": "PARIS",
+    "currency": 978,
+    "currencies": [978, 840, 826, 756, 376, 953],
+    "allowed_ips": [],
+    "listeners": {
+        "concert-ip": {"enabled": True, "host": "", "port": 8888},
+    },
+    "timeouts": {
+        "card_s": 30,
+        "pin_s": 30,
+        "auth_s": 60,
+        "request_ms": 10000,
+        "gap_ms": 200,
+    },
+    "delays": {"card_ms": 0, "pin_ms": 0, "auth_ms": 0, "slow_auth_ms": 20000},
+    "outcomes": outcomes.RULES,
+    "card": {
+        "pan": "4970100000000014",
+        "brand": "CB",
+        "mode": "chip",
+        "expiry": "2812",
+        "aid": "A0000000421010",
+    },
+    "concert": {"version": "echo", "zero_amount_on_cancel": False, "max_request": 2048},
+    "receipt": {"width": 24},
+    "log": {"frames": True, "heap": False},
+    "board": {"led": -1, "led_active_low": False},
+    "wifi": {"ssid": "", "password": "", "hostname": "understudy", "connect_s": 20},
+    "config_watch_s": 2,
+}
+
+_PORT = (1, 65535)
+_MS = (0, 600000)
+
+
+def _card_mode(v):
+    return v in ("chip", "contactless", "magstripe")
+
+
+def _digits(n0, n1):
+    def ok(v):
+        return n0 <= len(v) <= n1 and v.isdigit()
+
+    return ok
+
+
+# Extra checks beyond "same type as the default".  A tuple of two ints is an
+# inclusive range, a tuple of str the allowed values, a (function, text) pair
+# a predicate and how to say what it allows.  "*" matches any key.
+RULES = {
+    "currency": (1, 999),
+    "currencies.*": (1, 999),
+    "listeners.*.port": _PORT,
+    "timeouts.card_s": (1, 600),
+    "timeouts.pin_s": (1, 600),
+    "timeouts.auth_s": (1, 600),
+    "timeouts.request_ms": (100, 600000),
+    "timeouts.gap_ms": (0, 10000),
+    "delays.*": _MS,
+    "outcomes.*": outcomes.NAMES,
+    "card.pan": (_digits(12, 19), "12 to 19 digits"),
+    "card.mode": (_card_mode, "chip, contactless or magstripe"),
+    "card.expiry": (_digits(4, 4), "YYMM"),
+    "concert.version": (lambda v: v == "echo" or (len(v) == 4 and v.isdigit()), "echo or 4 digits"),
+    "concert.max_request": (256, 65536),
+    "receipt.width": (20, 48),
+    "wifi.connect_s": (1, 600),
+    "config_watch_s": (0, 3600),
+}
+
+
+
+def _rule(path):
+    r = RULES.get(path)
+    if r is None:
+        i = path.rfind(".")
+        if i > 0:
+            r = RULES.get(path[:i] + ".*") or RULES.get(_star_mid(path))
+    return r
+
+
+def _star_mid(path):
+    a = path.split(".")
+    return a[0] + ".*." + a[-1] if len(a) == 3 else ""
+
+
+def _allowed(rule):
+    if isinstance(rule[0], int):
+        return "%d..%d" % rule
+    if callable(rule[0]):
+        return rule[1]
+    return ", ".join(rule)
+
+
+def _check(path, v, rule):
+    if isinstance(rule[0], int):
+        return rule[0] <= v <= rule[1]
+    if callable(rule[0]):
+        return rule[0](v)
+    return v in rule
+
+
+def _same_type(v, d):
+    return type(v) is type(d)
+
+
+def _merge(d, u, path, problems):
+    out = {}
+    for k, dv in d.items():
+        out[k] = _merge(dv, {}, "", problems) if isinstance(dv, dict) else dv
+    if not isinstance(u, dict):
+        problems.append("%s: expected an object, got %s; using defaults" % (path or "config", _show(u)))
+        return out
+    for k, v in u.items():
+        p = path + "." + k if path else k
+        if k in d:
+            dv = d[k]
+        elif path == "outcomes" and (k == "default" or (len(k) == 2 and k.isdigit())):
+            dv = outcomes.APPROVE
+        else:
+            problems.append("%s: unknown key; ignored" % p)
+            continue
+        out[k] = _value(p, v, dv, problems)
+    if path == "outcomes":
+        for k in outcomes.FIXED:
+            if out.get(k) != outcomes.APPROVE:
+                problems.append("outcomes.%s: amounts ending in %s always approve; kept approve" % (k, k))
+                out[k] = outcomes.APPROVE
+    return out
+
+
+def _value(p, v, dv, problems):
+    if isinstance(dv, dict):
+        return _merge(dv, v, p, problems)
+    if isinstance(dv, list):
+        if not isinstance(v, list):
+            problems.append("%s: %s is not a list; using %s" % (p, _show(v), _show(dv)))
+            return dv
+        sample = dv[0] if dv else v[0] if v else None
+        out = []
+        for i, x in enumerate(v):
+            if sample is not None and not _same_type(x, sample):
+                problems.append("%s[%d]: %s has the wrong type; dropped" % (p, i, _show(x)))
+                continue
+            r = _rule(p + ".*")
+            if r and not _check(p, x, r):
+                problems.append("%s[%d]: %s not allowed (%s); dropped" % (p, i, _show(x), _allowed(r)))
+                continue
+            out.append(x)
+        return out
+    if not _same_type(v, dv):
+        problems.append(
+            "%s: %s should be %s; using %s" % (p, _show(v), type(dv).__name__, _show(dv))
+        )
+        return dv
+    r = _rule(p)
+    if r and not _check(p, v, r):
+        problems.append("%s: %s not allowed (%s); using %s" % (p, _show(v), _allowed(r), _show(dv)))
+        return dv
+    return v
+
+
+def _show(v):
+    return json.dumps(v)
+
+
+def merge(user):
+    """(config, problems) for a parsed JSON object."""
+    problems = []
+    return _merge(DEFAULTS, user, "", problems), problems
+
+
+def load(path):
+    """Read path (absent: defaults) -> (config, problems)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return merge({})
+    try:
+        user = json.loads(text)
+    except ValueError as e:
+        cfg, problems = merge({})
+        problems.insert(0, "%s: not valid JSON (%s); using defaults" % (path, e))
+        return cfg, problems
+    return merge(user)

@@ -1,0 +1,58 @@
+"""One line per event on stdout (the REPL on a board), machine-greppable.
+
+    <source> <event> [details...]
+
+e.g. `concert-ip rx 127.0.0.1 CZ0040300...`.  `frames` turns the per-frame
+rx/tx lines on or off; events are always printed.  Observers (the web face's
+live trace) get every line as (source, event, text).
+"""
+
+frames = True
+_observers = []
+
+
+def watch(fn):
+    _observers.append(fn)
+
+
+def unwatch(fn):
+    if fn in _observers:
+        _observers.remove(fn)
+
+
+def event(source, what, *details):
+    line = source + " " + what
+    if details:
+        line += " " + " ".join([str(d) for d in details])
+    print(line)
+    for fn in _observers:
+        fn(source, what, line)
+
+
+def frame(source, direction, peer, data):
+    """A protocol frame, rx (from the register) or tx (to it)."""
+    if not frames and not _observers:
+        return
+    if not isinstance(data, str):
+        data = printable(data)
+    line = "%s %s %s %s" % (source, direction, peer, data)
+    if frames:
+        print(line)
+    for fn in _observers:
+        fn(source, direction, line)
+
+
+def printable(data):
+    """ASCII as is, anything else as <hh>: readable for text and binary."""
+    for b in data:
+        if b < 32 or b > 126 or b == 60:
+            break
+    else:
+        return bytes(data).decode()
+    out = []
+    for b in data:
+        if 32 <= b < 127 and b != 60:
+            out.append(chr(b))
+        else:
+            out.append("<%02x>" % b)
+    return "".join(out)

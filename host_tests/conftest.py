@@ -1,0 +1,91 @@
+"""Shared fixtures: the firmware under test, started in the MicroPython unix port.
+
+Every end-to-end test runs twice: against the .py sources and against the
+mpy-cross build that boards run.  Teardown fails a test whose firmware
+printed a Traceback or a MemoryError, or died.
+"""
+import os
+import socket
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for p in (os.path.join(ROOT, "tools"), os.path.join(ROOT, "lib"), os.path.join(HERE, "codec"), HERE):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from understudy import paths  # noqa: E402
+from understudy.launch import Firmware  # noqa: E402
+
+CLOCK = 1795000000  # 2026-11-18T11:46:40Z: receipts in golden files do not move
+SOURCE_HEAP = "512K"  # compiling .py on the fly needs room; boards run .mpy
+MPY_HEAP = "256K"  # TODO: back to the budget after the memory diet
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def merge(base, extra):
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def base_config():
+    """Fast time-outs so unhappy paths take seconds, not minutes."""
+    return {
+        "listeners": {"concert-ip": {"port": free_port()}},
+        "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},
+        "config_watch_s": 1,
+    }
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite golden transcripts with what the firmware answers now")
+
+
+@pytest.fixture(params=["mpy", "src"])
+def fw_root(request):
+    if request.param == "mpy" and not os.path.exists(os.path.join(paths.MPY, "main.py")):
+        pytest.fail("build/mpy missing: run `make mpy` (make test does)")
+    return request.param
+
+
+@pytest.fixture
+def firmware(fw_root, tmp_path):
+    """start(config=None, heap=None, state_dir=None) -> a running Firmware."""
+    started = []
+
+    def start(config=None, heap=None, state_dir=None, clock=CLOCK):
+        cfg = merge(base_config(), config or {})
+        root = paths.MPY if fw_root == "mpy" else paths.SOURCE
+        heap = heap or (MPY_HEAP if fw_root == "mpy" else SOURCE_HEAP)
+        fw = Firmware(root=root, heap=heap, config=cfg,
+                      state_dir=state_dir or str(tmp_path / ("state%d" % len(started))),
+                      clock=clock)
+        started.append(fw)
+        return fw.start()
+
+    yield start
+    errors = []
+    for fw in started:
+        died = fw.proc is not None and fw.proc.poll() not in (None, 0) and not getattr(fw, "killed", False)
+        fw.stop()
+        if fw.problems():
+            errors.append("firmware printed:\n" + fw.output())
+        elif died:
+            errors.append("firmware died:\n" + fw.output())
+        fw.cleanup()
+    assert not errors, "\n".join(errors)

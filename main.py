@@ -1,0 +1,4 @@
+# What a board (and the unix port) runs after boot.py: the terminal service.
+from firmware import app
+
+app.main()

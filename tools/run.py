@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Run the terminal on this PC in the MicroPython unix port (`make run`).
+
+It runs the mpy-cross build (build/mpy, what boards run) under the board's
+heap budget, prints where every personality listens, and stops on Ctrl-C.
+"""
+import argparse
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from understudy import paths  # noqa: E402
+from understudy.launch import Firmware, FirmwareError  # noqa: E402
+
+DEFAULT_HEAP = "64K"
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(
+        prog="tools/run.py",
+        description="Start the Understudy payment terminal on the MicroPython unix port.",
+        epilog="Ctrl-C stops it.  Edit the config file while it runs: listener changes "
+        "apply within config_watch_s seconds, without a restart.",
+    )
+    p.add_argument("--config", metavar="PATH",
+                   help="config JSON (default: ./config.json if it exists, else built-in defaults)")
+    p.add_argument("--heap", metavar="SIZE", default=DEFAULT_HEAP,
+                   help="MicroPython heap, as -X heapsize takes it (default %s, the board budget)"
+                   % DEFAULT_HEAP)
+    p.add_argument("--state-dir", metavar="DIR", default=paths.STATE,
+                   help="where the journal and other flash files live (default: %s)"
+                   % os.path.relpath(paths.STATE))
+    p.add_argument("--source", action="store_true",
+                   help="run the .py sources instead of build/mpy (needs --heap 256K or so: "
+                   "compiling on the fly costs RAM)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse(argv)
+    config = a.config
+    if config is None and os.path.exists(os.path.join(paths.ROOT, "config.json")):
+        config = os.path.join(paths.ROOT, "config.json")
+    if config and not os.path.exists(config):
+        sys.exit("run: config file %s does not exist" % config)
+    root = paths.SOURCE if a.source else paths.MPY
+    fw = Firmware(root=root, heap=a.heap, config=config, state_dir=a.state_dir, echo=True)
+    # Ctrl-C reaches the firmware too (same process group); it prints "stopped".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        fw.start(timeout=30)
+    except FirmwareError as e:
+        sys.exit("run: %s" % e)
+    code = fw.wait()
+    if code not in (0, -signal.SIGINT):
+        sys.exit("run: the firmware exited with status %d (output above)" % code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Host side of Understudy: launcher, build, and (later) the register's tools."""

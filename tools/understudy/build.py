@@ -1,0 +1,55 @@
+"""Compile the firmware to .mpy with mpy-cross: the tree a board runs.
+
+build/mpy/ gets boot.py and main.py as source (boards only run those two as
+.py) and every module of lib/ and firmware/ as .mpy.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+from understudy import paths
+
+
+def mpy_cross():
+    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return here if os.path.exists(here) else shutil.which("mpy-cross") or "mpy-cross"
+
+
+def sources():
+    for d in paths.FIRMWARE_DIRS:
+        for base, dirs, files in os.walk(os.path.join(paths.ROOT, d)):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    yield os.path.relpath(os.path.join(base, f), paths.ROOT)
+
+
+def build(out=paths.MPY, quiet=False):
+    """Compile into out/; returns (number of modules, total .mpy bytes)."""
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    for f in paths.FIRMWARE_FILES:
+        shutil.copy(os.path.join(paths.ROOT, f), os.path.join(out, f))
+    n = size = 0
+    tool = mpy_cross()
+    for rel in sources():
+        dst = os.path.join(out, rel[:-3] + ".mpy")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        r = subprocess.run([tool, "-o", dst, "-s", rel, os.path.join(paths.ROOT, rel)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            sys.stderr.write("mpy-cross failed on %s:\n%s%s" % (rel, r.stdout, r.stderr))
+            raise SystemExit(1)
+        n += 1
+        size += os.path.getsize(dst)
+    with open(os.path.join(out, ".stamp"), "w") as f:
+        f.write("%d %d\n" % (n, size))
+    if not quiet:
+        print("mpy: %d modules, %.1f KB of .mpy in %s" % (n, size / 1024.0, os.path.relpath(out)))
+    return n, size
+
+
+if __name__ == "__main__":
+    build()

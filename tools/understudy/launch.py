@@ -1,0 +1,175 @@
+"""Start the firmware in the MicroPython unix port, as a board would run it.
+
+Used by `make run` (tools/run.py), by the test suite and by the pytest
+plugin.  The firmware prints `listening <name> <kind> <where>` per listener
+and then READY; Firmware.start() waits for READY and keeps every output line.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from understudy import paths
+
+
+def micropython():
+    """The unix-port interpreter: $MICROPYTHON, else the one in the venv."""
+    exe = os.environ.get("MICROPYTHON")
+    if exe:
+        return exe
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(here):
+        return here
+    found = shutil.which("micropython")
+    if found:
+        return found
+    raise RuntimeError("micropython (the unix port) not found: run `make setup`, or set MICROPYTHON")
+
+
+class FirmwareError(RuntimeError):
+    pass
+
+
+class Firmware:
+    """One firmware process.
+
+    root: the tree to run (paths.SOURCE or paths.MPY); heap: -X heapsize;
+    config: a dict (written to a file) or a path; state_dir: the "flash".
+    """
+
+    def __init__(self, root=None, heap="64K", config=None, state_dir=None, clock=None,
+                 echo=False, env=None):
+        self.root = root or paths.MPY
+        self.heap = heap
+        self.echo = echo
+        self._tmp = None
+        if state_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix="understudy-")
+            state_dir = os.path.join(self._tmp, "state")
+        self.state_dir = os.path.abspath(state_dir)
+        os.makedirs(self.state_dir, exist_ok=True)
+        # like a board's flash root: config.json beside the journal
+        self.config_path = os.path.join(self.state_dir, "config.json")
+        if isinstance(config, dict):
+            self.write_config(config)
+        elif config:
+            self.config_path = os.path.abspath(config)
+        self.clock = clock
+        self.extra_env = env or {}
+        self.proc = None
+        self.lines = []
+        self.listeners = {}  # name -> (kind, where)
+        self._cond = threading.Condition()
+
+    def write_config(self, cfg):
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f, indent=1)
+
+    def start(self, timeout=15):
+        if not os.path.exists(os.path.join(self.root, "main.py")):
+            raise FirmwareError("no firmware in %s (run `make mpy`)" % self.root)
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["MICROPYPATH"] = "%s:%s:.frozen" % (self.root, os.path.join(self.root, "lib"))
+        env["UNDERSTUDY_CONFIG"] = self.config_path
+        env["UNDERSTUDY_STATE"] = self.state_dir
+        if self.clock is not None:
+            env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
+        cmd = [micropython(), "-X", "heapsize=%s" % self.heap, os.path.join(self.root, "main.py")]
+        self.lines = []
+        self.listeners = {}
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._thread.start()
+        if not self.wait_for("READY", timeout):
+            out = self.output()
+            self.kill()
+            raise FirmwareError("firmware did not get READY within %ss:\n%s" % (timeout, out))
+        return self
+
+    def _pump(self, proc):
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("listening "):
+                parts = line.split(None, 3)
+                if len(parts) == 4:
+                    self.listeners[parts[1]] = (parts[2], parts[3])
+            if self.echo:
+                print(line, flush=True)
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, text, timeout=10, start=0):
+        """Index of the first line at or after `start` containing text, or None."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if text in self.lines[i]:
+                        return i
+                left = end - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._pending()):
+                    return None
+                self._cond.wait(min(left, 0.2))
+
+    def _pending(self):
+        return self.proc.stdout and not self.proc.stdout.closed
+
+    def address(self, name):
+        """(host, port) of a TCP listener, from its `listening` line."""
+        kind, where = self.listeners[name]
+        host, port = where.rsplit(":", 1)
+        return host, int(port)
+
+    def output(self):
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait(self):
+        """Wait for the process to end by itself; its exit status."""
+        code = self.proc.wait()
+        self._thread.join(2)
+        return code
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=5):
+        """Ctrl-C, as a person would; kill if it does not stop."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self._thread.join(2)
+        return self.output()
+
+    def kill(self):
+        """kill -9: a power cut, as far as the firmware can tell."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        self.kill()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def problems(self):
+        """Lines that must never appear: tracebacks and memory errors."""
+        out = self.output()
+        return [ln for ln in out.splitlines() if "Traceback" in ln or "MemoryError" in ln]
