@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-HEAP   ?= 64K
+HEAP   ?= 128K
 SETUP  := $(VENV)/.setup-done
 MPY    := build/mpy/.stamp
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py

@@ -7,15 +7,16 @@ listener, everything else applies to the next transaction.
 """
 import asyncio
 import gc
+import sys
 from binascii import crc32
 
-from firmware import VERSION, config, log
+from firmware import VERSION, log
 from firmware.board import load as load_board
-from firmware.core.terminal import Terminal
+from firmware.terminal import Terminal
 
 # name -> module with make(app, name) returning a listener
 PERSONALITIES = (
-    ("concert-ip", "firmware.adapters.concert_ip"),
+    ("concert-ip", "firmware.concert_ip"),
 )
 
 
@@ -68,6 +69,19 @@ def _signature(path):
         return None
 
 
+def load_config(path):
+    """Read and check the config file, then drop the config module: its tables
+    are only needed now, and a board's RAM is better spent elsewhere."""
+    from firmware import config
+
+    cfg, problems = config.load(path)
+    del sys.modules["firmware.config"]
+    del sys.modules["firmware"].config
+    for p in problems:
+        log.event("config", "problem", p)
+    return cfg
+
+
 async def _watch_config(app, path):
     seen = _signature(path)
     while app.cfg["config_watch_s"]:
@@ -76,26 +90,24 @@ async def _watch_config(app, path):
         if now == seen:
             continue
         seen = now
-        cfg, problems = config.load(path)
-        for p in problems:
-            log.event("config", "problem", p)
         log.event("config", "reloaded", path)
-        await app.apply(cfg)
+        await app.apply(load_config(path))
 
 
 async def _main():
     board = load_board()
-    cfg, problems = config.load(board.CONFIG_PATH)
-    log.frames = cfg["log"]["frames"]
     gc.collect()
     print("understudy %s on %s, heap %d bytes" % (VERSION, board.NAME, gc.mem_free() + gc.mem_alloc()))
-    for p in problems:
-        log.event("config", "problem", p)
+    cfg = load_config(board.CONFIG_PATH)
+    log.frames = cfg["log"]["frames"]
     board.setup(cfg)
     app = App(board, cfg)
     await board.network_up(cfg)
     for name, module in PERSONALITIES:
         await app.start_listener(name, module)
+    if cfg["log"]["heap"]:
+        gc.collect()
+        log.event("app", "heap", "alloc=%d" % gc.mem_alloc())
     print("READY")
     board.led(True)
     await _watch_config(app, board.CONFIG_PATH)

@@ -8,12 +8,13 @@ import argparse
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from understudy import paths  # noqa: E402
 from understudy.launch import Firmware, FirmwareError  # noqa: E402
 
-DEFAULT_HEAP = "64K"
+DEFAULT_HEAP = "128K"
 
 
 def parse(argv):
@@ -46,12 +47,23 @@ def main(argv=None):
         sys.exit("run: config file %s does not exist" % config)
     root = paths.SOURCE if a.source else paths.MPY
     fw = Firmware(root=root, heap=a.heap, config=config, state_dir=a.state_dir, echo=True)
-    # Ctrl-C reaches the firmware too (same process group); it prints "stopped".
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asked = []
+    # Ctrl-C in a terminal reaches the firmware by itself (same process group)
+    # and it prints "stopped"; a signal sent to this launcher alone is passed on.
+    signal.signal(signal.SIGINT, lambda *_: asked.append(time.monotonic()))
+    signal.signal(signal.SIGTERM, lambda *_: asked.append(time.monotonic()))
     try:
         fw.start(timeout=30)
     except FirmwareError as e:
         sys.exit("run: %s" % e)
+    sent = False
+    while fw.alive():
+        time.sleep(0.1)
+        if asked and not sent and time.monotonic() - asked[0] > 0.5:
+            fw.proc.send_signal(signal.SIGINT)
+            sent = True
+        if asked and time.monotonic() - asked[0] > 5:
+            fw.kill()
     code = fw.wait()
     if code not in (0, -signal.SIGINT):
         sys.exit("run: the firmware exited with status %d (output above)" % code)

@@ -7,7 +7,7 @@ seconds, for reproducible receipts in tests).
 """
 import os
 
-from firmware.core import clock
+from firmware import clock
 
 NAME = "unix"
 DEFAULT_HOST = "127.0.0.1"

@@ -3,7 +3,33 @@
 Receipts are rebuilt from the transaction record whenever they are asked for
 (duplicates included), so nothing but the record needs to be kept.
 """
-from firmware.core import clock, money
+from firmware import clock
+
+# ISO 4217 numeric -> (alpha, decimals), for the currencies receipts name
+CURRENCIES = {
+    978: ("EUR", 2),
+    840: ("USD", 2),
+    826: ("GBP", 2),
+    756: ("CHF", 2),
+    376: ("ILS", 2),
+    953: ("XPF", 0),
+    392: ("JPY", 0),
+    752: ("SEK", 2),
+    208: ("DKK", 2),
+    578: ("NOK", 2),
+    985: ("PLN", 2),
+}
+
+
+def money(minor, num):
+    """1250, 978 -> '12.50 EUR'."""
+    alpha, d = CURRENCIES.get(num, ("%03d" % num, 2))
+    sign = "-" if minor < 0 else ""
+    minor = abs(minor)
+    if d:
+        p = 10 ** d
+        return "%s%d.%0*d %s" % (sign, minor // p, d, minor % p, alpha)
+    return "%s%d %s" % (sign, minor, alpha)
 
 _OPS = {
     "pay": "PAYMENT",
@@ -64,7 +90,7 @@ def transaction(t, cfg, merchant=False):
     lines.append(_pair("No %06d" % t.no, "BATCH %03d" % t.batch, w))
     if t.auth:
         lines.append("AUTH " + t.auth)
-    lines.append(_pair("AMOUNT", money.fmt(t.amount, t.cur), w))
+    lines.append(_pair("AMOUNT", money(t.amount, t.cur), w))
     lines.append(_center(_RESULTS.get(t.result, "IN PROGRESS"), w))
     if t.reason in _REASONS:
         lines.append(_center(_REASONS[t.reason], w))
@@ -84,8 +110,8 @@ def settlement(s, cfg):
         tot = s["totals"][cur]
         for op in ("pay", "refund", "void"):
             n, amount = tot[op]
-            lines.append(_pair("%s x%d" % (_OPS[op], n), money.fmt(amount, cur), w))
-        lines.append(_pair("NET", money.fmt(tot["net"], cur), w))
+            lines.append(_pair("%s x%d" % (_OPS[op], n), money(amount, cur), w))
+        lines.append(_pair("NET", money(tot["net"], cur), w))
     if not s["totals"]:
         lines.append(_center("NO TRANSACTIONS", w))
     lines.append(_center("BATCH CLOSED", w))

@@ -4,21 +4,21 @@ TCP has no frame boundary and Concert V3 adds none, so the request is read
 until it ends on an element boundary and carries every tag its action needs
 (or, if it never does, until the register pauses for timeouts.gap_ms).  The
 answer goes out in one write; then the terminal waits for the register to
-close.  A register that closes before the answer is marked "not delivered".
+close.  A register that closed before the answer is marked "not delivered";
+one that only closed its sending half (nc, socat do) still gets its answer.
 """
 import asyncio
 
-from firmware import log
-from firmware.adapters import concert
-from firmware.transports.tcp import TCPListener
+from firmware import concert, log
+from firmware.tcp import TCPListener, peer_reset
 from wire import concert_tlv as tlv
 
 NAME = "concert-ip"
 
 
 def make(app, name=NAME):
-    async def handler(r, w, peer):
-        await _session(app, name, r, w, peer)
+    async def handler(s, peer):
+        await _session(app, name, s, peer)
 
     return TCPListener(app, name, handler)
 
@@ -69,45 +69,43 @@ async def _watch(r, state):
     state[0] = True
 
 
-async def _session(app, name, r, w, peer):
-    msg = await _read_request(app, name, r, peer)
+async def _session(app, name, s, peer):
+    msg = await _read_request(app, name, s, peer)
     if msg is None:
         return
     log.frame(name, "rx", peer, msg)
+    gone = [False]
     if len(msg) > app.cfg["concert"]["max_request"]:
         ans, t = concert.fail(app, {}, concert.AF_FORMAT), None
     else:
-        gone = [False]
-        watcher = asyncio.create_task(_watch(r, gone))
+        watcher = asyncio.create_task(_watch(s, gone))
         try:
             ans, t = await concert.serve(app, msg, name)
         finally:
-            if gone[0]:
-                watcher = None
-            else:
+            if not gone[0]:
                 watcher.cancel()
-        if gone[0]:
-            log.event(name, "gone", peer, "closed before the answer")
-            ans = None
     if ans is None:
         if t is not None and not t.delivered:
             app.term.delivered(t, False)
-            if t.drop:
-                log.event(name, "drop", peer, "answer withheld (lost outcome)")
+            log.event(name, "drop", peer, "answer withheld (lost outcome)")
         return
     ok = True
     try:
-        w.write(ans)
-        await w.drain()
-    except OSError as e:
+        s.write(ans)
+        await s.drain()
+        if gone[0]:  # it closed its side before the answer: half, or whole?
+            await asyncio.sleep_ms(50)
+            ok = not peer_reset(s)
+    except OSError:
         ok = False
-        log.event(name, "gone", peer, "write failed " + repr(e))
     log.frame(name, "tx", peer, ans)
+    if not ok:
+        log.event(name, "gone", peer, "closed before the answer")
     if t is not None and (ok or not t.delivered):
         app.term.delivered(t, ok)
-    if ok:
+    if ok and not gone[0]:
         # the register closes once it has the answer; do not wait forever
         try:
-            await asyncio.wait_for_ms(_watch(r, [False]), app.cfg["timeouts"]["request_ms"])
+            await asyncio.wait_for_ms(_watch(s, gone), app.cfg["timeouts"]["request_ms"])
         except asyncio.TimeoutError:
             log.event(name, "linger", peer, "register kept the connection; closed")

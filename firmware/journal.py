@@ -14,7 +14,7 @@ def _zero():
 
 
 class Journal:
-    def __init__(self, keep=32):
+    def __init__(self, keep=4):
         self.keep = keep
         self.recent = []  # Txn records, oldest first
         self.batch = 1

@@ -1,0 +1,141 @@
+"""Concert V3 (Caisse-AP) messages <-> terminal operations.
+
+Transport-free: `await serve(app, msg, src)` takes one whole request (bytes)
+and returns (answer bytes or None, Txn or None); TCP and serial both use it.
+None means: send nothing (the "lost" outcome drops the answer on purpose).
+Payments, refunds, voids and pre-authorisations live here; the rarer actions
+(status, duplicate, settlement, tickets...) in concert_extra, loaded on use.
+Decisions where the sources disagree are listed in docs/CONCERT.md.
+"""
+import asyncio
+
+from firmware import log
+from firmware.terminal import Busy
+from wire import concert_tlv as tlv
+
+_OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}
+_MANDATORY = ("CZ", "CJ", "CA", "CB", "CD", "CE")
+_SHORT = ("CZ", "CD")  # identification, status, duplicate, settlement, print
+
+# AF: complement to AE=01, by the core's reason
+_AF = {
+    "decline": "04",
+    "pin": "04",
+    "not_found": "04",
+    "forbidden": "05",
+    "cancel": "06",
+    "no_card": "08",
+    "host": "07",
+    "journal": "07",
+    "abort": "11",
+    "currency": "13",
+}
+AF_UNKNOWN = "00"  # also the busy answer: no source gives a better one
+AF_FORMAT = "09"
+_ECHO = ("CJ", "CA", "CB", "CD", "CE", "CH")
+_CARD_MODE = {"chip": "1", "contactless": "2", "magstripe": "3"}
+CHEQUE = "00C"
+
+
+def complete(req):
+    """True once a decoded request carries every tag its action needs."""
+    a = req.get("CD")
+    for k in (_MANDATORY if a in _OPS else _SHORT):
+        if k not in req:
+            return False
+    return True
+
+
+def head(app, req, cb=None):
+    """CZ (echoed unless concert.version fixes it) and the echoed C* tags."""
+    v = app.cfg["concert"]["version"]
+    pairs = [("CZ", req.get("CZ", "0320") if v == "echo" else v)]
+    for k in _ECHO:
+        pairs.append((k, cb if k == "CB" and cb is not None else req.get(k)))
+    return pairs
+
+
+def fail(app, req, af, cb=None):
+    return tlv.encode(head(app, req, cb) + [("AE", "01"), ("AF", af), ("CF", req.get("CF"))])
+
+
+def answer(app, req, t):
+    """The answer to a finished transaction (status replies reuse it)."""
+    if t.result == "approved":
+        pairs = head(app, req) + [("AE", "10"), ("AF", "01")]
+        if req.get("CC") == CHEQUE:
+            pairs.append(("CC", CHEQUE))
+        elif t.pan:
+            app_codes = ("002", "00D") if t.brand == "AMEX" else ("001", "00B")
+            pairs += [
+                ("CC", app_codes[t.mode == "contactless"]),
+                ("CI", _CARD_MODE.get(t.mode, "0")),
+            ]
+        pairs += [("AC", t.auth)]
+        if t.pan and req.get("CC") != CHEQUE:
+            pairs += [("AA", t.pan), ("AL", "1"), ("AB", t.exp), ("AI", t.aid)]
+        pairs += [("CF", req.get("CF")), ("CG", app.cfg["merchant_id"])]
+    else:
+        cb = None
+        if t.result == "cancelled" and app.cfg["concert"]["zero_amount_on_cancel"]:
+            cb = "0" * len(req.get("CB", "00"))
+        af = "04" if req.get("CC") == CHEQUE else _AF.get(t.reason, AF_UNKNOWN)
+        pairs = head(app, req, cb) + [("AE", "01"), ("AF", af), ("CF", req.get("CF"))]
+    if req.get("CK", "")[:1] == "1":
+        from firmware import concert_extra
+
+        pairs += concert_extra.tickets(app, req, t)
+    return tlv.encode(pairs)
+
+
+def _bad_field(req):
+    """Name of the first malformed field, or None."""
+    for k, lo, hi in (("CB", 1, 12), ("CE", 3, 3), ("CA", 1, 2)):
+        v = req.get(k)
+        if v is not None and not (lo <= len(v) <= hi and v.isdigit()):
+            return k
+    if len(req["CD"]) != 1:
+        return "CD"
+    if len(req["CZ"]) != 4:
+        return "CZ"
+    return None
+
+
+async def serve(app, msg, src):
+    try:
+        req = tlv.decode(msg)
+        why = None if complete(req) else "missing mandatory tags"
+        why = why or _bad_field(req)
+    except tlv.TLVError as e:
+        req, why = {}, str(e)
+    if why:
+        log.event(src, "malformed", why)
+        return fail(app, req, AF_FORMAT), None
+    op = _OPS.get(req["CD"])
+    if op is None:
+        from firmware import concert_extra
+
+        return concert_extra.serve(app, req, src)
+    term = app.term
+    amount = int(req["CB"])
+    cur = int(req["CE"])
+    orig = None
+    if op == "void":
+        cf = req.get("CF")
+        target = term.find_void_target(amount, cur, cf and (lambda t: t.ref == cf))
+        if target is None:
+            log.event(src, "void", "no matching transaction")
+            return fail(app, req, _AF["not_found"]), None
+        orig = target.no
+    data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
+    try:
+        t = term.start(op, amount, cur, src, ref=req.get("CF"), orig=orig, data=data)
+    except Busy:
+        return fail(app, req, AF_UNKNOWN), None
+    if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
+        asyncio.create_task(term.run(t))
+        return tlv.encode(head(app, req) + [("AE", "11")]), None
+    await term.run(t)
+    if t.drop:
+        return None, t
+    return answer(app, req, t), t

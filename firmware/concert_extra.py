@@ -1,0 +1,71 @@
+"""The rarer Concert V3 actions, loaded only when a register asks for one.
+
+Identification (CD=I), transaction status (T), duplicate ticket (3),
+settlement (B), print a register's ticket (P), and tickets (ZT) on request.
+"""
+import binascii
+
+from firmware import log, receipt
+from firmware.concert import AF_UNKNOWN, answer, fail, head
+from firmware.terminal import Busy
+from wire import concert_tlv as tlv
+
+
+def tickets(app, req, t=None, text=None):
+    """ZT elements asked for by CK: pos 2 whose (0 cardholder, 1 merchant,
+    2 both), pos 3 the format (0 Latin-1 text, 1 HTML), base64 in AK."""
+    ck = req["CK"]
+    copies = "1" if ck[1:2] == "1" else "01" if ck[1:2] == "2" else "0"
+    html = ck[2:3] == "1"
+    out = []
+    for c in copies:
+        body = text if text is not None else receipt.transaction(t, app.cfg, c == "1")
+        if html:
+            body = "<html><body><pre>%s</pre></body></html>" % body
+        ak = binascii.b2a_base64(body.encode(), newline=False).decode()
+        out.append(("ZT", [("CK", "1" + c + ("1" if html else "0")), ("AK", ak)]))
+    return out
+
+
+def _ok(app, req, more=()):
+    return tlv.encode(head(app, req) + [("AE", "10")] + list(more))
+
+
+def serve(app, req, src):
+    """(answer, Txn or None) for a non-financial action."""
+    a = req["CD"]
+    term = app.term
+    if a == "I":
+        cfg = app.cfg
+        return _ok(app, req, [("AQ", cfg["terminal_id"]), ("CG", cfg["merchant_id"])]), None
+    if a == "T":
+        # the last transaction's answer, as it was (or would have been) sent
+        t = None if term.current else term.journal.last()
+        if t is None:
+            return fail(app, req, AF_UNKNOWN), None
+        view = {"CZ": req["CZ"], "CD": "T", "CB": "%d" % t.amount, "CE": "%03d" % t.cur}
+        for k in ("CJ", "CA", "CF"):
+            v = (t.data or {}).get(k) or req.get(k)
+            if v:
+                view[k] = v
+        if "CK" in req:
+            view["CK"] = req["CK"]
+        return answer(app, view, t), t
+    if a == "3":
+        t = term.journal.last()
+        if t is None:
+            return fail(app, req, AF_UNKNOWN), None
+        req.setdefault("CK", "100")
+        return _ok(app, req, tickets(app, req, t)), None
+    if a == "B":
+        try:
+            s = term.settle()
+        except Busy:
+            return fail(app, req, AF_UNKNOWN), None
+        req.setdefault("CK", "110")
+        return _ok(app, req, tickets(app, req, text=receipt.settlement(s, app.cfg))), None
+    if a == "P":
+        log.event(src, "print", "%d ticket(s)" % len(req.get("ZT", ())))
+        return _ok(app, req), None
+    log.event(src, "unknown-action", a)
+    return fail(app, req, "12"), None

@@ -1,0 +1,121 @@
+"""A TCP listener that can be stopped and restarted on its own.
+
+It owns what every TCP personality shares: binding, the allowed-IP list, a
+cap on simultaneous clients, logging, and closing the socket whatever the
+handler does.  The handler is `async handler(stream, peer_ip)`.
+
+The accept loop is our own rather than asyncio.start_server's: that one dies
+for good on a MemoryError, which would leave a terminal that accepts
+connections nobody serves.  Ours refuses that one client and carries on.
+"""
+import asyncio
+import gc
+import select
+import socket
+import sys
+
+from asyncio import core
+
+from firmware import log
+
+
+def peer_ip(addr):
+    if isinstance(addr, tuple):  # boards: (ip, port)
+        return addr[0]
+    if addr and len(addr) >= 8 and addr[0] == 2:  # unix port: raw sockaddr_in
+        return "%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7])
+    return "?"
+
+
+def peer_reset(st):
+    """True if the peer has closed its socket completely (not just its sending
+    half): after we wrote to it, the kernel reports HUP/ERR."""
+    p = select.poll()
+    p.register(st.s, select.POLLIN)
+    for _, ev in p.poll(0):
+        return bool(ev & (select.POLLHUP | select.POLLERR))
+    return False
+
+
+async def close(s):
+    try:
+        s.close()
+        await s.wait_closed()
+    except Exception:
+        pass
+
+
+class TCPListener:
+    kind = "tcp"
+
+    def __init__(self, app, name, handler, ssl=None):
+        self.app = app
+        self.name = name
+        self.handler = handler
+        self.ssl = ssl
+        self.sock = None
+        self.task = None
+        self.clients = 0
+        self.max_clients = 8
+
+    async def start(self, lc):
+        host = lc["host"] or self.app.board.DEFAULT_HOST
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo(host, lc["port"])[0][-1])
+            s.listen(4)
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+        self.max_clients = lc.get("max_clients", 8)
+        self.task = asyncio.create_task(self._serve(s))
+        shown = self.app.board.address() if host == "0.0.0.0" else host
+        return ["%s %s %s:%d" % (self.name, self.kind, shown, lc["port"])]
+
+    async def stop(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        await asyncio.sleep_ms(0)
+
+    async def _serve(self, s):
+        while True:
+            yield core._io_queue.queue_read(s)
+            try:
+                s2, addr = s.accept()
+            except OSError:
+                continue
+            try:
+                if self.ssl is not None:
+                    s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)
+                s2.setblocking(False)
+                st = asyncio.StreamReader(s2, {"peername": addr})
+                asyncio.create_task(self._client(st, peer_ip(addr)))
+            except Exception as e:  # MemoryError, a failed TLS setup...
+                s2.close()
+                gc.collect()
+                log.event(self.name, "refused", peer_ip(addr), repr(e))
+
+    async def _client(self, st, ip):
+        allowed = self.app.cfg["allowed_ips"]
+        if allowed and ip not in allowed:
+            log.event(self.name, "refused", ip, "not in allowed_ips")
+        elif self.clients >= self.max_clients:
+            log.event(self.name, "refused", ip, "too many clients")
+        else:
+            self.clients += 1
+            try:
+                await self.handler(st, ip)
+            except OSError as e:  # the peer reset or vanished
+                log.event(self.name, "closed", ip, repr(e))
+            except Exception as e:  # a bug: say so loudly
+                log.event(self.name, "error", ip, repr(e))
+                sys.print_exception(e)
+            self.clients -= 1
+        await close(st)

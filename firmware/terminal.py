@@ -1,0 +1,195 @@
+"""The terminal core: one transaction at a time, whatever the personality.
+
+Adapters call start() (which refuses at once with Busy while a transaction
+runs; `current` is the running one), then `await run(t)`, send the answer,
+and report delivered().  A transaction walks the states below; every wait
+has a time-out, and while the card or PIN is awaited, abort() (the register)
+cuts it short.  Results are protocol-neutral; adapters map them to codes.
+
+Outcome names (the `outcomes` config table, by the amount's last 2 digits):
+approve, decline, cancel, no_card, pin_blocked, slow, currency, lost,
+forbidden, host_error, signature (see the README for what each does).
+"""
+import asyncio
+import gc
+
+from firmware import clock, log
+from firmware.journal import Journal
+
+# states
+IDLE = "idle"
+WAIT_CARD = "wait_card"
+CARD_READ = "card_read"
+PIN = "pin"
+AUTH = "auth"
+DONE = "done"
+
+# results: approved, declined, cancelled, timeout, error (with a reason)
+
+
+class Busy(Exception):
+    """Another transaction is running."""
+
+
+class Txn:
+    """One transaction; also the journal record."""
+
+    def __init__(self, op, amount, cur, src, ref, orig, data):
+        self.op = op  # pay, refund, void, preauth, capture
+        self.amount = amount  # minor units
+        self.cur = cur  # ISO 4217 numeric
+        self.src = src  # personality that asked
+        self.ref = ref  # the register's reference, if its protocol has one
+        self.orig = orig  # number of the transaction voided/captured/refunded
+        self.data = data  # small protocol extras kept with the record
+        self.no = self.batch = 0
+        self.ts = clock.now()
+        self.state = IDLE
+        self.outcome = self.result = self.reason = self.auth = None
+        self.pan = self.brand = self.mode = self.aid = self.exp = None  # card, PAN masked
+        self.delivered = self.voided = False
+        self.drop = False  # "lost" outcome: the adapter withholds the answer
+        self.progress = None  # callback(t) on each state change; not kept
+
+
+class Terminal:
+    def __init__(self, cfg, journal=None):
+        self.cfg = cfg
+        self.journal = journal or Journal()
+        self.current = None  # the running Txn
+        self.watchers = []  # callback(t) on every state change of any transaction
+        self._ev = asyncio.Event()
+        self._wake = None
+
+    def start(self, op, amount, cur, src, ref=None, orig=None, data=None, outcome=None):
+        """Claim the terminal for a new transaction, or raise Busy at once."""
+        if self.current:
+            log.event("core", "busy", src, op, "refused; running", self.current.src)
+            raise Busy()
+        t = self.current = Txn(op, amount, cur, src, ref, orig, data)
+        rules = self.cfg["outcomes"]
+        t.outcome = outcome or rules.get("%02d" % (amount % 100)) or rules["default"]
+        self._wake = None
+        self._ev.clear()
+        return t
+
+    async def run(self, t):
+        """Run t to its end; never raises, never leaves the terminal busy."""
+        try:
+            self.journal.begin(t)
+            log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
+            await self._flow(t)
+        except OSError as e:  # the journal cannot record it: refuse, approve nothing
+            log.event("core", "journal-full", repr(e))
+            t.result, t.reason = "error", "journal"
+        except Exception as e:  # a bug must not wedge the terminal
+            log.event("core", "error", repr(e))
+            t.result, t.reason = "error", "internal"
+        self.current = None
+        self._state(t, DONE)
+        try:
+            self.journal.decide(t)
+        except OSError as e:
+            log.event("core", "journal-error", repr(e))
+        if self.cfg["log"]["heap"]:
+            gc.collect()
+            log.event("core", "done", "#%d" % t.no, t.result, t.reason or "-", "heap=%d" % gc.mem_alloc())
+        else:
+            log.event("core", "done", "#%d" % t.no, t.result, t.reason or "-")
+        return t
+
+    def delivered(self, t, ok=True):
+        self.journal.delivered(t, ok)
+        if not ok:
+            log.event("core", "undelivered", "#%d" % t.no, t.result)
+
+    def abort(self, who="abort"):
+        """The register asks to stop: honoured while card or PIN is awaited."""
+        t = self.current
+        if t is None or t.state not in (WAIT_CARD, PIN):
+            return False
+        self._wake = who
+        self._ev.set()
+        return True
+
+    def find_void_target(self, amount=None, cur=None, pred=None):
+        """Newest approved, not voided pay/refund/capture of the open batch."""
+        for t in self.journal.newest():
+            if (t.result == "approved" and not t.voided and t.op in ("pay", "refund", "capture")
+                    and amount in (None, t.amount) and cur in (None, t.cur)
+                    and (pred is None or pred(t))):
+                return t
+        return None
+
+    def settle(self):
+        if self.current:
+            raise Busy()
+        s = self.journal.settle(clock.now())
+        log.event("core", "settled", "batch", s["batch"])
+        return s
+
+    def _state(self, t, s):
+        t.state = s
+        if t.progress:
+            t.progress(t)
+        for fn in self.watchers:
+            fn(t)
+
+    async def _wait(self, ms):
+        """Sleep ms unless woken (abort); returns the wake reason or None."""
+        if ms <= 0:
+            await asyncio.sleep_ms(0)
+        elif self._wake is None:
+            try:
+                await asyncio.wait_for_ms(self._ev.wait(), ms)
+            except asyncio.TimeoutError:
+                pass
+        w = self._wake
+        self._wake = None
+        self._ev.clear()
+        return w
+
+    async def _flow(self, t):
+        """Sets t.result ("approved", "declined", "cancelled", "timeout",
+        "error") and t.reason, walking the states."""
+        cfg = self.cfg
+        d = cfg["delays"]
+        to = cfg["timeouts"]
+        o = t.outcome
+        if o == "currency" or t.cur not in cfg["currencies"]:
+            t.result, t.reason = "error", "currency"
+            return
+        if t.op not in ("void", "capture"):  # those need no card
+            self._state(t, WAIT_CARD)
+            card_ms = to["card_s"] * 1000
+            w = await self._wait(card_ms if o == "no_card" else min(d["card_ms"], card_ms))
+            if w or o in ("no_card", "cancel"):
+                t.result = "cancelled" if w or o == "cancel" else "timeout"
+                t.reason = w or o
+                return
+            c = cfg["card"]
+            t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
+            t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
+            self._state(t, CARD_READ)
+            if o == "pin_blocked" or (t.mode == "chip" and t.op in ("pay", "preauth")):
+                self._state(t, PIN)
+                for _ in range(3 if o == "pin_blocked" else 1):
+                    w = await self._wait(min(d["pin_ms"], to["pin_s"] * 1000))
+                    if w:
+                        t.result, t.reason = "cancelled", w
+                        return
+                if o == "pin_blocked":
+                    t.result, t.reason = "declined", "pin"
+                    return
+        self._state(t, AUTH)
+        ms = d["slow_auth_ms"] if o == "slow" else d["auth_ms"]
+        host_ms = to["auth_s"] * 1000
+        await asyncio.sleep_ms(min(ms, host_ms))
+        if ms > host_ms or o == "host_error":
+            t.result, t.reason = "error", "host"
+        elif o in ("decline", "forbidden"):
+            t.result, t.reason = "declined", o
+        else:
+            t.result = "approved"
+            t.auth = "%06d" % ((t.no * 7919 + t.amount * 31) % 1000000)
+            t.drop = o == "lost"

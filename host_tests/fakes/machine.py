@@ -1,0 +1,19 @@
+"""Fake `machine` for running board modules on the unix port: records pin writes."""
+
+log = []
+
+
+class Pin:
+    IN = 0
+    OUT = 1
+
+    def __init__(self, id, mode=-1):
+        self.id = id
+        self.v = 0
+        log.append(("pin", id, mode))
+
+    def value(self, v=None):
+        if v is not None:
+            self.v = v
+            log.append(("set", self.id, v))
+        return self.v

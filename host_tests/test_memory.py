@@ -1,0 +1,83 @@
+"""Heap budget: the .mpy build under -X heapsize, measured with gc.mem_alloc().
+
+The firmware logs `heap=<bytes>` (after gc.collect()) at the end of every
+transaction when log.heap is on; these tests read those lines.  Heap figures
+are deterministic enough to assert; time is not, and is not asserted.
+
+CONCERT_HEAP is the smallest -X heapsize, rounded up to 8K, in which the
+Concert-over-TCP soak passes on the x64 unix port (docs/MEMORY.md has the
+figures and why they are about 1.6x what a 32-bit board needs).
+"""
+import re
+import threading
+
+from concert_client import exchange, odoo
+from conftest import CLOCK, base_config, merge
+from understudy import paths
+from understudy.launch import Firmware
+from wire import concert_tlv as tlv
+
+CONCERT_HEAP = "80K"
+HEAP_RE = re.compile(r"core done #(\d+) .*heap=(\d+)")
+
+
+def last_heap(fw, start):
+    """heap= of the first `core done` line at or after line `start`."""
+    i = fw.wait_for("heap=", 5, start)
+    assert i is not None, fw.output()[-2000:]
+    return int(HEAP_RE.search(fw.lines[i]).group(2))
+
+
+def soak(tmp_path, heap, n, hammers=3):
+    """n sequential payments from one register while `hammers` others keep
+    asking and often hear "busy".  Returns (heap at a quiet point after 10
+    payments, heap at the same quiet point after all of them, counts)."""
+    cfg = merge(base_config(), {"log": {"heap": True, "frames": False},
+                                "delays": {"auth_ms": 2}})
+    fw = Firmware(root=paths.MPY, heap=heap, config=cfg, state_dir=str(tmp_path / "state"),
+                  clock=CLOCK).start()
+    addr = fw.address("concert-ip")
+
+    def pay():
+        mark = len(fw.lines)
+        assert tlv.decode(exchange(addr, odoo(1250)))["AE"] == "10"
+        return last_heap(fw, mark)
+
+    counts = {"approved": 0, "retried": 0, "busy": 0, "other": 0}
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            a = tlv.decode(exchange(addr, odoo(1250)))
+            counts["busy" if a.get("AF") == "00" else "other"] += 1
+            stop.wait(0.003)
+
+    try:
+        for _ in range(10):  # quiet: one register, one connection at a time
+            early = pay()
+        threads = [threading.Thread(target=hammer) for _ in range(hammers)]
+        for t in threads:
+            t.start()
+        try:
+            while counts["approved"] < n:  # a register re-presents a payment refused as busy
+                a = tlv.decode(exchange(addr, odoo(1250)))
+                counts["approved" if a["AE"] == "10" else "retried"] += 1
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        late = pay()
+        out = fw.stop()
+    finally:
+        fw.cleanup()
+    assert "MemoryError" not in out and "Traceback" not in out, out[-3000:]
+    peak = max(int(h) for _, h in HEAP_RE.findall(out))
+    return early, late, peak, counts
+
+
+def test_concert_soak_within_budget_and_without_leak(tmp_path):
+    early, late, peak, counts = soak(tmp_path, CONCERT_HEAP, 1000)
+    print("heap after 10: %d, after the soak: %d, peak live: %d, %s" % (early, late, peak, counts))
+    assert counts["approved"] == 1000
+    assert counts["busy"] > 100, counts  # the hammering registers did hear "busy"
+    assert late - early <= 1024, (early, late)
