@@ -42,6 +42,8 @@ DEFAULTS = {
         "auth_s": 60,
         "request_ms": 10000,
         "gap_ms": 200,
+        "continue_s": 60,
+        "signature_s": 60,
     },
     "delays": {"card_ms": 0, "pin_ms": 0, "auth_ms": 0, "slow_auth_ms": 20000},
     "outcomes": {
@@ -101,6 +103,8 @@ RULES = {
     "timeouts.auth_s": (1, 600),
     "timeouts.request_ms": (100, 600000),
     "timeouts.gap_ms": (0, 10000),
+    "timeouts.continue_s": (1, 600),
+    "timeouts.signature_s": (1, 600),
     "delays.*": _MS,
     "outcomes.*": OUTCOMES,
     "card.pan": (_digits(12, 19), "12 to 19 digits"),

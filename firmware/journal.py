@@ -67,6 +67,18 @@ class Journal:
                 return t
         return None
 
+    def lookup(self, ref=None, src=None):
+        """Newest record with this register reference (and personality)."""
+        for i in range(len(self.recent) - 1, -1, -1):
+            t = self.recent[i]
+            if t.ref == ref and src in (None, t.src):
+                return t
+        return None
+
+    def undelivered(self, src):
+        """Finished records of this personality whose answer never arrived."""
+        return [t for t in self.recent if t.src == src and t.result and not t.delivered]
+
     def newest(self):
         """Records of the open batch, newest first."""
         for i in range(len(self.recent) - 1, -1, -1):

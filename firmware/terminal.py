@@ -3,8 +3,9 @@
 Adapters call start() (which refuses at once with Busy while a transaction
 runs; `current` is the running one), then `await run(t)`, send the answer,
 and report delivered().  A transaction walks the states below; every wait
-has a time-out, and while the card or PIN is awaited, abort() (the register)
-cuts it short.  Results are protocol-neutral; adapters map them to codes.
+has a time-out.  While it waits (card, PIN, continue, signature), act()
+lets the register or the cardholder step in: abort, continue, sign...
+Results are protocol-neutral; adapters map them to their codes.
 
 Outcome names (the `outcomes` config table, by the amount's last 2 digits):
 approve, decline, cancel, no_card, pin_blocked, slow, currency, lost,
@@ -21,8 +22,12 @@ IDLE = "idle"
 WAIT_CARD = "wait_card"
 CARD_READ = "card_read"
 PIN = "pin"
+WAIT_CONTINUE = "wait_continue"  # t.hold has "card": stopped after the card read
 AUTH = "auth"
+SIGNATURE = "signature"  # t.hold has "signature" and the outcome asks for one
 DONE = "done"
+_WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
+_ABORTABLE = (WAIT_CARD, PIN, WAIT_CONTINUE)
 
 # results: approved, declined, cancelled, timeout, error (with a reason)
 
@@ -49,6 +54,7 @@ class Txn:
         self.pan = self.brand = self.mode = self.aid = self.exp = None  # card, PAN masked
         self.delivered = self.voided = False
         self.drop = False  # "lost" outcome: the adapter withholds the answer
+        self.hold = ()  # where the adapter wants the flow to stop: "card", "signature"
         self.progress = None  # callback(t) on each state change; not kept
 
 
@@ -60,6 +66,7 @@ class Terminal:
         self.watchers = []  # callback(t) on every state change of any transaction
         self._ev = asyncio.Event()
         self._wake = None
+        self.wake_data = None  # what came with the last act()
 
     def start(self, op, amount, cur, src, ref=None, orig=None, data=None, outcome=None):
         """Claim the terminal for a new transaction, or raise Busy at once."""
@@ -103,14 +110,21 @@ class Terminal:
         if not ok:
             log.event("core", "undelivered", "#%d" % t.no, t.result)
 
-    def abort(self, who="abort"):
-        """The register asks to stop: honoured while card or PIN is awaited."""
+    def act(self, what, data=None):
+        """Someone steps in while the transaction waits: "abort" (the register;
+        only before authorisation), "cancel" (the cardholder's red button),
+        "continue" (data: e.g. {"amount": 900}), "signed", "unsigned".
+        Returns False when nothing is waiting for it."""
         t = self.current
-        if t is None or t.state not in (WAIT_CARD, PIN):
+        if t is None or t.state not in (_ABORTABLE if what == "abort" else _WAITING):
             return False
-        self._wake = who
+        self._wake = what
+        self.wake_data = data
         self._ev.set()
         return True
+
+    def abort(self):
+        return self.act("abort")
 
     def find_void_target(self, amount=None, cur=None, pred=None):
         """Newest approved, not voided pay/refund/capture of the open batch."""
@@ -171,6 +185,15 @@ class Terminal:
             t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
             t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
             self._state(t, CARD_READ)
+            if "card" in t.hold:  # the register looks at the card first
+                self._state(t, WAIT_CONTINUE)
+                w = await self._wait(to["continue_s"] * 1000)
+                if w != "continue":
+                    t.result = "cancelled" if w else "timeout"
+                    t.reason = w or "no_continue"
+                    return
+                if self.wake_data and self.wake_data.get("amount"):
+                    t.amount = self.wake_data["amount"]
             if o == "pin_blocked" or (t.mode == "chip" and t.op in ("pay", "preauth")):
                 self._state(t, PIN)
                 for _ in range(3 if o == "pin_blocked" else 1):
@@ -190,6 +213,12 @@ class Terminal:
         elif o in ("decline", "forbidden"):
             t.result, t.reason = "declined", o
         else:
-            t.result = "approved"
             t.auth = "%06d" % ((t.no * 7919 + t.amount * 31) % 1000000)
+            if o == "signature" and "signature" in t.hold:
+                self._state(t, SIGNATURE)
+                w = await self._wait(to["signature_s"] * 1000)
+                if w != "signed":
+                    t.result, t.reason, t.auth = "declined", "signature", None
+                    return
+            t.result = "approved"
             t.drop = o == "lost"

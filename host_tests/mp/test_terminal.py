@@ -1,0 +1,166 @@
+"""The terminal core driven directly, under MicroPython (it needs its asyncio).
+
+Run by host_tests/test_core_micropython.py through mp_runner.
+"""
+import asyncio
+
+from firmware import config, log
+from firmware.terminal import Busy, Terminal
+
+log.frames = False
+
+
+def _term(**over):
+    cfg, problems = config.merge(over)
+    assert not problems, problems
+    return Terminal(cfg)
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_approved_payment_walks_the_states():
+    term = _term()
+    seen = []
+    t = term.start("pay", 1250, 978, "test")
+    t.progress = lambda t: seen.append(t.state)
+    _run(term.run(t))
+    assert t.result == "approved" and t.auth and t.pan == "************0014"
+    assert seen == ["wait_card", "card_read", "pin", "auth", "done"], seen
+    assert term.current is None and term.journal.last() is t and t.no == 1
+
+
+def test_busy_while_running():
+    term = _term(delays={"auth_ms": 50})
+
+    async def go():
+        t = term.start("pay", 1250, 978, "a")
+        task = asyncio.create_task(term.run(t))
+        await asyncio.sleep_ms(10)
+        try:
+            term.start("pay", 100, 978, "b")
+            raise AssertionError("not busy")
+        except Busy:
+            pass
+        await task
+        return t
+
+    assert _run(go()).result == "approved"
+
+
+def test_outcomes_by_cents():
+    term = _term(timeouts={"card_s": 1, "auth_s": 1}, delays={"slow_auth_ms": 1500})
+    want = {1201: ("declined", "decline"), 1202: ("cancelled", "cancel"),
+            1203: ("timeout", "no_card"), 1204: ("declined", "pin"),
+            1205: ("error", "host"), 1206: ("error", "currency"),
+            1208: ("declined", "forbidden"), 1209: ("error", "host")}
+    for amount, (result, reason) in want.items():
+        t = _run(term.run(term.start("pay", amount, 978, "test")))
+        assert (t.result, t.reason) == (result, reason), (amount, t.result, t.reason)
+    t = _run(term.run(term.start("pay", 1207, 978, "test")))
+    assert t.result == "approved" and t.drop
+
+
+def test_abort_while_waiting_for_the_card():
+    term = _term(delays={"card_ms": 5000})
+
+    async def go():
+        t = term.start("pay", 1250, 978, "test")
+        task = asyncio.create_task(term.run(t))
+        await asyncio.sleep_ms(20)
+        assert term.abort()
+        await task
+        return t
+
+    t = _run(go())
+    assert (t.result, t.reason) == ("cancelled", "abort")
+
+
+def test_no_abort_during_authorisation():
+    term = _term(delays={"auth_ms": 100})
+
+    async def go():
+        t = term.start("pay", 1250, 978, "test")
+        task = asyncio.create_task(term.run(t))
+        await asyncio.sleep_ms(30)
+        assert t.state == "auth" and not term.abort()
+        await task
+        return t
+
+    assert _run(go()).result == "approved"
+
+
+def test_hold_after_card_then_continue_with_a_new_amount():
+    term = _term()
+
+    async def go():
+        t = term.start("pay", 1000, 376, "test")
+        t.hold = ("card",)
+        task = asyncio.create_task(term.run(t))
+        await asyncio.sleep_ms(20)
+        assert t.state == "wait_continue" and t.pan
+        assert term.act("continue", {"amount": 900})
+        await task
+        return t
+
+    t = _run(go())
+    assert t.result == "approved" and t.amount == 900
+
+
+def test_hold_after_card_times_out():
+    term = _term(timeouts={"continue_s": 1})
+    t = term.start("pay", 1000, 376, "test")
+    t.hold = ("card",)
+    _run(term.run(t))
+    assert (t.result, t.reason) == ("timeout", "no_continue")
+
+
+def test_signature_signed_refused_and_not_asked():
+    term = _term()
+
+    async def go(answer):
+        t = term.start("pay", 1210, 978, "test")  # .10: signature
+        t.hold = ("signature",)
+        task = asyncio.create_task(term.run(t))
+        await asyncio.sleep_ms(20)
+        assert t.state == "signature"
+        assert term.act(answer)
+        await task
+        return t
+
+    assert _run(go("signed")).result == "approved"
+    t = _run(go("unsigned"))
+    assert (t.result, t.reason, t.auth) == ("declined", "signature", None)
+    t = _run(term.run(term.start("pay", 1210, 978, "test")))  # nobody asks: paper receipt
+    assert t.result == "approved"
+
+
+def test_act_refused_when_nothing_waits():
+    term = _term()
+    assert not term.act("continue")
+    assert not term.abort()
+
+
+def test_void_marks_the_original_and_settlement_totals():
+    term = _term()
+    p = _run(term.run(term.start("pay", 2000, 978, "test")))
+    _run(term.run(term.start("refund", 500, 978, "test")))
+    target = term.find_void_target(2000, 978)
+    assert target is p
+    v = _run(term.run(term.start("void", 2000, 978, "test", orig=p.no)))
+    assert v.result == "approved" and p.voided and v.pan is None
+    assert term.find_void_target(2000, 978) is None
+    s = term.settle()
+    assert s["batch"] == 1 and s["totals"][978] == {"pay": [1, 2000], "refund": [1, 500],
+                                                    "void": [1, 2000], "net": -500}
+    assert term.journal.batch == 2
+
+
+def test_lookup_by_reference_and_undelivered():
+    term = _term()
+    t = _run(term.run(term.start("pay", 1250, 978, "p3", ref="order-1")))
+    assert term.journal.lookup("order-1") is t and term.journal.lookup("order-1", "concert") is None
+    assert term.journal.undelivered("p3") == [t]
+    term.delivered(t)
+    assert term.journal.undelivered("p3") == []

@@ -1,0 +1,17 @@
+"""The terminal core's own tests (host_tests/mp), run inside MicroPython."""
+import os
+import subprocess
+
+from understudy import paths
+from understudy.launch import micropython
+
+MP = os.path.join(os.path.dirname(__file__), "mp")
+
+
+def test_core_under_micropython():
+    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (MP, paths.ROOT, os.path.join(paths.ROOT, "lib")))
+    r = subprocess.run([micropython(), "-X", "heapsize=1M", os.path.join(MP, "..", "mp_runner.py"),
+                        "test_terminal"], env=env, capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 failed" in r.stdout
