@@ -7,11 +7,11 @@ listener, everything else applies to the next transaction.
 """
 import asyncio
 import gc
-import sys
 from binascii import crc32
 
-from firmware import VERSION, log
+from firmware import VERSION, drop, log
 from firmware.board import load as load_board
+from firmware.journal import Journal
 from firmware.terminal import Terminal
 
 # name -> module with make(app, name) returning a listener
@@ -24,7 +24,11 @@ class App:
     def __init__(self, board, cfg):
         self.board = board
         self.cfg = cfg
-        self.term = Terminal(cfg)
+        jc = cfg["journal"]
+        path = board.STATE_DIR + "/journal.bin" if jc["enabled"] else None
+        journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"])
+        log.event("journal", "replayed" if path else "off", journal.report or "RAM only, lost at reboot")
+        self.term = Terminal(cfg, journal)
         self.listeners = {}  # name -> (listener, its config)
 
     async def start_listener(self, name, module):
@@ -75,8 +79,7 @@ def load_config(path):
     from firmware import config
 
     cfg, problems = config.load(path)
-    del sys.modules["firmware.config"]
-    del sys.modules["firmware"].config
+    drop("firmware.config")
     for p in problems:
         log.event("config", "problem", p)
     return cfg
@@ -101,7 +104,7 @@ async def _main():
     cfg = load_config(board.CONFIG_PATH)
     log.frames = cfg["log"]["frames"]
     board.setup(cfg)
-    app = App(board, cfg)
+    app = _running[0] = App(board, cfg)
     await board.network_up(cfg)
     for name, module in PERSONALITIES:
         await app.start_listener(name, module)
@@ -115,8 +118,13 @@ async def _main():
         await asyncio.sleep(3600)
 
 
+_running = [None]
+
+
 def main():
     try:
         asyncio.run(_main())
     except KeyboardInterrupt:
+        if _running[0] is not None:
+            _running[0].term.journal.close()  # littlefs commits what it caches
         print("stopped")

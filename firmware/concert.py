@@ -27,6 +27,7 @@ _AF = {
     "no_card": "08",
     "host": "07",
     "journal": "07",
+    "interrupted": "07",
     "abort": "11",
     "currency": "13",
 }
@@ -119,17 +120,21 @@ async def serve(app, msg, src):
     term = app.term
     amount = int(req["CB"])
     cur = int(req["CE"])
+    ref = req.get("CF") or req.get("CH")
+    t = _retried(term, req, op, amount, cur, ref, src)
+    if t is not None:
+        log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
+        return answer(app, req, t), t
     orig = None
     if op == "void":
-        cf = req.get("CF")
-        target = term.find_void_target(amount, cur, cf and (lambda t: t.ref == cf))
+        target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
         if target is None:
             log.event(src, "void", "no matching transaction")
             return fail(app, req, _AF["not_found"]), None
         orig = target.no
     data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
     try:
-        t = term.start(op, amount, cur, src, ref=req.get("CF"), orig=orig, data=data)
+        t = term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
     except Busy:
         return fail(app, req, AF_UNKNOWN), None
     if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
@@ -139,3 +144,18 @@ async def serve(app, msg, src):
     if t.drop:
         return None, t
     return answer(app, req, t), t
+
+
+def _retried(term, req, op, amount, cur, ref, src):
+    """The approved transaction this request repeats, if it is among the newest
+    the journal keeps in RAM: same reference (CF, else CH), action, amount,
+    currency and register number.  A register retrying after a lost answer
+    gets the stored result instead of a second charge."""
+    if not ref:
+        return None
+    for t in term.journal.recent:
+        if (t.ref == ref and t.src == src and t.op == op and t.amount == amount and t.cur == cur
+                and (t.data or {}).get("CA") == req["CA"] and t.result == "approved"
+                and not t.voided):
+            return t
+    return None

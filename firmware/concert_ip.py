@@ -75,37 +75,53 @@ async def _session(app, name, s, peer):
         return
     log.frame(name, "rx", peer, msg)
     gone = [False]
-    if len(msg) > app.cfg["concert"]["max_request"]:
-        ans, t = concert.fail(app, {}, concert.AF_FORMAT), None
-    else:
-        watcher = asyncio.create_task(_watch(s, gone))
-        try:
-            ans, t = await concert.serve(app, msg, name)
-        finally:
-            if not gone[0]:
-                watcher.cancel()
-    if ans is None:
-        if t is not None and not t.delivered:
-            app.term.delivered(t, False)
-            log.event(name, "drop", peer, "answer withheld (lost outcome)")
-        return
-    ok = True
+    # from here on, anything more the register sends is read and dropped,
+    # and its closing is noticed (gone) whenever it happens
+    watcher = asyncio.create_task(_watch(s, gone))
     try:
-        s.write(ans)
+        if len(msg) > app.cfg["concert"]["max_request"]:
+            ans, t = concert.fail(app, {}, concert.AF_FORMAT), None
+        else:
+            ans, t = await concert.serve(app, msg, name)
+        if ans is None:
+            if t is not None and not t.delivered:
+                app.term.delivered(t, False)
+                log.event(name, "drop", peer, "answer withheld (lost outcome)")
+            return
+        ok = await _answer(app, s, ans, gone)
+        log.frame(name, "tx", peer, ans)
+        if not ok:
+            log.event(name, "gone", peer, "closed before the answer")
+        if t is not None and (ok or not t.delivered):
+            app.term.delivered(t, ok)
+        if ok and not gone[0]:
+            # the register closes once it has the answer; do not wait forever
+            try:
+                await asyncio.wait_for_ms(watcher, app.cfg["timeouts"]["request_ms"])
+            except asyncio.TimeoutError:
+                log.event(name, "linger", peer, "register kept the connection; closed")
+    finally:
+        if not gone[0]:
+            watcher.cancel()
+
+
+async def _answer(app, s, ans, gone):
+    """Write the answer in one piece (unless a fault is configured); True if
+    it reached a register that was still there."""
+    f = app.cfg["faults"]
+    try:
+        if f["answer_delay_ms"]:
+            await asyncio.sleep_ms(f["answer_delay_ms"])
+        half = len(ans) // 2 if f["split_answer_ms"] else 0
+        if half:  # half the answer, a pause, the rest
+            s.write(ans[:half])
+            await s.drain()
+            await asyncio.sleep_ms(f["split_answer_ms"])
+        s.write(ans[half:])
         await s.drain()
         if gone[0]:  # it closed its side before the answer: half, or whole?
             await asyncio.sleep_ms(50)
-            ok = not peer_reset(s)
+            return not peer_reset(s)
+        return True
     except OSError:
-        ok = False
-    log.frame(name, "tx", peer, ans)
-    if not ok:
-        log.event(name, "gone", peer, "closed before the answer")
-    if t is not None and (ok or not t.delivered):
-        app.term.delivered(t, ok)
-    if ok and not gone[0]:
-        # the register closes once it has the answer; do not wait forever
-        try:
-            await asyncio.wait_for_ms(_watch(s, gone), app.cfg["timeouts"]["request_ms"])
-        except asyncio.TimeoutError:
-            log.event(name, "linger", peer, "register kept the connection; closed")
+        return False

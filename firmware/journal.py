@@ -1,12 +1,29 @@
-"""The journal: the terminal's memory of transactions and of the open batch.
+"""The journal: every transaction on flash, written ahead of the answer.
 
-The core calls it at three points of every transaction (write-ahead):
-begin (request received, before anything happens), decide (outcome known,
-before the answer is sent) and delivered (answer written, or not).  Readers
-(status, void, lookup, settlement) only use the methods below.
+The core calls it at three points of every transaction: begin (request
+received, before anything happens), decide (outcome known, before the
+answer is sent) and delivered (the answer reached the register).  Each call
+appends one checked record (lib/wire/records.py) and flushes it, so after a
+power cut at any instant the file holds every decided outcome; a record cut
+in half is detected and ignored.  On boot, journal_replay rebuilds the
+batch, its totals and the last transactions; a transaction begun but never
+decided is recorded then as not performed.
 
-This implementation keeps a bounded window of recent records in RAM.
+Records (JSON arrays):
+    ["B", no, batch, ts, op, amount, cur, src, ref, orig, data]    begun
+    ["D", no, result, reason, auth, amount, pan, brand, mode, aid, exp, vop]
+                                                  decided (vop: op a void undid)
+    ["V", no]                                     answer delivered
+    ["S", batch, ts]                              batch closed by a settlement
+
+The newest `recent` transactions stay in RAM; older ones are read back from
+the file when asked for (journal_replay.scan).  Without a path the journal
+lives in RAM only (tests of the core).
 """
+import os
+
+from firmware import drop
+from wire import records
 
 
 def _zero():
@@ -14,81 +31,139 @@ def _zero():
 
 
 class Journal:
-    def __init__(self, keep=4):
-        self.keep = keep
-        self.recent = []  # Txn records, oldest first
+    def __init__(self, path=None, keep=200, recent=4, min_free=4096):
+        self.path = path
+        self.keep = keep  # settled transactions kept in the file
+        self.nrecent = recent
+        self.min_free = min_free
+        self.recent = []  # newest transactions, oldest first
         self.batch = 1
         self.next_no = 1
         self.totals = {}  # currency -> {"pay": [n, amount], ..., "net": amount}
+        self.settled = 0  # settled transactions in the file
+        self.in_batch = 0  # transactions of the open batch
+        self.f = None
+        self.report = None  # what the replay found, for the boot log
+        if path:
+            self._cold("replay")
+
+    def _cold(self, job, *args):
+        """Run replay, scan or compact from journal_replay, then forget it."""
+        from firmware import journal_replay
+
+        try:
+            return getattr(journal_replay, job)(self, *args)
+        finally:
+            drop("firmware.journal_replay")
+            drop("wire.records_reader")
+
+    # ---- writing -------------------------------------------------------
+
+    def _append(self, fields, sync=True):
+        """Write a record; flush it to flash (on the unix port: fsync) unless
+        losing it in a power cut is harmless."""
+        if self.f is not None:
+            self.f.write(records.pack(fields))
+            if sync:
+                self.f.flush()
+
+    def _remember(self, t):
+        self.recent.append(t)
+        if len(self.recent) > self.nrecent:
+            self.recent.pop(0)
 
     def begin(self, t):
+        """Raises OSError (28, no space) rather than start what it cannot record."""
+        if self.f is not None and self.min_free:
+            st = os.statvfs(self.path)
+            if st[1] * st[4] < self.min_free:
+                raise OSError(28, "journal: flash full")
         t.no = self.next_no
         t.batch = self.batch
         self.next_no += 1
-        self.recent.append(t)
-        if len(self.recent) > self.keep:
-            self.recent.pop(0)
+        self.in_batch += 1
+        self._append(["B", t.no, t.batch, t.ts, t.op, t.amount, t.cur, t.src, t.ref, t.orig, t.data])
+        self._remember(t)
 
     def decide(self, t):
+        vop = None
+        if t.op == "void" and t.result == "approved":
+            orig = self.get(t.orig)
+            vop = orig.op if orig else "pay"
+        self._append(["D", t.no, t.result, t.reason, t.auth, t.amount, t.pan, t.brand, t.mode,
+                      t.aid, t.exp, vop])
         if t.result == "approved":
-            self._count(t)
+            self.count(t, vop)
 
     def delivered(self, t, ok=True):
         t.delivered = ok
+        if ok:
+            # not flushed: lost in a power cut, it reads "not delivered", the
+            # safe side (the register is told again if it asks); the next
+            # flush carries it
+            self._append(["V", t.no], False)
 
-    def _count(self, t):
+    def count(self, t, vop=None):
+        """Add an approved transaction to the open batch's totals."""
+        op = "pay" if t.op == "capture" else t.op
+        if op == "preauth":
+            return
         tot = self.totals.get(t.cur)
         if tot is None:
             tot = self.totals[t.cur] = _zero()
-        op = t.op
-        if op == "preauth":
-            return
-        if op == "capture":
-            op = "pay"
         row = tot[op]
         row[0] += 1
         row[1] += t.amount
-        if op == "pay":
-            tot["net"] += t.amount
-        elif op == "refund":
-            tot["net"] -= t.amount
+        if op == "void":
+            for r in self.recent:
+                if r.no == t.orig:
+                    r.voided = True
+            tot["net"] += t.amount if vop == "refund" else -t.amount
         else:
-            orig = self.get(t.orig)
-            if orig is not None:
-                orig.voided = True
-                tot["net"] += t.amount if orig.op == "refund" else -t.amount
+            tot["net"] += -t.amount if op == "refund" else t.amount
+
+    def settle(self, ts):
+        self._append(["S", self.batch, ts])
+        s = {"batch": self.batch, "ts": ts, "totals": self.totals}
+        self.settled += self.in_batch
+        self.in_batch = 0
+        self.batch += 1
+        self.totals = {}
+        if self.path and self.settled > self.keep:
+            self._cold("compact")
+        return s
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    # ---- reading -------------------------------------------------------
 
     def last(self):
         return self.recent[-1] if self.recent else None
 
-    def get(self, no):
-        for t in self.recent:
-            if t.no == no:
-                return t
-        return None
-
-    def lookup(self, ref=None, src=None):
-        """Newest record with this register reference (and personality)."""
+    def _find(self, want, open_batch=False):
+        """Newest transaction for which want(t) holds: RAM first, then the file."""
         for i in range(len(self.recent) - 1, -1, -1):
             t = self.recent[i]
-            if t.ref == ref and src in (None, t.src):
+            if want(t) and (not open_batch or t.batch == self.batch):
                 return t
+        if self.path and (not self.recent or self.recent[0].no > 1):
+            return self._cold("scan", want, open_batch)
         return None
+
+    def get(self, no):
+        return self._find(lambda t: t.no == no)
+
+    def lookup(self, ref, src=None):
+        """Newest transaction with this register reference (and personality)."""
+        return self._find(lambda t: t.ref == ref and src in (None, t.src))
+
+    def find(self, want):
+        """Newest transaction of the open batch for which want(t) holds."""
+        return self._find(want, True)
 
     def undelivered(self, src):
-        """Finished records of this personality whose answer never arrived."""
+        """Recent decided transactions of this personality whose answer never arrived."""
         return [t for t in self.recent if t.src == src and t.result and not t.delivered]
-
-    def newest(self):
-        """Records of the open batch, newest first."""
-        for i in range(len(self.recent) - 1, -1, -1):
-            t = self.recent[i]
-            if t.batch != self.batch:
-                return
-            yield t
-
-    def settle(self, ts):
-        s = {"batch": self.batch, "ts": ts, "totals": self.totals}
-        self.batch += 1
-        self.totals = {}
-        return s

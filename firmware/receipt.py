@@ -52,6 +52,7 @@ _REASONS = {
     "host": "NO ANSWER FROM BANK",
     "abort": "ABORTED BY REGISTER",
     "journal": "TERMINAL MEMORY FULL",
+    "interrupted": "INTERRUPTED",
     "not_found": "ORIGINAL NOT FOUND",
 }
 

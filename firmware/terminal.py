@@ -92,12 +92,13 @@ class Terminal:
         except Exception as e:  # a bug must not wedge the terminal
             log.event("core", "error", repr(e))
             t.result, t.reason = "error", "internal"
-        self.current = None
-        self._state(t, DONE)
         try:
             self.journal.decide(t)
-        except OSError as e:
-            log.event("core", "journal-error", repr(e))
+        except OSError as e:  # cannot record the outcome: it must not stand
+            log.event("core", "journal-full", repr(e))
+            t.result, t.reason, t.auth, t.drop = "error", "journal", None, False
+        self.current = None
+        self._state(t, DONE)
         if self.cfg["log"]["heap"]:
             gc.collect()
             log.event("core", "done", "#%d" % t.no, t.result, t.reason or "-", "heap=%d" % gc.mem_alloc())
@@ -128,12 +129,10 @@ class Terminal:
 
     def find_void_target(self, amount=None, cur=None, pred=None):
         """Newest approved, not voided pay/refund/capture of the open batch."""
-        for t in self.journal.newest():
-            if (t.result == "approved" and not t.voided and t.op in ("pay", "refund", "capture")
-                    and amount in (None, t.amount) and cur in (None, t.cur)
-                    and (pred is None or pred(t))):
-                return t
-        return None
+        return self.journal.find(
+            lambda t: t.result == "approved" and not t.voided
+            and t.op in ("pay", "refund", "capture") and amount in (None, t.amount)
+            and cur in (None, t.cur) and (pred is None or pred(t)))
 
     def settle(self):
         if self.current:

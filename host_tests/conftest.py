@@ -70,20 +70,21 @@ def firmware(fw_root, tmp_path):
     """start(config=None, heap=None, state_dir=None) -> a running Firmware."""
     started = []
 
-    def start(config=None, heap=None, state_dir=None, clock=CLOCK):
+    def start(config=None, heap=None, state_dir=None, clock=CLOCK, flash=None):
+        """A running firmware; the same state_dir again is the same board rebooted."""
         cfg = merge(base_config(), config or {})
         root = paths.MPY if fw_root == "mpy" else paths.SOURCE
         heap = heap or (MPY_HEAP if fw_root == "mpy" else SOURCE_HEAP)
         fw = Firmware(root=root, heap=heap, config=cfg,
                       state_dir=state_dir or str(tmp_path / ("state%d" % len(started))),
-                      clock=clock)
+                      clock=clock, flash=flash)
         started.append(fw)
         return fw.start()
 
     yield start
     errors = []
     for fw in started:
-        died = fw.proc is not None and fw.proc.poll() not in (None, 0) and not getattr(fw, "killed", False)
+        died = fw.proc is not None and fw.proc.poll() not in (None, 0) and not fw.killed
         fw.stop()
         if fw.problems():
             errors.append("firmware printed:\n" + fw.output())

@@ -32,6 +32,9 @@ def parse(argv):
     p.add_argument("--state-dir", metavar="DIR", default=paths.STATE,
                    help="where the journal and other flash files live (default: %s)"
                    % os.path.relpath(paths.STATE))
+    p.add_argument("--flash", metavar="SIZE",
+                   help="keep the state in a littlefs image of this size (e.g. 64K) inside "
+                   "the state dir, as a board does (default: plain files)")
     p.add_argument("--source", action="store_true",
                    help="run the .py sources instead of build/mpy (needs --heap 256K or so: "
                    "compiling on the fly costs RAM)")
@@ -46,7 +49,8 @@ def main(argv=None):
     if config and not os.path.exists(config):
         sys.exit("run: config file %s does not exist" % config)
     root = paths.SOURCE if a.source else paths.MPY
-    fw = Firmware(root=root, heap=a.heap, config=config, state_dir=a.state_dir, echo=True)
+    fw = Firmware(root=root, heap=a.heap, config=config, state_dir=a.state_dir, echo=True,
+                  flash=a.flash)
     asked = []
     # Ctrl-C in a terminal reaches the firmware by itself (same process group)
     # and it prints "stopped"; a signal sent to this launcher alone is passed on.

@@ -39,11 +39,13 @@ class Firmware:
     """One firmware process.
 
     root: the tree to run (paths.SOURCE or paths.MPY); heap: -X heapsize;
-    config: a dict (written to a file) or a path; state_dir: the "flash".
+    config: a dict (written to a file) or a path; state_dir: the "flash";
+    flash: a size ("64K") to keep the state in a littlefs image in state_dir
+    instead, as a board does.
     """
 
-    def __init__(self, root=None, heap="64K", config=None, state_dir=None, clock=None,
-                 echo=False, env=None):
+    def __init__(self, root=None, heap="128K", config=None, state_dir=None, clock=None,
+                 echo=False, env=None, flash=None):
         self.root = root or paths.MPY
         self.heap = heap
         self.echo = echo
@@ -60,8 +62,12 @@ class Firmware:
         elif config:
             self.config_path = os.path.abspath(config)
         self.clock = clock
-        self.extra_env = env or {}
+        self.extra_env = dict(env or {})
+        if flash:
+            kb = int(str(flash).upper().rstrip("K"))
+            self.extra_env["UNDERSTUDY_FLASH"] = "%s:%d" % (os.path.join(self.state_dir, "flash.img"), kb)
         self.proc = None
+        self.killed = False
         self.lines = []
         self.listeners = {}  # name -> (kind, where)
         self._cond = threading.Condition()
@@ -160,6 +166,7 @@ class Firmware:
 
     def kill(self):
         """kill -9: a power cut, as far as the firmware can tell."""
+        self.killed = True
         if self.alive():
             self.proc.kill()
             self.proc.wait()

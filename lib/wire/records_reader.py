@@ -1,0 +1,87 @@
+"""Reading journal records back (boot replay, lookups, host tools).
+
+Kept apart from records.py so that the firmware's hot path, which only
+writes records, does not carry the reader in RAM.
+"""
+import json
+from binascii import crc32
+
+from wire.records import MAX_PAYLOAD, SYNC
+
+
+class Reader:
+    """Feed the file's bytes (after the header) in chunks; get records back.
+
+    Memory stays bounded: at most one record plus one chunk is buffered.
+    `corrupt` counts damaged stretches skipped; `torn` is True if the file
+    ended inside a record (a write cut by a power loss).
+    """
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.corrupt = 0
+        self.torn = False
+        self._bad = False  # inside a damaged stretch
+
+    def feed(self, data):
+        self.buf += data
+        return self._parse(False)
+
+    def end(self):
+        """Call at the end of the file; returns the last records, if any.
+
+        What is left must be a record the power cut short, unless a damaged
+        length made a record look longer than the file: so the leftovers are
+        searched once more for whole records before calling the rest torn."""
+        out = self._parse(True)
+        self.buf = bytearray()
+        return out
+
+    def _parse(self, eof):
+        out = []
+        buf = self.buf
+        i = 0
+        while i < len(buf):
+            if buf[i] == SYNC:
+                n = (buf[i + 1] << 8) | buf[i + 2] if len(buf) - i >= 3 else -1
+                if 0 <= n <= MAX_PAYLOAD and i + 7 + n <= len(buf):
+                    fields = self._check(buf, i, i + 7 + n)
+                    if fields is not None:
+                        self._bad = False
+                        out.append(fields)
+                        i += 7 + n
+                        continue
+                elif n <= MAX_PAYLOAD:  # not all here yet
+                    if not eof:
+                        break
+                    if self._tail(buf, i):
+                        self.torn = True
+                        i = len(buf)
+                        break
+            self._skip()
+            i += 1
+        self.buf = buf[i:]
+        return out
+
+    def _tail(self, buf, i):
+        """No whole record anywhere in buf[i:]: it is the torn last one."""
+        for k in range(i + 1, len(buf)):
+            if buf[k] == SYNC and len(buf) - k >= 7:
+                n = (buf[k + 1] << 8) | buf[k + 2]
+                if k + 7 + n <= len(buf) and self._check(buf, k, k + 7 + n) is not None:
+                    return False
+        return True
+
+    def _check(self, buf, i, end):
+        want = (buf[end - 4] << 24) | (buf[end - 3] << 16) | (buf[end - 2] << 8) | buf[end - 1]
+        if crc32(bytes(buf[i + 1:end - 4])) & 0xFFFFFFFF != want:
+            return None
+        try:
+            return json.loads(bytes(buf[i + 3:end - 4]))
+        except ValueError:
+            return None
+
+    def _skip(self):
+        if not self._bad:
+            self._bad = True
+            self.corrupt += 1
