@@ -8,17 +8,18 @@ SETUP  := $(VENV)/.setup-done
 MPY    := build/mpy/.stamp
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
 
-.PHONY: setup run test mpy clean help
+.PHONY: setup run test mpy clean help package
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
 	@echo "make test   run the whole test suite (what CI runs)"
 	@echo "make mpy    compile the firmware to .mpy (build/mpy), as boards run it"
+	@echo "make package  rewrite package.json (what mip installs on a board)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
 setup: $(SETUP)
 
-$(SETUP): requirements.txt tools/setup_env.py
+$(SETUP): requirements.txt stubs.txt tools/setup_env.py
 	@$(PYTHON) tools/setup_env.py
 
 mpy: $(MPY)
@@ -34,3 +35,6 @@ test: $(MPY)
 
 clean:
 	rm -rf build state .pytest_cache
+
+package:
+	@$(BIN)/python -c "import sys; sys.path.insert(0, 'tools'); from understudy.package import write; write()"

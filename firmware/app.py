@@ -104,7 +104,8 @@ async def _main():
     cfg = load_config(board.CONFIG_PATH)
     log.frames = cfg["log"]["frames"]
     board.setup(cfg)
-    app = _running[0] = App(board, cfg)
+    global _app
+    app = _app = App(board, cfg)
     await board.network_up(cfg)
     for name, module in PERSONALITIES:
         await app.start_listener(name, module)
@@ -118,13 +119,13 @@ async def _main():
         await asyncio.sleep(3600)
 
 
-_running = [None]
+_app = None
 
 
 def main():
     try:
         asyncio.run(_main())
     except KeyboardInterrupt:
-        if _running[0] is not None:
-            _running[0].term.journal.close()  # littlefs commits what it caches
+        if _app is not None:
+            _app.term.journal.close()  # littlefs commits what it caches
         print("stopped")

@@ -2,7 +2,7 @@
 import time
 
 _OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
-fixed = None  # seconds; set by the unix board for reproducible receipts
+fixed = None  # type: int | None  # seconds; set by the unix board for reproducible receipts
 
 
 def now():

@@ -74,7 +74,7 @@ DEFAULTS = {
     "faults": {"answer_delay_ms": 0, "split_answer_ms": 0},
     "log": {"frames": True, "heap": False},
     "board": {"led": -1, "led_active_low": False},
-    "wifi": {"ssid": "", "password": "", "hostname": "understudy", "connect_s": 20},
+    "wifi": {"ssid": "", "password": "", "hostname": "understudy", "connect_s": 20, "retry_s": 30},
     "config_watch_s": 2,
 }
 
@@ -120,6 +120,7 @@ RULES = {
     "journal.recent": (1, 64),
     "journal.min_free": (0, 1048576),
     "wifi.connect_s": (1, 600),
+    "wifi.retry_s": (1, 3600),
     "config_watch_s": (0, 3600),
 }
 
@@ -221,7 +222,7 @@ def _show(v):
 
 def merge(user):
     """(config, problems) for a parsed JSON object."""
-    problems = []
+    problems = []  # type: list
     return _merge(DEFAULTS, user, "", problems), problems
 
 

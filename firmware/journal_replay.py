@@ -122,12 +122,13 @@ def replay(j):
         pending.result, pending.reason, pending.state = "error", "interrupted", "done"
         j._append(["D", pending.no, "error", "interrupted", None, pending.amount,
                    None, None, None, None, None, None])
-        log.event("journal", "interrupted", "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
+        log.event("journal", "interrupted",
+                  "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
 
 
 def scan(j, want, open_batch):
     """Newest transaction in the file for which want(t) holds (final state)."""
-    kept = {}
+    kept = {}  # type: dict
     t = None
     for r in _read(j.path, records_reader.Reader()):
         k = r[0]

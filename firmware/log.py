@@ -8,7 +8,7 @@ live trace) get every line as (source, event, text).
 """
 
 frames = True
-_observers = []
+_observers = []  # type: list
 
 
 def watch(fn):

@@ -14,7 +14,7 @@ import select
 import socket
 import sys
 
-from asyncio import core
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's loop internals
 
 from firmware import log
 

@@ -72,7 +72,7 @@ class Terminal:
         """Claim the terminal for a new transaction, or raise Busy at once."""
         if self.current:
             log.event("core", "busy", src, op, "refused; running", self.current.src)
-            raise Busy()
+            raise Busy
         t = self.current = Txn(op, amount, cur, src, ref, orig, data)
         rules = self.cfg["outcomes"]
         t.outcome = outcome or rules.get("%02d" % (amount % 100)) or rules["default"]
@@ -136,7 +136,7 @@ class Terminal:
 
     def settle(self):
         if self.current:
-            raise Busy()
+            raise Busy
         s = self.journal.settle(clock.now())
         log.event("core", "settled", "batch", s["batch"])
         return s

@@ -48,7 +48,7 @@ class Transcript:
                 self.exchanges[-1][2] = i
 
     def update(self, answers):
-        for (pieces, expected, idx), got in zip(self.exchanges, answers):
+        for (_, _, idx), got in zip(self.exchanges, answers):
             self.lines[idx] = ("< " + to_text(got)) if got else "<"
         with open(self.path, "w") as f:
             f.write("\n".join(self.lines) + "\n")

@@ -1,35 +1,66 @@
-"""Board modules (ESP32, Pico W) import and run on the unix port, with machine
-and network faked: Wi-Fi up, and Wi-Fi that never comes up."""
+"""The whole firmware boots as an ESP32 or a Pico W on the unix port, with
+machine and network faked: Wi-Fi up at once, up after a retry, never up."""
 import os
-import subprocess
 
 import pytest
 
+from concert_client import exchange, odoo
+from conftest import CLOCK, base_config, merge
 from understudy import paths
-from understudy.launch import micropython
+from understudy.launch import Firmware
+from wire import concert_tlv as tlv
 
 FAKES = os.path.join(os.path.dirname(__file__), "fakes")
+LED = {"esp32": "2", "rp2": "'LED'"}
 
 
-def board(name, mode):
-    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (FAKES, paths.ROOT, os.path.join(paths.ROOT, "lib")))
-    r = subprocess.run([micropython(), os.path.join(FAKES, "board_check.py"), name, mode],
-                       env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+def boot(tmp_path, board, attempts):
+    cfg = merge(base_config(), {"wifi": {"ssid": "shop", "password": "secret", "connect_s": 1,
+                                         "retry_s": 1}})
+    cfg["listeners"]["concert-ip"]["host"] = "127.0.0.1"  # not every interface of the test machine
+    state = tmp_path / "flash" / "state"
+    fw = Firmware(root=paths.MPY, config=cfg, state_dir=str(state), clock=CLOCK, path=[FAKES])
+    fw.entry = [os.path.join(FAKES, "board_check.py"), board, str(attempts), str(state),
+                fw.config_path]
+    return fw.start(timeout=20)
 
 
-@pytest.mark.parametrize("name,led", [("esp32", "2"), ("rp2", "'LED'")])
-def test_board_boots_with_wifi(name, led):
-    out = board(name, "up")
-    assert "wifi up 192.168.4.2" in out
-    assert "ip 192.168.4.2 address 192.168.4.2 hostname understudy" in out
-    assert "host 0.0.0.0 config /config.json state /state" in out
-    assert "('pin', %s, 1)" % led in out and "('set', %s, 1)" % led in out
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_boots_with_wifi_and_serves(tmp_path, board):
+    fw = boot(tmp_path, board, 1)
+    try:
+        out = fw.output()
+        assert "understudy" in out and " on %s," % board in out
+        assert "wifi up 192.168.4.2" in out
+        assert tlv.decode(exchange(fw.address("concert-ip"), odoo(1250)))["AE"] == "10"
+    finally:
+        out = fw.stop()
+        fw.cleanup()
+    assert "Traceback" not in out
+    # LED: set up as an output, then lit (connected, READY)
+    assert "('pin', %s, 1)" % LED[board] in out and "('set', %s, 1)" % LED[board] in out
 
 
-@pytest.mark.parametrize("name", ["esp32", "rp2"])
-def test_board_boots_without_wifi_and_says_so(name):
-    out = board(name, "never")
-    assert "wifi down no connection after 1 s; retrying every 30 s" in out
-    assert "ip None address 0.0.0.0" in out
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_wifi_down_then_up(tmp_path, board):
+    fw = boot(tmp_path, board, 2)
+    try:
+        assert "wifi down no connection after 1 s; retrying every 1 s" in fw.output()
+        assert fw.wait_for("wifi up 192.168.4.2", 10) is not None
+    finally:
+        out = fw.stop()
+        fw.cleanup()
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_wifi_never_up_the_terminal_still_boots_and_says_so(tmp_path, board):
+    fw = boot(tmp_path, board, "never")
+    try:
+        out = fw.output()
+        assert "serial personalities work" in out and "READY" in out
+        assert "wifi up" not in out
+    finally:
+        out = fw.stop()
+        fw.cleanup()
+    assert "Traceback" not in out

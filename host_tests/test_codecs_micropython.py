@@ -19,7 +19,8 @@ MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CODEC,
 @pytest.mark.parametrize("module", MODULES)
 def test_codec_module_under_micropython(module):
     env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (CODEC, os.path.join(paths.ROOT, "lib")))
-    r = subprocess.run([micropython(), "-X", "heapsize=2M", os.path.join(CODEC, "..", "mp_runner.py"), module],
+    runner = os.path.join(CODEC, "..", "mp_runner.py")
+    r = subprocess.run([micropython(), "-X", "heapsize=2M", runner, module],
                        env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failed" in r.stdout and "ok " in r.stdout

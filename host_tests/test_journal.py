@@ -167,7 +167,7 @@ def test_numbers_never_repeat_across_cuts(firmware, tmp_path):
     seen = []
     for i in range(3):
         fw = firmware({"delays": {"card_ms": 300}}, state_dir=state)
-        threading.Thread(target=lambda: exchange(addr(fw), odoo(1250), timeout=10), daemon=True).start()
+        threading.Thread(target=exchange, args=(addr(fw), odoo(1250)), daemon=True).start()
         i = fw.wait_for("core start #", 5)
         seen.append(int(re.search(r"#(\d+)", fw.lines[i]).group(1)))
         fw.kill()

@@ -16,10 +16,9 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[0:0] = [HERE, os.path.join(os.path.dirname(HERE), "lib")]
-from understudy import paths  # noqa: E402
-from understudy.launch import Firmware  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from understudy import paths
+from understudy.launch import Firmware
 
 REQ = b"CZ0040300CJ012012345678901CA00201CE003978CD0010CB0041250"
 
@@ -76,7 +75,7 @@ def main():
     print("measuring %d sequential Concert payments per configuration..." % a.n, file=sys.stderr)
     off, _, _ = run(a.n, journal=False)
     on, state, _ = run(a.n)
-    lfs, lstate, wear = run(a.n, flash="1024K")
+    lfs, _, wear = run(a.n, flash="1024K")
     size = os.path.getsize(os.path.join(state, "journal.bin")) - 4
     per_txn = size / (a.n + 20)
     print("replay: boot times with an empty and a full journal...", file=sys.stderr)

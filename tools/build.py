@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from understudy.build import build  # noqa: E402
+from understudy.build import build
 
 if __name__ == "__main__":
     build()

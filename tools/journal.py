@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from understudy.journal import main  # noqa: E402
+from understudy.journal import main
 
 if __name__ == "__main__":
     main()

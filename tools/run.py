@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from understudy import paths  # noqa: E402
-from understudy.launch import Firmware, FirmwareError  # noqa: E402
+from understudy import paths
+from understudy.launch import Firmware, FirmwareError
 
 DEFAULT_HEAP = "128K"
 

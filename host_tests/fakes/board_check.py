@@ -1,23 +1,24 @@
-"""Boot a board module on the unix port with faked machine/network.
+"""Boot the whole firmware as an ESP32 or a Pico W on the unix port, with
+machine and network faked (host_tests/test_board.py).
 
-    micropython board_check.py esp32|rp2 up|never
+    micropython board_check.py esp32|rp2 ATTEMPTS|never STATE_DIR CONFIG
+ATTEMPTS: Wi-Fi connects on that connect() call; never: it does not.
 """
-import asyncio
 import sys
 
 import machine
 import network
 
-from firmware import config
+import firmware.board
 
-name, mode = sys.argv[1], sys.argv[2]
-network.connect_after = {"up": 2, "never": None}[mode]
-cfg, problems = config.merge({"wifi": {"ssid": "shop", "password": "secret", "connect_s": 1}})
-assert not problems, problems
+name, attempts, state, config = sys.argv[1:5]
+network.attempts = None if attempts == "never" else int(attempts)
 b = __import__("firmware.board." + name, None, None, ["NAME"])
-b.setup(cfg)
-b.led(True)
-ip = asyncio.run(b.network_up(cfg))
-print("board", b.NAME, "host", b.DEFAULT_HOST, "config", b.CONFIG_PATH, "state", b.STATE_DIR)
-print("ip", ip, "address", b.address(), "hostname", network.hostname())
-print("pins", machine.log[:3])
+b.STATE_DIR = state
+b.CONFIG_PATH = config
+firmware.board.load = lambda: b
+
+from firmware import app  # noqa: E402
+
+app.main()
+print("pins", machine.log[:3])  # after Ctrl-C: what the status LED was told

@@ -1,7 +1,8 @@
-"""Fake `network`: a station that connects after `connect_after` polls (None: never)."""
+"""Fake `network`: a station that connects on its `attempts`-th connect()
+(None: never), a poll after the attempt starts."""
 
 STA_IF = 0
-connect_after = 2
+attempts = 1
 names = []
 
 
@@ -12,10 +13,20 @@ def hostname(name=None):
 
 
 class WLAN:
+    """One station interface, as on a board: WLAN(STA_IF) is always the same."""
+
+    _one = None
+
+    def __new__(cls, interface):
+        if cls._one is None:
+            cls._one = object.__new__(cls)
+            cls._one.tries = 0
+            cls._one.on = False
+            cls._one.up = False
+        return cls._one
+
     def __init__(self, interface):
-        self.polls = 0
-        self.on = False
-        self.ssid = None
+        pass
 
     def active(self, on=None):
         if on is not None:
@@ -23,15 +34,14 @@ class WLAN:
         return self.on
 
     def connect(self, ssid, password):
-        self.ssid = ssid
-        self.polls = 0
+        self.tries += 1
+        self.up = attempts is not None and self.tries >= attempts
 
     def disconnect(self):
-        pass
+        self.up = False
 
     def isconnected(self):
-        self.polls += 1
-        return connect_after is not None and self.polls > connect_after
+        return self.up
 
     def ifconfig(self):
         return ("192.168.4.2", "255.255.255.0", "192.168.4.1", "192.168.4.1")

@@ -59,7 +59,7 @@ def strip_eol(buf, end):
 
 
 def _walk(buf, i, end, nested):
-    out = {}
+    out = {}  # type: dict
     while i < end:
         if end - i < 5:
             raise TLVError("truncated element at offset %d" % i)

@@ -9,7 +9,7 @@ import time
 from understudy import paths
 
 sys.path.insert(0, os.path.join(paths.ROOT, "lib"))
-from wire import records, records_reader  # noqa: E402
+from wire import records, records_reader
 
 COLUMNS = ("no", "batch", "time", "op", "amount", "cur", "result", "reason", "auth", "card",
            "src", "ref", "delivered", "voided")

@@ -41,11 +41,12 @@ class Firmware:
     root: the tree to run (paths.SOURCE or paths.MPY); heap: -X heapsize;
     config: a dict (written to a file) or a path; state_dir: the "flash";
     flash: a size ("64K") to keep the state in a littlefs image in state_dir
-    instead, as a board does.
+    instead, as a board does.  entry: the script to run instead of main.py
+    (with its arguments); path: more directories to import from, first.
     """
 
     def __init__(self, root=None, heap="128K", config=None, state_dir=None, clock=None,
-                 echo=False, env=None, flash=None):
+                 echo=False, env=None, flash=None, entry=None, path=()):
         self.root = root or paths.MPY
         self.heap = heap
         self.echo = echo
@@ -66,6 +67,8 @@ class Firmware:
         if flash:
             kb = int(str(flash).upper().rstrip("K"))
             self.extra_env["UNDERSTUDY_FLASH"] = "%s:%d" % (os.path.join(self.state_dir, "flash.img"), kb)
+        self.entry = entry
+        self.path = list(path)
         self.proc = None
         self.killed = False
         self.lines = []
@@ -81,12 +84,13 @@ class Firmware:
             raise FirmwareError("no firmware in %s (run `make mpy`)" % self.root)
         env = dict(os.environ)
         env.update(self.extra_env)
-        env["MICROPYPATH"] = "%s:%s:.frozen" % (self.root, os.path.join(self.root, "lib"))
+        env["MICROPYPATH"] = ":".join(self.path + [self.root, os.path.join(self.root, "lib"), ".frozen"])
         env["UNDERSTUDY_CONFIG"] = self.config_path
         env["UNDERSTUDY_STATE"] = self.state_dir
         if self.clock is not None:
             env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
-        cmd = [micropython(), "-X", "heapsize=%s" % self.heap, os.path.join(self.root, "main.py")]
+        cmd = [micropython(), "-X", "heapsize=%s" % self.heap]
+        cmd += list(self.entry) if self.entry else [os.path.join(self.root, "main.py")]
         self.lines = []
         self.listeners = {}
         self.proc = subprocess.Popen(
@@ -134,7 +138,7 @@ class Firmware:
 
     def address(self, name):
         """(host, port) of a TCP listener, from its `listening` line."""
-        kind, where = self.listeners[name]
+        _kind, where = self.listeners[name]
         host, port = where.rsplit(":", 1)
         return host, int(port)
 
