@@ -91,18 +91,20 @@ class TCPListener:
                 s2, addr = s.accept()
             except OSError:
                 continue
+            raw = s2  # a TLS socket that failed does not close the one it wraps
             try:
                 if self.ssl is not None:
                     s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)
                 s2.setblocking(False)
                 st = asyncio.StreamReader(s2, {"peername": addr})
-                asyncio.create_task(self._client(st, peer_ip(addr)))
+                asyncio.create_task(self._client(st, peer_ip(addr), raw))
             except Exception as e:  # MemoryError, a failed TLS setup...
                 s2.close()
+                raw.close()
                 gc.collect()
                 log.event(self.name, "refused", peer_ip(addr), repr(e))
 
-    async def _client(self, st, ip):
+    async def _client(self, st, ip, raw):
         allowed = self.app.cfg["allowed_ips"]
         if allowed and ip not in allowed:
             log.event(self.name, "refused", ip, "not in allowed_ips")
@@ -119,3 +121,4 @@ class TCPListener:
                 sys.print_exception(e)
             self.clients -= 1
         await close(st)
+        raw.close()

@@ -2,8 +2,9 @@
 
 Set by the host launcher (tools/run.py) through the environment:
 UNDERSTUDY_CONFIG (config file), UNDERSTUDY_STATE (state dir: journal and
-other "flash" files), UNDERSTUDY_CLOCK (freeze the clock at these Unix
-seconds, for reproducible receipts in tests).
+other "flash" files), UNDERSTUDY_TLS (where cert.der and key.der are),
+UNDERSTUDY_CLOCK (freeze the clock at these Unix seconds, for reproducible
+receipts in tests).
 """
 import os
 
@@ -13,6 +14,7 @@ NAME = "unix"
 DEFAULT_HOST = "127.0.0.1"
 CONFIG_PATH = os.getenv("UNDERSTUDY_CONFIG") or "config.json"
 STATE_DIR = os.getenv("UNDERSTUDY_STATE") or "state"
+TLS_DIR = os.getenv("UNDERSTUDY_TLS") or "build/tls"
 
 _c = os.getenv("UNDERSTUDY_CLOCK")
 if _c:

@@ -78,6 +78,7 @@ class Firmware:
         env["MICROPYPATH"] = "%s:%s:.frozen" % (self.root, os.path.join(self.root, "lib"))
         env["UNDERSTUDY_CONFIG"] = self.config_path
         env["UNDERSTUDY_STATE"] = self.state_dir
+        env.setdefault("UNDERSTUDY_TLS", paths.TLS)
         if self.clock is not None:
             env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
         cmd = [micropython(), "-X", "heapsize=%s" % self.heap, os.path.join(self.root, "main.py")]
