@@ -10,6 +10,7 @@ shows up (cached responses).  Pairing, lookups, settlement and device info
 live in synqpay_extra, loaded on use.  Decisions: docs/SYNQPAY.md.
 """
 import asyncio
+import gc
 import json
 import time
 
@@ -67,14 +68,14 @@ class _TLS(TCPListener):
     kind = "tls"
 
     async def start(self, lc):
-        import ssl
-
         d = self.app.board.TLS_DIR
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(d + "/cert.der", d + "/key.der")
-        except ValueError as e:  # PEM, or not a certificate: MicroPython reads DER only
-            raise OSError("%s/cert.der, key.der: %s" % (d, e))
+        except (ValueError, MemoryError) as e:  # not DER (all MicroPython reads), or no room
+            raise OSError("TLS %s/cert.der, key.der: %r" % (d, e))
         self.ssl = ctx
         return await TCPListener.start(self, lc)
 
@@ -332,7 +333,15 @@ async def _run(app, t):
     else:
         _sending = t.no
         await asyncio.sleep_ms(0)  # events posted last go out first
-        ok = await _deliver(app, t)
+        try:
+            # if that client went away meanwhile, a newer one may hold the key
+            ok = await _deliver(app, t) or await _deliver(app, t)
+        except MemoryError:  # no room for the answer now: drop the link; it is resent on the next
+            gc.collect()
+            c = _cur
+            if c is not None:
+                log.event(c.name, "drop", c.peer, "no memory for the answer #%d; resent on reconnect" % t.no)
+                c.task.cancel()
         _sending = 0
     app.term.delivered(t, ok)
 

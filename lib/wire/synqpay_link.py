@@ -40,8 +40,8 @@ _T = (0x0000, 0xCC01, 0xD801, 0x1400, 0xF001, 0x3C00, 0x2800, 0xE401,
       0xA001, 0x6C00, 0x7800, 0xB401, 0x5000, 0x9C01, 0x8801, 0x4400)
 
 
-def crc16(data, start=0, end=None):
-    crc = 0xFFFF
+def crc16(data, start=0, end=None, crc=0xFFFF):
+    """CRC-16/MODBUS of data[start:end]; pass crc to go on from an earlier part."""
     for i in range(start, len(data) if end is None else end):
         crc ^= data[i]
         crc = (crc >> 4) ^ _T[crc & 15]
@@ -50,10 +50,11 @@ def crc16(data, start=0, end=None):
 
 
 def frame(ftype, payload, key=None):
-    """A Request (key given), Response or Event frame around payload (bytes)."""
-    body = len(payload).to_bytes(4, "big") + payload
-    c = crc16(body)
-    return bytes((STX, ftype)) + (key or b"") + body + bytes((c >> 8, c & 255, ETX))
+    """A Request (key given), Response or Event frame around payload (bytes).
+    The payload is copied once, into the frame."""
+    head = bytes((STX, ftype)) + (key or b"") + len(payload).to_bytes(4, "big")
+    c = crc16(payload, 0, None, crc16(head, len(head) - 4))
+    return b"".join((head, payload, bytes((c >> 8, c & 255, ETX))))
 
 
 def control(ftype, code=None):
