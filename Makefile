@@ -6,14 +6,16 @@ BIN    := $(VENV)/bin
 HEAP   ?= 128K
 SETUP  := $(VENV)/.setup-done
 MPY    := build/mpy/.stamp
+TLS    := build/tls/cert.der
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
 
-.PHONY: setup run test mpy clean help package
+.PHONY: setup run test mpy tls clean help package
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
 	@echo "make test   run the whole test suite (what CI runs)"
 	@echo "make mpy    compile the firmware to .mpy (build/mpy), as boards run it"
+	@echo "make tls    the terminal's self-signed TLS certificate (build/tls, DER)"
 	@echo "make package  rewrite package.json (what mip installs on a board)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
@@ -27,10 +29,15 @@ mpy: $(MPY)
 $(MPY): $(SETUP) $(SRC) tools/understudy/build.py
 	@$(BIN)/python tools/build.py
 
-run: $(MPY)
+tls: $(TLS)
+
+$(TLS): $(SETUP)
+	@$(BIN)/python tools/understudy/tls.py
+
+run: $(MPY) $(TLS)
 	@$(BIN)/python tools/run.py --heap $(HEAP) $(ARGS)
 
-test: $(MPY)
+test: $(MPY) $(TLS)
 	@$(BIN)/python -m pytest host_tests $(PYTEST_ARGS)
 
 clean:

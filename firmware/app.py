@@ -1,8 +1,8 @@
 """Boot and run: config, board, terminal core, one listener per personality.
 
 Prints `listening <name> <kind> <where>` for each listener, then READY.
-Personalities are imported only when enabled, so a disabled one costs no
-RAM.  The config file is watched: listener changes restart only that
+A personality's code is imported only when its first client connects, so
+one nobody uses costs no RAM.  The config file is watched: listener changes restart only that
 listener, everything else applies to the next transaction.
 """
 import asyncio
@@ -14,9 +14,13 @@ from firmware.board import load as load_board
 from firmware.journal import Journal
 from firmware.terminal import Terminal
 
-# name -> module with make(app, name) returning a listener
+# (listener name, kind, module).  For "tcp" and "tls" the module's
+# serve(app, name, stream, peer) is imported on the first client; other kinds
+# import the module at start and call its make(app, name) for a listener.
 PERSONALITIES = (
-    ("concert-ip", "firmware.concert_ip"),
+    ("concert-ip", "tcp", "firmware.concert_ip"),
+    ("synqpay", "tcp", "firmware.synqpay"),
+    ("synqpay-tls", "tls", "firmware.synqpay"),
 )
 
 
@@ -31,15 +35,19 @@ class App:
         self.term = Terminal(cfg, journal)
         self.listeners = {}  # name -> (listener, its config)
 
-    async def start_listener(self, name, module):
+    async def start_listener(self, name, kind, module):
         lc = self.cfg["listeners"][name]
         if not lc["enabled"]:
             return
-        mod = __import__(module, None, None, ["make"])
-        lst = mod.make(self, name)
         try:
+            if kind in ("tcp", "tls"):
+                from firmware import tcp
+
+                lst = (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
+            else:
+                lst = __import__(module, None, None, ["make"]).make(self, name)
             lines = await lst.start(lc)
-        except OSError as e:
+        except Exception as e:  # port taken, no memory...: the others still start
             log.event(name, "failed", "cannot listen: %r" % e)
             return
         self.listeners[name] = (lst, lc)
@@ -58,10 +66,10 @@ class App:
         self.cfg = cfg
         self.term.cfg = cfg
         log.frames = cfg["log"]["frames"]
-        for name, module in PERSONALITIES:
+        for name, kind, module in PERSONALITIES:
             if cfg["listeners"][name] != old["listeners"][name]:
                 await self.stop_listener(name)
-                await self.start_listener(name, module)
+                await self.start_listener(name, kind, module)
 
 
 def _signature(path):
@@ -107,8 +115,8 @@ async def _main():
     global _app
     app = _app = App(board, cfg)
     await board.network_up(cfg)
-    for name, module in PERSONALITIES:
-        await app.start_listener(name, module)
+    for name, kind, module in PERSONALITIES:
+        await app.start_listener(name, kind, module)
     if cfg["log"]["heap"]:
         gc.collect()
         log.event("app", "heap", "alloc=%d" % gc.mem_alloc())

@@ -10,17 +10,8 @@ one that only closed its sending half (nc, socat do) still gets its answer.
 import asyncio
 
 from firmware import concert, log
-from firmware.tcp import TCPListener, peer_reset
+from firmware.tcp import peer_reset
 from wire import concert_tlv as tlv
-
-NAME = "concert-ip"
-
-
-def make(app, name=NAME):
-    async def handler(s, peer):
-        await _session(app, name, s, peer)
-
-    return TCPListener(app, name, handler)
 
 
 async def _read_request(app, name, r, peer):
@@ -69,7 +60,8 @@ async def _watch(r, state):
     state[0] = True
 
 
-async def _session(app, name, s, peer):
+async def serve(app, name, s, peer):
+    """One register's connection: one request, one answer."""
     msg = await _read_request(app, name, s, peer)
     if msg is None:
         return

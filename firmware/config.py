@@ -35,6 +35,8 @@ DEFAULTS = {
     "allowed_ips": [],
     "listeners": {
         "concert-ip": {"enabled": True, "host": "", "port": 8888},
+        "synqpay": {"enabled": True, "host": "", "port": 9000},
+        "synqpay-tls": {"enabled": True, "host": "", "port": 9443},
     },
     "timeouts": {
         "card_s": 30,
@@ -69,6 +71,16 @@ DEFAULTS = {
         "aid": "A0000000421010",
     },
     "concert": {"version": "echo", "zero_amount_on_cancel": False, "max_request": 2048},
+    "synqpay": {
+        "serial_number": "UST00001",
+        "currency": 376,
+        "crc": "be",
+        "max_payload": 4096,
+        "cached_responses": True,
+        "otp": "",
+        "api_key": "",
+        "idle_s": 0,
+    },
     "receipt": {"width": 24},
     "journal": {"enabled": True, "keep": 200, "recent": 4, "min_free": 4096},
     "faults": {"answer_delay_ms": 0, "split_answer_ms": 0},
@@ -91,6 +103,15 @@ def _digits(n0, n1):
         return n0 <= len(v) <= n1 and v.isdigit()
 
     return ok
+
+
+def _hex8(v):
+    if v == "":
+        return True
+    for c in v:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return len(v) == 8 and v != "00000000"
 
 
 # Extra checks beyond "same type as the default".  A tuple of two ints is an
@@ -119,6 +140,12 @@ RULES = {
     "journal.keep": (0, 100000),
     "journal.recent": (1, 64),
     "journal.min_free": (0, 1048576),
+    "synqpay.currency": (1, 999),
+    "synqpay.crc": ("be", "either", "off"),
+    "synqpay.max_payload": (256, 65536),
+    "synqpay.otp": (lambda v: v == "" or (len(v) == 6 and v.isdigit()), "empty (random) or 6 digits"),
+    "synqpay.api_key": (_hex8, "empty (random) or 8 hex digits, not all zero"),
+    "synqpay.idle_s": (0, 86400),
     "wifi.connect_s": (1, 600),
     "wifi.retry_s": (1, 3600),
     "config_watch_s": (0, 3600),

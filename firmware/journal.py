@@ -11,14 +11,17 @@ decided is recorded then as not performed.
 
 Records (JSON arrays):
     ["B", no, batch, ts, op, amount, cur, src, ref, orig, data]    begun
-    ["D", no, result, reason, auth, amount, pan, brand, mode, aid, exp, vop]
+    ["D", no, result, reason, auth, amount, pan, brand, mode, aid, exp, vop, data]
                                                   decided (vop: op a void undid)
     ["V", no]                                     answer delivered
     ["S", batch, ts]                              batch closed by a settlement
 
 The newest `recent` transactions stay in RAM; older ones are read back from
-the file when asked for (journal_replay.scan).  Without a path the journal
-lives in RAM only (tests of the core).
+the file when asked for (journal_replay.scan).  A 1 KB Bloom filter of every
+register reference in the file answers "never seen" without reading it, so a
+register that sends a fresh reference with each sale (and wants it unique)
+costs no file scan.  Without a path the journal lives in RAM only (tests of
+the core).
 """
 import os
 
@@ -44,6 +47,7 @@ class Journal:
         self.in_batch = 0  # transactions of the open batch
         self.f = None
         self.report = None  # what the replay found, for the boot log
+        self.refs = bytearray(1024)  # Bloom filter of the references in the file
         if path:
             self._cold("replay")
 
@@ -84,6 +88,24 @@ class Journal:
         self.in_batch += 1
         self._append(["B", t.no, t.batch, t.ts, t.op, t.amount, t.cur, t.src, t.ref, t.orig, t.data])
         self._remember(t)
+        self.saw(t.ref)
+
+    def _bits(self, ref):
+        h = hash(ref)
+        for k in (h, h >> 13, h >> 26):
+            k %= 8192
+            yield k >> 3, 1 << (k & 7)
+
+    def saw(self, ref):
+        if ref:
+            for i, m in self._bits(ref):
+                self.refs[i] |= m
+
+    def _maybe(self, ref):
+        for i, m in self._bits(ref):
+            if not self.refs[i] & m:
+                return False
+        return True
 
     def decide(self, t):
         vop = None
@@ -91,7 +113,7 @@ class Journal:
             orig = self.get(t.orig)
             vop = orig.op if orig else "pay"
         self._append(["D", t.no, t.result, t.reason, t.auth, t.amount, t.pan, t.brand, t.mode,
-                      t.aid, t.exp, vop])
+                      t.aid, t.exp, vop, t.data])
         if t.result == "approved":
             self.count(t, vop)
 
@@ -158,7 +180,15 @@ class Journal:
 
     def lookup(self, ref, src=None):
         """Newest transaction with this register reference (and personality)."""
+        if not ref or not self._maybe(ref):  # never seen: no need to read the file
+            return None
         return self._find(lambda t: t.ref == ref and src in (None, t.src))
+
+    def select(self, want):
+        """Every transaction of the open batch for which want(t) holds, oldest first."""
+        if self.path:
+            return self._cold("scan", want, True, True)
+        return [t for t in self.recent if t.batch == self.batch and want(t)]
 
     def find(self, want):
         """Newest transaction of the open batch for which want(t) holds."""

@@ -35,6 +35,8 @@ def _begun(r):
 
 def _decided(t, r):
     t.result, t.reason, t.auth, t.amount, t.pan, t.brand, t.mode, t.aid, t.exp = r[2:11]
+    if len(r) > 12:
+        t.data = r[12]  # an adapter may have changed it after the start
     t.state = "done"
 
 
@@ -83,6 +85,7 @@ def replay(j):
         k = r[0]
         if k == "B":
             t = _begun(r)
+            j.saw(t.ref)
             if t.batch > j.batch:  # (a compacted file may skip settlements)
                 j.settled += j.in_batch
                 j.batch, j.in_batch, j.totals = t.batch, 0, {}
@@ -126,8 +129,9 @@ def replay(j):
                   "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
 
 
-def scan(j, want, open_batch):
-    """Newest transaction in the file for which want(t) holds (final state)."""
+def scan(j, want, open_batch, every=False):
+    """Newest transaction in the file for which want(t) holds (final state);
+    with every, all of them, oldest first."""
     kept = {}  # type: dict
     t = None
     for r in _read(j.path, records_reader.Reader()):
@@ -144,6 +148,8 @@ def scan(j, want, open_batch):
             t = None
         elif k == "V" and r[1] in kept:
             kept[r[1]].delivered = True
+    if every:
+        return [kept[no] for no in sorted(kept) if want(kept[no])]
     best = None
     for no in kept:
         x = kept[no]

@@ -2,7 +2,9 @@
 
 It owns what every TCP personality shares: binding, the allowed-IP list, a
 cap on simultaneous clients, logging, and closing the socket whatever the
-handler does.  The handler is `async handler(stream, peer_ip)`.
+handler does.  The handler is `async serve(app, name, stream, peer_ip)` of
+the personality's module, which is imported only when its first client
+connects: a terminal that nobody talks Synqpay to never loads Synqpay.
 
 The accept loop is our own rather than asyncio.start_server's: that one dies
 for good on a MemoryError, which would leave a terminal that accepts
@@ -48,10 +50,10 @@ async def close(s):
 class TCPListener:
     kind = "tcp"
 
-    def __init__(self, app, name, handler, ssl=None):
+    def __init__(self, app, name, module, ssl=None):
         self.app = app
         self.name = name
-        self.handler = handler
+        self.handler = module  # its serve() once imported
         self.ssl = ssl
         self.sock = None
         self.task = None
@@ -91,18 +93,20 @@ class TCPListener:
                 s2, addr = s.accept()
             except OSError:
                 continue
+            raw = s2  # a TLS socket that failed does not close the one it wraps
             try:
                 if self.ssl is not None:
                     s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)
                 s2.setblocking(False)
                 st = asyncio.StreamReader(s2, {"peername": addr})
-                asyncio.create_task(self._client(st, peer_ip(addr)))
+                asyncio.create_task(self._client(st, peer_ip(addr), raw))
             except Exception as e:  # MemoryError, a failed TLS setup...
                 s2.close()
+                raw.close()
                 gc.collect()
                 log.event(self.name, "refused", peer_ip(addr), repr(e))
 
-    async def _client(self, st, ip):
+    async def _client(self, st, ip, raw):
         allowed = self.app.cfg["allowed_ips"]
         if allowed and ip not in allowed:
             log.event(self.name, "refused", ip, "not in allowed_ips")
@@ -111,7 +115,10 @@ class TCPListener:
         else:
             self.clients += 1
             try:
-                await self.handler(st, ip)
+                h = self.handler
+                if isinstance(h, str):
+                    h = self.handler = __import__(h, None, None, ["serve"]).serve
+                await h(self.app, self.name, st, ip)
             except OSError as e:  # the peer reset or vanished
                 log.event(self.name, "closed", ip, repr(e))
             except Exception as e:  # a bug: say so loudly
@@ -119,3 +126,23 @@ class TCPListener:
                 sys.print_exception(e)
             self.clients -= 1
         await close(st)
+        raw.close()
+
+
+class TLSListener(TCPListener):
+    """The same over TLS, with the certificate and key (DER) of the board's
+    TLS_DIR.  A missing or unreadable certificate fails this listener only."""
+
+    kind = "tls"
+
+    async def start(self, lc):
+        d = self.app.board.TLS_DIR
+        try:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(d + "/cert.der", d + "/key.der")
+        except (ValueError, MemoryError) as e:  # not DER (all MicroPython reads), or no room
+            raise OSError("TLS %s/cert.der, key.der: %r" % (d, e))
+        self.ssl = ctx
+        return await TCPListener.start(self, lc)

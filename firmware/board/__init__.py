@@ -1,7 +1,7 @@
 """The board layer: what differs between a PC (unix port), an ESP32 and a Pico W.
 
 load() returns the module for this platform.  Each provides NAME,
-DEFAULT_HOST, CONFIG_PATH, STATE_DIR, setup(cfg), `async network_up(cfg)`,
+DEFAULT_HOST, CONFIG_PATH, STATE_DIR, TLS_DIR, setup(cfg), `async network_up(cfg)`,
 address() and led(on).
 """
 import sys

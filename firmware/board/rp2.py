@@ -7,6 +7,7 @@ NAME = "rp2"
 DEFAULT_HOST = "0.0.0.0"
 CONFIG_PATH = "/config.json"
 STATE_DIR = "/state"
+TLS_DIR = "/tls"  # cert.der, key.der
 _LED = "LED"
 _pin = None
 _active_low = False

@@ -42,6 +42,8 @@ def read(path):
             t = txns[r[1]]
             t.update(result=r[2], reason=r[3], auth=r[4], amount=r[5],
                      card=" ".join(x for x in (r[7], r[8], r[6]) if x) or None)
+            if len(r) > 12:
+                t["data"] = r[12]
             if r[2] == "approved" and t["op"] == "void" and t["orig"] in txns:
                 txns[t["orig"]]["voided"] = True
         elif k == "V" and r[1] in txns:

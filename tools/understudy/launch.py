@@ -87,6 +87,7 @@ class Firmware:
         env["MICROPYPATH"] = ":".join(self.path + [self.root, os.path.join(self.root, "lib"), ".frozen"])
         env["UNDERSTUDY_CONFIG"] = self.config_path
         env["UNDERSTUDY_STATE"] = self.state_dir
+        env.setdefault("UNDERSTUDY_TLS", paths.TLS)
         if self.clock is not None:
             env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
         cmd = [micropython(), "-X", "heapsize=%s" % self.heap]

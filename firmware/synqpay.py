@@ -1,0 +1,419 @@
+"""Synqpay device link: framed JSON-RPC 2.0 over TCP (9000) and TLS (9443).
+
+One client at a time across both ports: a new connection evicts the old
+one.  serve() reads link frames from any asyncio stream (the UART can use it
+as is), answers KeepAlive with ACK, checks the API key, and runs JSON-RPC
+methods on the terminal core.  A transaction runs in its own task, so
+cancel and getStatus are answered on the same connection meanwhile.  Its
+result goes to the client that holds the API key: now, or when it next
+shows up (cached responses).  Pairing, lookups, settlement and device info
+live in synqpay_extra, loaded on use.  Decisions: docs/SYNQPAY.md.
+"""
+import asyncio
+import gc
+import json
+import time
+
+from firmware import clock, log
+from firmware.terminal import Busy
+from wire import synqpay_link as L
+
+SRC = "synqpay"  # the core's name for us, whichever port the client used
+KEY_FILE = "/synqpay.key"  # under the board's STATE_DIR: 8 hex digits
+_key = None  # the paired API key (4 bytes), None while unpaired
+_cur = None  # the connected client's Session
+_otp = None  # type: list | None  # [code, deadline ticks] during a pairing
+_REF_CHARS = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_sending = 0  # number of the transaction whose answer _run is delivering
+_OPS = {"SALE": "pay", "REFUND": "refund", "VOID": "void"}
+_TYPES = {"pay": "SALE", "refund": "REFUND", "preauth": "AUTH_ONLY", "capture": "CAPTURE"}
+_EVENTS = {"wait_card": "WAITING_FOR_CARD", "card_read": "CARD_DETECTED",
+           "pin": "PIN_STARTED", "auth": "AUTHORIZATION_STARTED"}
+# TxResult `result` by the core's reason (approved is OK)
+_RESULT = {"decline": "HOST_ERROR", "signature": "HOST_ERROR", "pin": "SMART_CARD_ERROR",
+           "forbidden": "CARD_NOT_ALLOWED", "cancel": "CANCELED", "abort": "CANCELED",
+           "no_card": "TIMEOUT", "no_continue": "TIMEOUT", "host": "NETWORK_ERROR"}
+_MODES = {"chip": "EMV", "contactless": "CONTACTLESS", "magstripe": "MAGNETIC"}
+
+
+class Err(Exception):
+    """A JSON-RPC error answer: Err(code, message[, data])."""
+
+
+class Session:
+    def __init__(self, app, name, s, peer):
+        self.app = app
+        self.name = name
+        self.s = s
+        self.peer = peer
+        self.auth = False  # has sent a frame with the paired key
+        self.lock = asyncio.Lock()  # one writer at a time
+        self.task = asyncio.current_task()
+
+    async def send(self, data, shown):
+        try:
+            async with self.lock:
+                self.s.write(data)
+                await asyncio.wait_for_ms(self.s.drain(), self.app.cfg["timeouts"]["request_ms"])
+        except Exception as e:  # OSError, TimeoutError: the client is gone or stuck
+            log.event(self.name, "send-failed", self.peer, repr(e))
+            task = self.task
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()  # the reader ends the link; else its next read does
+            return False
+        log.frame(self.name, "tx", self.peer, shown)
+        return True
+
+    def drop(self, why):
+        """End the link from outside its own task (the reader's)."""
+        log.event(self.name, "drop", self.peer, why)
+        task = self.task
+        if task is not None:
+            task.cancel()
+
+
+def pairing():
+    """True while a pairing code is on the (imaginary) screen."""
+    global _otp
+    if _otp is not None and time.ticks_diff(_otp[1], time.ticks_ms()) <= 0:
+        _otp = None
+    return _otp is not None
+
+
+def client():
+    """The client results go to: the connected one, once it showed the key."""
+    return _cur if _cur is not None and _cur.auth else None
+
+
+def _load_key(app):
+    global _key
+    try:
+        with open(app.board.STATE_DIR + KEY_FILE) as f:
+            _key = bytes.fromhex(f.read().strip())
+    except (OSError, ValueError):
+        pass
+
+
+async def serve(app, name, s, peer, hello=None):
+    """One client's link over an asyncio stream; returns when it ends.
+    hello (default: on the TLS port): the first frame must come within
+    timeouts.request_ms (a stalled TLS handshake must not keep the TLS
+    buffers); after it, no idle time-out unless synqpay.idle_s says so."""
+    global _cur
+    if _key is None:
+        _load_key(app)
+    if hello is None:
+        hello = name.endswith("-tls")
+    me = Session(app, name, s, peer)
+    old = _cur
+    _cur = me
+    if old is not None:
+        log.event(name, "evicted", old.peer, "new client", peer)
+        old.task.cancel()
+    sc = app.cfg["synqpay"]
+    d = L.Decoder(sc["max_payload"], ("be", "either", "off").index(sc["crc"]))
+    try:
+        while True:
+            wait = app.cfg["timeouts"]["request_ms"] if hello or d.pending() else sc["idle_s"] * 1000
+            try:
+                data = await (asyncio.wait_for_ms(s.read(512), wait) if wait else s.read(512))
+            except asyncio.TimeoutError:
+                if d.pending():
+                    log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
+                    await _frame(me, d.expire())
+                    continue
+                log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
+                break
+            if not data:
+                break
+            d.feed(data)
+            ev = d.next()
+            while ev is not None:
+                hello = False
+                await _frame(me, ev)
+                ev = d.next()
+    except asyncio.CancelledError:  # evicted, or dropped on purpose
+        pass
+    finally:
+        if _cur is me:
+            _cur = None
+    log.event(name, "gone", peer)
+
+
+async def _frame(me, ev):
+    t, a, payload = ev
+    if t == L.REQUEST:
+        await _request(me, a, payload)
+    elif t == L.KEEPALIVE:
+        log.frame(me.name, "rx", me.peer, "KEEPALIVE")
+        await me.send(L.control(L.ACK), "ACK")
+    elif t == L.BAD:
+        log.event(me.name, "link-error", me.peer, a)
+        await me.send(L.control(L.ERROR, a), "ERROR %02d" % a)
+    # an ACK needs nothing
+
+
+def _reply(rid, result):
+    return '{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(rid), result)
+
+
+async def _request(me, key, payload):
+    app = me.app
+    zero = key == L.ZERO_KEY
+    if not zero and key != _key:
+        log.frame(me.name, "rx", me.peer, "REQUEST with a wrong key")
+        await me.send(L.control(L.ERROR, L.E_AUTH), "ERROR 05")
+        return
+    log.frame(me.name, "rx", me.peer, payload)
+    try:
+        msg = json.loads(payload)
+    except Exception:  # ValueError; on CPython also UnicodeDecodeError
+        msg = ValueError
+    m = msg.get("method") if isinstance(msg, dict) else None
+    if zero and m not in ("pair", "authenticate"):
+        await me.send(L.control(L.ERROR, L.E_AUTH), "ERROR 05")
+        return
+    if not zero and not me.auth:
+        me.auth = True
+        await _flush(me)
+    rid = msg.get("id") if isinstance(msg, dict) else None
+    p = msg.get("params") if isinstance(msg, dict) else None
+    try:
+        if msg is ValueError:
+            raise Err(-32700, "parse error")
+        if (not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or type(m) is not str
+                or type(rid) not in (str, int)):
+            rid = rid if type(rid) in (str, int) else None
+            raise Err(-32600, "invalid request")
+        if p is None:
+            p = {}
+        elif not isinstance(p, dict):
+            raise Err(103, "params must be an object")
+        if m == "startTransaction":
+            _start(me, rid, p)
+            return  # answered when the transaction ends
+        if m == "continueTransaction":
+            _continue(me, rid, p)
+            return
+        if m == "getStatus":
+            result = _status(app)
+        elif m == "cancel":
+            result = _cancel(app, p)
+        else:
+            from firmware import synqpay_extra
+
+            result = synqpay_extra.call(app, m, p)
+        body = _reply(rid, result)
+        shown = _reply(rid, '{"apiKey":"********"}') if m == "authenticate" else body
+    except Err as e:
+        a = e.args
+        body = shown = '{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%s%s}}' % (
+            json.dumps(rid), a[0], json.dumps(a[1]), ',"data":%s' % json.dumps(a[2]) if len(a) > 2 else "")
+    await me.send(L.frame(L.RESPONSE, body.encode()), shown)
+
+
+def _status(app):
+    t = app.term.current
+    if pairing():
+        st = "PAIRING"
+    elif t is None:
+        st = "IDLE"
+    elif t.state == "wait_continue":
+        st = "WAITING_FOR_CONTINUE"
+    else:
+        st = "TRANSACTION"
+    can = t is not None and t.src == SRC and t.state in ("wait_card", "pin", "wait_continue")
+    return '{"deviceStatus":"%s","cancelable":%s}' % (st, "true" if can else "false")
+
+
+def _need(p, k, kind, what):
+    v = p.get(k)
+    if v is None:
+        raise Err(102, what + " is missing")
+    if type(v) is not kind or (kind is int and v <= 0):
+        raise Err(103, what + " is invalid")
+    return v
+
+
+def _start(me, rid, p):
+    app = me.app
+    term = app.term
+    if _need(p, "paymentMethod", str, "payment method") != "CREDIT_CARD":
+        raise Err(103, "payment method is invalid")
+    op = _OPS.get(_need(p, "transactionType", str, "transaction type"))
+    if op is None:
+        raise Err(103, "transaction type is not supported")
+    ref = _need(p, "referenceId", str, "reference id")
+    if not 0 < len(ref) <= 64 or ref.strip(_REF_CHARS):
+        raise Err(103, "reference id is invalid")
+    if term.current or pairing():
+        raise Err(201, "device is busy")
+    orig = None
+    if op == "void":
+        o = term.find_void_target(pred=lambda t: t.ref == ref and t.src == SRC)
+        if o is None:
+            if term.journal.lookup(ref, SRC) is None:
+                raise Err(302, "transaction not found")
+            raise Err(304, "illegal transaction status")
+        amount, cur, orig, ref = o.amount, o.cur, o.no, None
+    else:
+        amount = _need(p, "amount", int, "amount")
+        cur = p.get("currency", app.cfg["synqpay"]["currency"])
+        if type(cur) is not int or not 0 < cur < 1000:
+            raise Err(103, "currency is invalid")
+        if term.journal.lookup(ref, SRC) is not None:
+            raise Err(303, "transaction already exists")
+    try:
+        t = term.start(op, amount, cur, SRC, ref=ref, orig=orig, data={"id": rid})
+    except Busy:
+        raise Err(201, "device is busy")
+    if p.get("notifyUpdate") is True and op != "void":
+        t.hold = ("card",)
+    ev = p.get("notifyEvents") is True
+    t.progress = lambda t: _progress(app, t, ev)
+    asyncio.create_task(_run(app, t))
+
+
+def _continue(me, rid, p):
+    term = me.app.term
+    t = term.current
+    if t is None or t.src != SRC or t.state != "wait_continue":
+        raise Err(201, "no transaction waits to continue")
+    if p.get("referenceId") not in (None, t.ref):
+        raise Err(302, "transaction not found")
+    n = p.get("newAmount")
+    if n is not None and (type(n) is not int or n <= 0):
+        raise Err(101, "illegal new amount", "ILLEGAL_NEW_AMOUNT")
+    t.data["id"] = rid  # the final result answers this request
+    term.act("continue", {"amount": n})
+
+
+def _cancel(app, p):
+    t = app.term.current
+    if t is None or t.src != SRC:
+        raise Err(201, "nothing to cancel")
+    if p.get("referenceId") not in (None, t.ref):
+        raise Err(302, "transaction not found")
+    if not app.term.act("abort"):
+        raise Err(201, "not cancelable now")
+    return "null"
+
+
+def _post(frame, shown):
+    c = client()
+    if c is not None:
+        asyncio.create_task(c.send(frame, shown))
+
+
+def _progress(app, t, ev):
+    if t.state == "wait_continue":
+        body = _reply(t.data["id"], txresult(app, t, "UPDATE"))
+        _post(L.frame(L.RESPONSE, body.encode()), body)
+    elif ev and t.state in _EVENTS:
+        body = '{"jsonrpc":"2.0","method":"transactionEvent","params":{"type":"%s"}}' % _EVENTS[t.state]
+        _post(L.frame(L.EVENT, body.encode()), body)
+
+
+async def _run(app, t):
+    global _sending
+    await app.term.run(t)
+    ok = False
+    if t.drop:  # the "lost" outcome: the connection drops before the answer
+        if _cur is not None:
+            _cur.drop("connection closed before the answer (lost outcome)")
+    else:
+        _sending = t.no
+        await asyncio.sleep_ms(0)  # events posted last go out first
+        try:
+            # if that client went away meanwhile, a newer one may hold the key
+            ok = await _deliver(app, t) or await _deliver(app, t)
+        except MemoryError:  # no room for the answer now: drop the link; it is resent on the next
+            gc.collect()
+            if _cur is not None:
+                _cur.drop("no memory for the answer #%d; resent on reconnect" % t.no)
+        _sending = 0
+    app.term.delivered(t, ok)
+
+
+async def _deliver(app, t):
+    c = client()
+    if c is None:
+        return False
+    body = _reply(t.data["id"], txresult(app, t))
+    return await c.send(L.frame(L.RESPONSE, body.encode()), body)
+
+
+async def _flush(me):
+    """Cached responses: answers that never arrived go to the client now."""
+    app = me.app
+    if not app.cfg["synqpay"]["cached_responses"]:
+        return
+    for t in app.term.journal.undelivered(SRC):
+        if t.no != _sending and t.data and "id" in t.data:
+            log.event(me.name, "resend", me.peer, "#%d" % t.no)
+            ok = await _deliver(app, t)
+            app.term.delivered(t, ok)
+            if not ok:
+                return
+
+
+def stamp(secs):
+    return clock.stamp(secs)[:-1] + "+00:00"
+
+
+def txid(t):
+    """A 23-digit transactionId: YYMMDDhhmmss and the journal number."""
+    y, mo, d, h, mi, s = clock.parts(t.ts)
+    return "%02d%02d%02d%02d%02d%02d%011d" % (y % 100, mo, d, h, mi, s, t.no)
+
+
+def result_of(t):
+    return "OK" if t.result == "approved" else _RESULT.get(t.reason, "GENERAL_ERROR")
+
+
+def obj(pairs):
+    """A JSON object with its keys in this order; None values left out.
+    A 1-tuple value is JSON already."""
+    out = []
+    for k, v in pairs:
+        if v is not None:
+            out.append('"%s":%s' % (k, v[0] if type(v) is tuple else json.dumps(v)))
+    return "{" + ",".join(out) + "}"
+
+
+def tx(app, t):
+    """The Transaction object of a record (a void shows the voided one)."""
+    if t.op == "void":
+        t = app.term.journal.get(t.orig) or t
+    st = None  # type: str | None
+    if t.result == "approved":
+        st = "VOIDED" if t.voided else "AUTHORIZED" if t.op == "preauth" else "CAPTURED"
+    elif t.result:
+        st = "DECLINED"
+    upd = t.state == "wait_continue"
+    return obj((
+        ("transactionStatus", st),
+        ("transactionTime", stamp(t.ts)),
+        ("referenceId", t.ref),
+        ("terminalId", app.cfg["terminal_id"]),
+        ("transactionType", _TYPES.get(t.op)),
+        ("amount", t.amount),
+        ("totalAmount", t.amount),
+        ("tipAmount", 0),
+        ("currency", t.cur),
+        ("transactionId", txid(t)),
+        ("authorizationNumber", t.auth and "0" + t.auth),
+        ("systemTraceNumber", "%08d" % t.no),
+        ("cardName", t.brand),
+        ("maskedPan", t.pan and t.pan.replace("*", "X")),
+        ("panSuffix", t.pan and t.pan[-4:]),
+        ("panEntryMode", _MODES.get(t.mode)),
+        ("creditTerms", "REGULAR"),
+        ("allowedCreditTerms", ('["REGULAR"]',) if upd else None),
+        ("hostErrorCode", 0 if st == "CAPTURED" else 4 if t.reason == "decline" else None),
+    ))
+
+
+def txresult(app, t, status="COMPLETED"):
+    return obj((("result", result_of(t) if t.result else "OK"), ("commandStatus", status),
+                ("transaction", (tx(app, t),))))
