@@ -8,9 +8,7 @@ REQ = b"0100001250110978" + b" " * 10 + b"A010B010"
 
 
 def out(k):
-    o = bytes(k.out)
-    del k.out[:]
-    return o
+    return bytes(k.output())
 
 
 def kinds(events):

@@ -13,7 +13,7 @@ but the last ends with ETB instead of ETX, the receiver joins their data.
 
 Link is bytes in, bytes out: feed what the line brings to receive(), call
 timeout() when `wait` ms have passed without input since `gen` last changed,
-write `out` to the line and clear it.  Each call returns a list of events:
+write what output() returns to the line.  Each call returns a list of events:
 
     ("request", bytes)   a whole message arrived and was ACKed
     ("nak", why)         a frame was refused; the register may send it again
@@ -109,7 +109,7 @@ class Link:
                 self._frame_end(b == self.x)
             elif b == ENQ:
                 if s == IDLE or s == WAIT_STX:
-                    del self.msg[:]
+                    self.msg = bytearray()
                     self.mark = self.tries = 0
                     self._put(ACK)
                     self._go(WAIT_STX, self.reply_ms)
@@ -175,6 +175,13 @@ class Link:
         if self.state == HELD:
             self._go(IDLE, None)
 
+    def output(self):
+        """The bytes to write to the line now (and forget)."""
+        o = self.out
+        if o:
+            self.out = bytearray()
+        return o
+
     # -- inside
 
     def _put(self, b):
@@ -197,7 +204,7 @@ class Link:
 
     def _rest(self):
         """The register has handed over the line (or never took it)."""
-        del self.msg[:]
+        self.msg = bytearray()
         self.mark = 0
         if self.tx is not None:
             self.k = self.tries = 0
@@ -206,8 +213,12 @@ class Link:
         else:
             self._go(HELD if self.owed else IDLE, None)
 
+    def _cut(self):
+        if len(self.msg) > self.mark:
+            self.msg = self.msg[:self.mark]
+
     def _start_frame(self):
-        del self.msg[self.mark:]
+        self._cut()
         self.x = 0
         self.over = False
         self._go(IN_FRAME, self.byte_ms)
@@ -226,12 +237,12 @@ class Link:
             else:
                 self.owed = True
                 self._emit("request", bytes(self.msg))
-                del self.msg[:]
+                self.msg = bytearray()
                 self.mark = 0
                 self._go(WAIT_EOT, self.reply_ms)
 
     def _bad(self, why):
-        del self.msg[self.mark:]
+        self._cut()
         self.tries += 1
         if self.tries > self.retries:
             self._put(EOT)
