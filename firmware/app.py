@@ -17,6 +17,7 @@ from firmware.terminal import Terminal
 # name -> module with make(app, name) returning a listener
 PERSONALITIES = (
     ("concert-ip", "firmware.concert_ip"),
+    ("concert-serial", "firmware.concert_serial"),
 )
 
 

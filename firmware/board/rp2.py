@@ -33,3 +33,10 @@ async def network_up(cfg):
 
 
 address = wlan.address
+
+
+def uart(name, lc):
+    """The serial line of listener `name`: UART0 on GP0 (TX) / GP1 (RX); the REPL is on USB."""
+    from firmware.board import hwuart
+
+    return hwuart.open(lc, 0, 0, 1)

@@ -15,6 +15,10 @@ import threading
 import time
 
 from understudy import paths
+from understudy.nullmodem import NullModem
+
+# listeners that want a serial line: on a PC each gets a pty pair (null modem)
+SERIAL = ("concert-serial",)
 
 
 def micropython():
@@ -43,8 +47,12 @@ class Firmware:
     """
 
     def __init__(self, root=None, heap="64K", config=None, state_dir=None, clock=None,
-                 echo=False, env=None):
+                 echo=False, env=None, line_baud=None):
+        """line_baud: deliver serial bytes no faster than this speed (a pty
+        has none), for timing measurements; None: at once."""
         self.root = root or paths.MPY
+        self.line_baud = line_baud
+        self.modems = {}  # listener name -> NullModem
         self.heap = heap
         self.echo = echo
         self._tmp = None
@@ -80,6 +88,11 @@ class Firmware:
         env["UNDERSTUDY_STATE"] = self.state_dir
         if self.clock is not None:
             env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
+        for name in SERIAL:  # kept across restarts: the register's path stays the same
+            if name not in self.modems:
+                self.modems[name] = NullModem(self.line_baud)
+        env["UNDERSTUDY_SERIAL"] = " ".join(
+            "%s=%s,%s" % (n, m.firmware_path, m.register_path) for n, m in self.modems.items())
         cmd = [micropython(), "-X", "heapsize=%s" % self.heap, os.path.join(self.root, "main.py")]
         self.lines = []
         self.listeners = {}
@@ -132,6 +145,13 @@ class Firmware:
         host, port = where.rsplit(":", 1)
         return host, int(port)
 
+    def serial(self, name):
+        """(device path, baud) of a serial listener, from its `listening` line:
+        what a register opens with pyserial."""
+        kind, where = self.listeners[name]
+        path, baud = where.rsplit(" ", 1)
+        return path, int(baud)
+
     def output(self):
         with self._cond:
             return "\n".join(self.lines)
@@ -166,6 +186,9 @@ class Firmware:
 
     def cleanup(self):
         self.kill()
+        for m in self.modems.values():
+            m.close()
+        self.modems = {}
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -1,0 +1,67 @@
+"""A serial-line listener: a board UART, or a tty/pty on the unix port, as
+one asyncio stream, that can be stopped and restarted on its own.
+
+The board opens the device (`board.uart(name, lc)` -> (device, where)):
+machine.UART on ESP32/RP2 with id, pins, baud, bits, parity and stop bits
+from the listener config; on a PC a tty path, or the pty the launcher made
+for this listener.  The handler is `async handler(stream, lc)` and owns the
+line until the listener stops; it reads with read() below.
+"""
+import asyncio
+import sys
+
+from firmware import log
+
+
+async def read(st, ms, n=128):
+    """Up to n bytes, b"" if none came within ms.  A line that reports data
+    but yields none (a tty whose other end is gone) is slowed down here
+    instead of spinning the loop."""
+    try:
+        data = await asyncio.wait_for_ms(st.read(n), ms)
+    except asyncio.TimeoutError:
+        return b""
+    except OSError:
+        data = None
+    if not data:
+        await asyncio.sleep_ms(min(ms, 200))
+        return b""
+    return data
+
+
+class UARTListener:
+    kind = "serial"
+
+    def __init__(self, app, name, handler):
+        self.app = app
+        self.name = name
+        self.handler = handler
+        self.dev = None
+        self.task = None
+
+    async def start(self, lc):
+        dev, where = self.app.board.uart(self.name, lc)
+        self.dev = dev
+        self.task = asyncio.create_task(self._run(asyncio.StreamReader(dev), lc))
+        return ["%s %s %s %d" % (self.name, self.kind, where, lc["baud"])]
+
+    async def stop(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        await asyncio.sleep_ms(0)
+        if self.dev is not None:
+            try:
+                self.dev.close()
+            except Exception:
+                pass
+            self.dev = None
+
+    async def _run(self, st, lc):
+        try:
+            await self.handler(st, lc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug: say so loudly; the line stays dead until a restart
+            log.event(self.name, "error", repr(e))
+            sys.print_exception(e)
