@@ -22,6 +22,24 @@ _TICK = 500  # ms: the longest read; bounds how late a time-out armed by send() 
 _OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}  # V2 TYPE
 
 
+def _show(b):
+    """Bytes for the log: text runs as they are, other bytes as <hh>.  Built
+    run by run: a frame is one text run between two or three control bytes."""
+    out = ""
+    i, n = 0, len(b)
+    while i < n:
+        j = i
+        while j < n and 32 <= b[j] < 127 and b[j] != 60:
+            j += 1
+        if j > i:
+            out += bytes(b[i:j]).decode()
+            i = j
+        else:
+            out += "<%02x>" % b[i]
+            i += 1
+    return out
+
+
 def make(app, name=NAME):
     async def handler(st, lc):
         await Line(app, name, st, lc).run()
@@ -59,7 +77,8 @@ class Line:
                 wait = min(wait, _TICK)
             data = await uart.read(self.st, wait)
             if data:
-                log.frame(self.name, "rx", PEER, data)
+                if log.frames or log._observers:
+                    log.frame(self.name, "rx", PEER, _show(data))
                 await self._after(link.receive(data))
 
     async def _flush(self):
@@ -68,7 +87,8 @@ class Line:
             if out:
                 self.st.write(out)
                 await self.st.drain()
-                log.frame(self.name, "tx", PEER, out)
+                if log.frames or log._observers:
+                    log.frame(self.name, "tx", PEER, _show(out))
 
     async def _after(self, events):
         await self._flush()
