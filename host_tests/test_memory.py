@@ -33,7 +33,8 @@ def soak(tmp_path, heap, n, hammers=3):
     asking and often hear "busy".  Returns (heap at a quiet point after 10
     payments, heap at the same quiet point after all of them, counts)."""
     cfg = merge(base_config(), {"log": {"heap": True, "frames": False},
-                                "delays": {"auth_ms": 2}})
+                                "delays": {"auth_ms": 2},
+                                "listeners": {"concert-serial": {"enabled": False}}})
     fw = Firmware(root=paths.MPY, heap=heap, config=cfg, state_dir=str(tmp_path / "state"),
                   clock=CLOCK).start()
     addr = fw.address("concert-ip")

@@ -111,10 +111,10 @@ class Link:
                 if s == IDLE or s == WAIT_STX:
                     self.msg = bytearray()
                     self.mark = self.tries = 0
-                    self._put(ACK)
+                    self.out.append(ACK)
                     self._go(WAIT_STX, self.reply_ms)
                 elif s == HELD:
-                    self._put(NAK)  # our turn: the answer is owed first
+                    self.out.append(NAK)  # our turn: the answer is owed first
             elif s == WAIT_STX:
                 if b == STX:
                     self._start_frame()
@@ -138,7 +138,7 @@ class Link:
                     if self.k * self.max_frame < len(self.tx):
                         self._send_frame()
                     else:
-                        self._put(EOT)
+                        self.out.append(EOT)
                         self.tx = None
                         self._emit("sent", None)
                         self._rest()
@@ -184,9 +184,6 @@ class Link:
 
     # -- inside
 
-    def _put(self, b):
-        self.out.append(b)
-
     def _emit(self, kind, detail):
         if self._ev is None:
             self._ev = []
@@ -208,17 +205,13 @@ class Link:
         self.mark = 0
         if self.tx is not None:
             self.k = self.tries = 0
-            self._put(ENQ)
+            self.out.append(ENQ)
             self._go(TX_ENQ, self.reply_ms)
         else:
             self._go(HELD if self.owed else IDLE, None)
 
-    def _cut(self):
-        if len(self.msg) > self.mark:
-            self.msg = self.msg[:self.mark]
-
     def _start_frame(self):
-        self._cut()
+        self.msg = self.msg[:self.mark]
         self.x = 0
         self.over = False
         self._go(IN_FRAME, self.byte_ms)
@@ -229,7 +222,7 @@ class Link:
         elif not ok:
             self._bad("bad LRC")
         else:
-            self._put(ACK)
+            self.out.append(ACK)
             self.tries = 0
             if self.end == ETB:  # more frames of the same message follow
                 self.mark = len(self.msg)
@@ -242,27 +235,27 @@ class Link:
                 self._go(WAIT_EOT, self.reply_ms)
 
     def _bad(self, why):
-        self._cut()
+        self.msg = self.msg[:self.mark]
         self.tries += 1
         if self.tries > self.retries:
-            self._put(EOT)
+            self.out.append(EOT)
             self._emit("abandoned", why)
             self.tries = 0
             self._rest()
         else:
-            self._put(NAK)
+            self.out.append(NAK)
             self._emit("nak", why)
             self._go(WAIT_STX, self.reply_ms)
 
     def _retry(self, why):
         self.tries += 1
         if self.tries > self.retries:
-            self._put(EOT)
+            self.out.append(EOT)
             self.tx = None
             self._emit("failed", why)
             self._rest()
         elif self.state == TX_ENQ:
-            self._put(ENQ)
+            self.out.append(ENQ)
             self._go(TX_ENQ, self.reply_ms)
         else:
             self._send_frame()
