@@ -374,3 +374,25 @@ def test_disabled_serial_listener(firmware):
     fw = firmware({"listeners": {"concert-serial": {"enabled": False}}})
     assert "concert-serial" not in fw.listeners
     assert tlv.decode(exchange(fw.address("concert-ip"), odoo(1250)))["AE"] == "10"
+
+
+@pytest.mark.parametrize("board,over,want", [
+    ("esp32", {}, "where uart2:tx17:rx16 id 2 baud 9600 bits 7 parity 0 stop 1 tx 17 rx 16 timeout 0"),
+    ("rp2", {}, "where uart0:tx0:rx1 id 0 baud 9600 bits 7 parity 0 stop 1 tx 0 rx 1 timeout 0"),
+    ("esp32", {"id": 1, "tx": 4, "rx": 5, "baud": 115200, "bits": 8, "parity": "none", "stop": 2},
+     "where uart1:tx4:rx5 id 1 baud 115200 bits 8 parity None stop 2 tx 4 rx 5 timeout 0"),
+    ("rp2", {"parity": "odd"}, "parity 1"),
+])
+def test_board_uart_from_config(board, over, want):
+    """machine.UART gets the listener config (machine faked: no board here)."""
+    import subprocess
+
+    from understudy import paths
+    from understudy.launch import micropython
+
+    fakes = os.path.join(os.path.dirname(__file__), "fakes")
+    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (fakes, paths.ROOT, os.path.join(paths.ROOT, "lib")))
+    r = subprocess.run([micropython(), os.path.join(fakes, "uart_check.py"), board, json.dumps(over)],
+                       env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert want in r.stdout, r.stdout
