@@ -18,7 +18,9 @@ from wire import concert_v2 as v2
 
 NAME = "concert-serial"
 PEER = "line"
-_TICK = 500  # ms: the longest read; bounds how late a time-out armed by send() is seen
+# ms: the longest read.  A time-out armed by the answer task (its ENQ) is seen
+# by the reading loop at its next turn, so it may run up to this much late.
+_TICK = 500
 _OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}  # V2 TYPE
 
 
@@ -128,7 +130,7 @@ class Line:
         self.t = t
         try:
             await self._after(self.link.send(ans))
-        except OSError as e:  # the line was closed under us (listener restart)
+        except Exception as e:  # the line was closed under us (listener restart)
             log.event(self.name, "closed", repr(e))
             if t is not None:
                 self.app.term.delivered(t, False)

@@ -50,12 +50,13 @@ class UARTListener:
             self.task.cancel()
             self.task = None
         await asyncio.sleep_ms(0)
-        if self.dev is not None:
+        d = self.dev
+        if d is not None:
+            self.dev = None
             try:
-                self.dev.close()
+                d.deinit() if hasattr(d, "deinit") else d.close()  # machine.UART / a tty
             except Exception:
                 pass
-            self.dev = None
 
     async def _run(self, st, lc):
         try:

@@ -233,3 +233,35 @@ def test_enq_again_while_waiting_for_the_frame_is_acked_again():
     open_session(k)
     k.receive(ENQ)
     assert out(k) == ACK and k.state == L.WAIT_STX
+
+
+def test_random_line_noise_never_breaks_the_link():
+    """Pseudo-random bytes in random chunks, time-outs now and then: no
+    exception, nothing kept past the limits, only control bytes sent back,
+    and a proper session works afterwards."""
+    k = L.Link(max_frame=64, max_msg=128)
+    seed = 12345
+    for _ in range(3000):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        n = 1 + seed % 17
+        chunk = bytearray()
+        for _ in range(n):
+            seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+            b = (seed >> 16) & 0xFF
+            chunk.append(b if b > 0x20 else (2, 3, 4, 5, 6, 0x15, 0x17)[b % 7])
+        for kind, what in k.receive(chunk):
+            if kind == "request":
+                k.drop()
+        if seed % 5 == 0:
+            for kind, what in k.timeout():
+                pass
+        assert len(k.msg) <= 128
+        for b in out(k):
+            assert b in (6, 0x15, 4), b
+    for _ in range(5):  # whatever state the noise left: time-outs bring it back to idle
+        k.receive(EOT)
+        k.timeout()
+        k.drop()
+    out(k)
+    open_session(k)
+    assert k.receive(L.frame(b"0" * 10)) == [("request", b"0" * 10)]
