@@ -391,7 +391,8 @@ def test_board_uart_from_config(board, over, want):
     from understudy.launch import micropython
 
     fakes = os.path.join(os.path.dirname(__file__), "fakes")
-    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (fakes, paths.ROOT, os.path.join(paths.ROOT, "lib")))
+    lib = os.path.join(paths.ROOT, "lib")
+    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (fakes, paths.ROOT, lib))
     r = subprocess.run([micropython(), os.path.join(fakes, "uart_check.py"), board, json.dumps(over)],
                        env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr

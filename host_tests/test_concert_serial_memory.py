@@ -84,6 +84,7 @@ def test_serial_and_tcp_soak_within_budget_and_without_leak(tmp_path):
         fw.cleanup()
     assert "MemoryError" not in out and "Traceback" not in out, out[-3000:]
     peak = max(int(h) for _, h in HEAP_RE.findall(out))
-    print("heap after a warm-up and 10 quiet payments: %d, after the soak: %d, peak live: %d, %s" % (early, late, peak, counts))
+    print("heap after a warm-up and 10 quiet payments: %d, after the soak: %d, peak live: %d, %s"
+          % (early, late, peak, counts))
     assert counts["retried"] > 10 and counts["busy"] > 10, counts  # both sides heard "busy"
     assert late - early <= 1024, (early, late)

@@ -36,7 +36,8 @@ address = wlan.address
 
 
 def uart(name, lc):
-    """The serial line of listener `name`: UART0 is the REPL; UART2 on GPIO17 (TX) / GPIO16 (RX), free on DevKitC boards."""
+    """The serial line of listener `name`.  UART0 is the REPL: UART2 on
+    GPIO17 (TX) and GPIO16 (RX) by default, free on DevKitC boards."""
     from firmware.board import hwuart
 
     return hwuart.open(lc, 2, 17, 16)

@@ -36,7 +36,8 @@ address = wlan.address
 
 
 def uart(name, lc):
-    """The serial line of listener `name`: UART0 on GP0 (TX) / GP1 (RX); the REPL is on USB."""
+    """The serial line of listener `name`: UART0 on GP0 (TX) and GP1 (RX) by
+    default; the REPL is on USB."""
     from firmware.board import hwuart
 
     return hwuart.open(lc, 0, 0, 1)
