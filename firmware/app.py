@@ -14,13 +14,15 @@ from firmware.board import load as load_board
 from firmware.journal import Journal
 from firmware.terminal import Terminal
 
-# (listener name, kind, module).  For "tcp" and "tls" the module's
-# serve(app, name, stream, peer) is imported on the first client; other kinds
-# import the module at start and call its make(app, name) for a listener.
+# (listener name, kind, module).  The module is imported when the listener's
+# first client connects ("tcp", "tls": its serve(app, name, stream, peer)) or
+# the first bytes arrive on the line ("uart": serve(app, name, stream, lc,
+# first)); other kinds import it at start and call make(app, name).
 PERSONALITIES = (
     ("concert-ip", "tcp", "firmware.concert_ip"),
     ("synqpay", "tcp", "firmware.synqpay"),
     ("synqpay-tls", "tls", "firmware.synqpay"),
+    ("concert-serial", "uart", "firmware.concert_serial"),
 )
 
 
@@ -40,12 +42,7 @@ class App:
         if not lc["enabled"]:
             return
         try:
-            if kind in ("tcp", "tls"):
-                from firmware import tcp
-
-                lst = (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
-            else:
-                lst = __import__(module, None, None, ["make"]).make(self, name)
+            lst = self._listener(name, kind, module)
             lines = await lst.start(lc)
         except Exception as e:  # port taken, no memory...: the others still start
             log.event(name, "failed", "cannot listen: %r" % e)
@@ -53,6 +50,17 @@ class App:
         self.listeners[name] = (lst, lc)
         for line in lines:
             print("listening " + line)
+
+    def _listener(self, name, kind, module):
+        if kind == "uart":
+            from firmware import uart
+
+            return uart.UARTListener(self, name, module)
+        if kind in ("tcp", "tls"):
+            from firmware import tcp
+
+            return (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
+        return __import__(module, None, None, ["make"]).make(self, name)
 
     async def stop_listener(self, name):
         entry = self.listeners.pop(name, None)

@@ -37,6 +37,11 @@ DEFAULTS = {
         "concert-ip": {"enabled": True, "host": "", "port": 8888},
         "synqpay": {"enabled": True, "host": "", "port": 9000},
         "synqpay-tls": {"enabled": True, "host": "", "port": 9443},
+        # device "": the board's UART (id/tx/rx -1: its default), the launcher's pty on a PC
+        "concert-serial": {"enabled": True, "device": "", "id": -1, "tx": -1, "rx": -1,
+                           "baud": 9600, "bits": 7, "parity": "even", "stop": 1,
+                           "protocol": "auto", "immediate": True,
+                           "retries": 3, "byte_ms": 1000, "reply_ms": 3000},
     },
     "timeouts": {
         "card_s": 30,
@@ -92,6 +97,7 @@ DEFAULTS = {
 
 _PORT = (1, 65535)
 _MS = (0, 600000)
+_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
 def _card_mode(v):
@@ -121,6 +127,17 @@ RULES = {
     "currency": (1, 999),
     "currencies.*": (1, 999),
     "listeners.*.port": _PORT,
+    "listeners.*.baud": (lambda v: v in _BAUDS, "1200, 2400, 4800, 9600, 19200, 38400, 57600 or 115200"),
+    "listeners.*.bits": (7, 8),
+    "listeners.*.parity": ("none", "even", "odd"),
+    "listeners.*.stop": (1, 2),
+    "listeners.*.id": (-1, 9),
+    "listeners.*.tx": (-1, 99),
+    "listeners.*.rx": (-1, 99),
+    "listeners.concert-serial.protocol": ("auto", "v2", "v3"),
+    "listeners.concert-serial.retries": (0, 9),
+    "listeners.concert-serial.byte_ms": (10, 60000),
+    "listeners.concert-serial.reply_ms": (100, 600000),
     "timeouts.card_s": (1, 600),
     "timeouts.pin_s": (1, 600),
     "timeouts.auth_s": (1, 600),

@@ -48,7 +48,8 @@ def base_config():
     """Fast time-outs so unhappy paths take seconds, not minutes."""
     return {
         "listeners": {"concert-ip": {"port": free_port()},
-                      "synqpay": {"port": free_port()}, "synqpay-tls": {"port": free_port()}},
+                      "synqpay": {"port": free_port()}, "synqpay-tls": {"port": free_port()},
+                      "concert-serial": {"reply_ms": 1000, "byte_ms": 500}},
         "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},
         "config_watch_s": 1,
     }

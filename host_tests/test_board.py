@@ -3,6 +3,7 @@ machine and network faked: Wi-Fi up at once, up after a retry, never up."""
 import os
 
 import pytest
+import serial
 
 from concert_client import exchange, odoo
 from conftest import CLOCK, base_config, merge
@@ -17,7 +18,8 @@ LED = {"esp32": "2", "rp2": "'LED'"}
 def boot(tmp_path, board, attempts):
     cfg = merge(base_config(), {"wifi": {"ssid": "shop", "password": "secret", "connect_s": 1,
                                          "retry_s": 1}})
-    cfg["listeners"]["concert-ip"]["host"] = "127.0.0.1"  # not every interface of the test machine
+    for name in ("concert-ip", "synqpay", "synqpay-tls"):
+        cfg["listeners"][name]["host"] = "127.0.0.1"  # not every interface of the test machine
     state = tmp_path / "flash" / "state"
     fw = Firmware(root=paths.MPY, config=cfg, state_dir=str(state), clock=CLOCK, path=[FAKES])
     fw.entry = [os.path.join(FAKES, "board_check.py"), board, str(attempts), str(state),
@@ -53,13 +55,30 @@ def test_wifi_down_then_up(tmp_path, board):
     assert "Traceback" not in out
 
 
+V2_PAYMENT = b"\x020100001250110978          A010B010\x03\x01"  # pyTeliumManager, 12.50
+
+
 @pytest.mark.parametrize("board", ["esp32", "rp2"])
-def test_wifi_never_up_the_terminal_still_boots_and_says_so(tmp_path, board):
+def test_wifi_never_up_the_terminal_still_boots_says_so_and_serves_its_uart(tmp_path, board):
     fw = boot(tmp_path, board, "never")
     try:
         out = fw.output()
         assert "serial personalities work" in out and "READY" in out
         assert "wifi up" not in out
+        assert "listening concert-serial serial uart" in out  # the board's UART...
+        path = fw.modems["concert-serial"].register_path  # ...wired to our pty by the fake
+        with serial.Serial(path, 9600, timeout=5) as line:
+            line.write(b"\x05")
+            assert line.read(1) == b"\x06"
+            line.write(V2_PAYMENT)
+            assert line.read(1) == b"\x06"
+            line.write(b"\x04")
+            assert line.read(1) == b"\x05"  # the answer session
+            line.write(b"\x06")
+            answer = line.read(83)
+            assert answer[:4] == b"\x02010" and answer[-2:-1] == b"\x03", answer  # STAT 0: accepted
+            line.write(b"\x06")
+            assert line.read(1) == b"\x04"
     finally:
         out = fw.stop()
         fw.cleanup()

@@ -34,3 +34,11 @@ async def network_up(cfg):
 
 
 address = wlan.address
+
+
+def uart(name, lc):
+    """The serial line of listener `name`.  UART0 is the REPL: UART2 on
+    GPIO17 (TX) and GPIO16 (RX) by default, free on DevKitC boards."""
+    from firmware.board import hwuart
+
+    return hwuart.open(lc, 2, 17, 16)

@@ -34,3 +34,11 @@ async def network_up(cfg):
 
 
 address = wlan.address
+
+
+def uart(name, lc):
+    """The serial line of listener `name`: UART0 on GP0 (TX) and GP1 (RX) by
+    default; the REPL is on USB."""
+    from firmware.board import hwuart
+
+    return hwuart.open(lc, 0, 0, 1)

@@ -4,8 +4,9 @@ Set by the host launcher (tools/run.py) through the environment:
 UNDERSTUDY_CONFIG (config file), UNDERSTUDY_STATE (state dir: journal and
 other "flash" files), UNDERSTUDY_FLASH ("<image>:<KB>": keep the state in a
 littlefs image instead, like a board; see unix_flash.py), UNDERSTUDY_TLS
-(where cert.der and key.der are), UNDERSTUDY_CLOCK (freeze the clock at these
-Unix seconds, for reproducible receipts in tests).
+(where cert.der and key.der are), UNDERSTUDY_SERIAL (the ptys the launcher
+made: `name=ours,register's name=...`, see uart()), UNDERSTUDY_CLOCK (freeze
+the clock at these Unix seconds, for reproducible receipts in tests).
 """
 import os
 
@@ -40,3 +41,35 @@ def led(on):
 
 def setup(cfg):
     pass
+
+
+# Linux termios values the port's termios module does not name
+_BAUD = {1200: 0o11, 2400: 0o13, 4800: 0o14, 9600: 0o15, 19200: 0o16, 38400: 0o17,
+         57600: 0o10001, 115200: 0o10002}
+
+
+def uart(name, lc):
+    """The serial line of listener `name`: lc["device"] (a tty, e.g. a USB
+    adapter), else the pty pair the launcher made for it; shown is the path
+    the register opens.  Raw, non-blocking (VMIN=0, VTIME=0: the port has
+    no fcntl), with the configured speed, data bits, parity and stop bits."""
+    import termios
+
+    path = shown = lc["device"]
+    if not path:
+        for item in (os.getenv("UNDERSTUDY_SERIAL") or "").split():
+            k, _, v = item.partition("=")
+            if k == name:
+                path, _, shown = v.partition(",")
+    if not path:
+        raise OSError("no serial device: set listeners.%s.device" % name)
+    f = open(path, "r+b", buffering=0)
+    fd = f.fileno()
+    termios.setraw(fd)
+    a = termios.tcgetattr(fd)
+    a[2] = (a[2] & ~0o1560) | (0o40 if lc["bits"] == 7 else 0o60)  # CSIZE, CSTOPB, PARENB, PARODD
+    a[2] |= (0o100 if lc["stop"] == 2 else 0) | {"none": 0, "even": 0o400, "odd": 0o1400}[lc["parity"]]
+    a[4] = a[5] = _BAUD[lc["baud"]]
+    a[6][6] = a[6][5] = 0  # VMIN, VTIME
+    termios.tcsetattr(fd, termios.TCSANOW, a)
+    return f, shown

@@ -15,6 +15,10 @@ import threading
 import time
 
 from understudy import paths
+from understudy.nullmodem import NullModem
+
+# listeners that want a serial line: on a PC each gets a pty pair (null modem)
+SERIAL = ("concert-serial",)
 
 
 def micropython():
@@ -46,8 +50,12 @@ class Firmware:
     """
 
     def __init__(self, root=None, heap="128K", config=None, state_dir=None, clock=None,
-                 echo=False, env=None, flash=None, entry=None, path=()):
+                 echo=False, env=None, flash=None, entry=None, path=(), line_baud=None):
+        """line_baud: deliver serial bytes no faster than this speed (a pty
+        has none), for timing measurements; None: at once."""
         self.root = root or paths.MPY
+        self.line_baud = line_baud
+        self.modems = {}  # listener name -> NullModem
         self.heap = heap
         self.echo = echo
         self._tmp = None
@@ -90,6 +98,11 @@ class Firmware:
         env.setdefault("UNDERSTUDY_TLS", paths.TLS)
         if self.clock is not None:
             env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
+        for name in SERIAL:  # kept across restarts: the register's path stays the same
+            if name not in self.modems:
+                self.modems[name] = NullModem(self.line_baud)
+        env["UNDERSTUDY_SERIAL"] = " ".join(
+            "%s=%s,%s" % (n, m.firmware_path, m.register_path) for n, m in self.modems.items())
         cmd = [micropython(), "-X", "heapsize=%s" % self.heap]
         cmd += list(self.entry) if self.entry else [os.path.join(self.root, "main.py")]
         self.lines = []
@@ -143,6 +156,13 @@ class Firmware:
         host, port = where.rsplit(":", 1)
         return host, int(port)
 
+    def serial(self, name):
+        """(device path, baud) of a serial listener, from its `listening` line:
+        what a register opens with pyserial."""
+        _kind, where = self.listeners[name]
+        path, baud = where.rsplit(" ", 1)
+        return path, int(baud)
+
     def output(self):
         with self._cond:
             return "\n".join(self.lines)
@@ -178,6 +198,9 @@ class Firmware:
 
     def cleanup(self):
         self.kill()
+        for m in self.modems.values():
+            m.close()
+        self.modems = {}
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
