@@ -17,6 +17,8 @@ from firmware.terminal import Terminal
 # name -> module with make(app, name) returning a listener
 PERSONALITIES = (
     ("concert-ip", "firmware.concert_ip"),
+    ("p3-tcp", "firmware.p3_tcp"),
+    ("p3-ws", "firmware.p3_ws"),
 )
 
 

@@ -47,7 +47,8 @@ def merge(base, extra):
 def base_config():
     """Fast time-outs so unhappy paths take seconds, not minutes."""
     return {
-        "listeners": {"concert-ip": {"port": free_port()}},
+        "listeners": {"concert-ip": {"port": free_port()}, "p3-tcp": {"port": free_port()},
+                      "p3-ws": {"port": free_port()}},
         "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},
         "config_watch_s": 1,
     }

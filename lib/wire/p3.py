@@ -31,7 +31,12 @@ class P3Error(Exception):
 
 
 def frame(payload):
-    return len(payload).to_bytes(4, "big") + payload
+    return head(len(payload)) + payload
+
+
+def head(n):
+    """The 4-byte header of an n-byte message."""
+    return n.to_bytes(4, "big")
 
 
 def size(head, limit):
@@ -96,33 +101,34 @@ def loads(data):
 
 def _dump(v, out):
     if isinstance(v, tuple):
-        out.append("{")
-        sep = ""
+        out += b"{"
+        sep = b""
         for k, x in v:
             if x is not None:
-                out.append(sep + '"' + k + '":')
+                out += sep + b'"' + k.encode() + b'":'
                 _dump(x, out)
-                sep = ","
-        out.append("}")
+                sep = b","
+        out += b"}"
     elif isinstance(v, list):
-        out.append("[")
+        out += b"["
         for i, x in enumerate(v):
             if i:
-                out.append(",")
+                out += b","
             _dump(x, out)
-        out.append("]")
+        out += b"]"
     elif isinstance(v, bytes):
-        out.append(v.decode())
+        out += v
     elif isinstance(v, dict):
         _dump(tuple(v.items()), out)
     else:
-        out.append(json.dumps(v))
+        out += json.dumps(v).encode()
 
 
 def dumps(msg):
-    out = []
+    """The message as a bytearray (grown in place: no list of pieces)."""
+    out = bytearray()
     _dump(msg, out)
-    return "".join(out).encode()
+    return out
 
 
 def camel(typ):
@@ -149,10 +155,10 @@ def field(d, key, path, types=str, need=True):
     v = d.get(key)
     if v is None:
         if need:
-            raise P3Error(MISSING, "%s%s is missing" % (path, key))
+            raise P3Error(MISSING, "%s%s is missing" % (path, key), path + key)
         return None
     if not isinstance(v, types) or (isinstance(v, bool) and types is not bool):
-        raise P3Error(INVALID, "%s%s has the wrong type" % (path, key))
+        raise P3Error(INVALID, "%s%s has the wrong type" % (path, key), path + key)
     return v
 
 

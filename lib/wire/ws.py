@@ -10,8 +10,6 @@ A protocol violation raises WSError with the close code to send.
 import binascii
 import hashlib
 
-from wire.http import HTTPError, has_token, response
-
 CONT = 0
 TEXT = 1
 BINARY = 2
@@ -42,7 +40,11 @@ def accept(key):
 
 
 def handshake(method, target, version, headers, path):
-    """The 101 answer to an opening handshake, or HTTPError saying why not."""
+    """The 101 answer to an opening handshake, or HTTPError saying why not.
+    (wire.http is imported here: a server needs it only while a connection
+    opens, and may drop it in between.)"""
+    from wire.http import HTTPError, has_token, response
+
     if target.split("?")[0] != path:
         raise HTTPError(404, "Not Found")
     if method != "GET":
@@ -110,14 +112,16 @@ def unmask(buf, mask):
 
 def frame(op, payload=b""):
     """A server frame (never masked), unfragmented."""
-    n = len(payload)
+    return head(op, len(payload)) + payload
+
+
+def head(op, n):
+    """The header of an unmasked final frame of n bytes."""
     if n < 126:
-        h = bytes((128 | op, n))
-    elif n < 65536:
-        h = bytes((128 | op, 126, n >> 8, n & 255))
-    else:
-        h = bytes((128 | op, 127)) + n.to_bytes(8, "big")
-    return h + payload
+        return bytes((128 | op, n))
+    if n < 65536:
+        return bytes((128 | op, 126, n >> 8, n & 255))
+    return bytes((128 | op, 127)) + n.to_bytes(8, "big")
 
 
 def close_frame(code, reason=""):
