@@ -79,7 +79,7 @@ DEFAULTS = {
         "device_name": "Understudy",
         "device_type": "VERIFONE",
         "location": "Understudy test terminal",
-        "max_message": 16384,
+        "max_message": 8192,
         "idle_s": 3600,
     },
     "receipt": {"width": 24},

@@ -10,6 +10,7 @@ identifier, reversals, amend and lookups live in p3_extra, loaded on use.
 Every decision where the sources are silent is in docs/P3.md.
 """
 import asyncio
+import gc
 import sys
 
 import firmware
@@ -71,7 +72,16 @@ class Conn:
             return False
 
     async def send(self, m):
-        data = w.dumps(m)
+        try:
+            data = w.dumps(m)
+        except MemoryError:  # the heap is fragmented: collect, try once more
+            gc.collect()
+            try:
+                data = w.dumps(m)
+            except MemoryError:
+                log.event(self.name, "out-of-memory", self.peer, "answer not built; closed")
+                self.close()
+                return False
         ok = await self.write(self.head(len(data)), data)
         if ok:  # receipts make answers long: the log gets their start
             n = len(data)

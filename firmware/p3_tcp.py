@@ -21,6 +21,7 @@ def make(app, name):
 
 async def _session(app, name, s, peer):
     conn = p3.Conn(app, name, peer, s, w.head)
+    n = 0
     idle = app.cfg["p3"]["idle_s"]
     ms = app.cfg["timeouts"]["request_ms"]
     while conn.open:
@@ -45,6 +46,9 @@ async def _session(app, name, s, peer):
         except w.P3Error as e:
             log.event(name, "oversize", peer, str(e))
             await conn.send(w.error("ERROR_RESPONSE", None, None, e))  # then close
+            break
+        except MemoryError:  # allowed by p3.max_message, but no room now
+            log.event(name, "out-of-memory", peer, "message of %d bytes; closed" % n)
             break
         await p3.handle(conn, data)
     conn.open = False

@@ -1,7 +1,7 @@
 """P3 over WebSocket (RFC 6455): one JSON message per text message.
 
 The opening handshake must arrive within timeouts.request_ms and be at most
-4 KB.  Frames may be fragmented; pings are answered; a close is echoed.  A
+2 KB.  Frames may be fragmented; pings are answered; a close is echoed.  A
 message above p3.max_message (1009), a binary message (1003), invalid UTF-8
 (1007) or any protocol violation (1002) closes the connection with that
 code.  Like TCP: p3.idle_s for the first byte of a frame, then
@@ -14,7 +14,7 @@ from firmware import log, p3
 from firmware.tcp import TCPListener
 from wire import ws
 
-_MAX_HEAD = 4096
+_MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
 
 
 def make(app, name):
@@ -38,7 +38,7 @@ async def _handshake(app, name, s, peer):
     had, http = p3.borrow("http", wire)  # only needed while a connection opens
     try:
         while end < 0:
-            chunk = await asyncio.wait_for_ms(s.read(512), ms)
+            chunk = await asyncio.wait_for_ms(s.read(min(512, _MAX_HEAD + 1 - len(buf))), ms)
             if not chunk:
                 return None
             buf += chunk
@@ -49,6 +49,9 @@ async def _handshake(app, name, s, peer):
         ans = ws.handshake(method, target, version, headers, app.cfg["listeners"][name]["path"])
     except asyncio.TimeoutError:
         log.event(name, "silent", peer, "no handshake within %d ms" % ms)
+        return None
+    except MemoryError:
+        log.event(name, "out-of-memory", peer, "handshake of %d bytes; closed" % len(buf))
         return None
     except http.HTTPError as e:
         log.event(name, "refused", peer, e.status, e.reason)
@@ -127,6 +130,10 @@ async def _session(app, name, s, peer):
         except ws.WSError as e:
             code, reason = e.code, str(e)
             log.event(name, "protocol-error", peer, code, reason)
+            break
+        except MemoryError:  # allowed by p3.max_message, but no room now
+            code, reason = ws.TOO_BIG, "no room for this message now"
+            log.event(name, "out-of-memory", peer, reason)
             break
     if code and conn.open:
         await conn.write(ws.close_frame(code, reason))

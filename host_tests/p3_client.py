@@ -61,7 +61,7 @@ class TCP:
 
 class WS:
     def __init__(self, url, timeout=10.0):
-        self.ws = ws_connect(url, open_timeout=timeout, max_size=1 << 20, ping_interval=None)
+        self.ws = ws_connect(url, open_timeout=timeout, max_size=1 << 20, ping_interval=None, legacy=True)
 
     def send_raw(self, payload):
         self.ws.send(payload.decode("utf-8", "surrogateescape") if isinstance(payload, bytes) else payload)
