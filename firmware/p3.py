@@ -10,7 +10,6 @@ identifier, reversals, amend and lookups live in p3_extra, loaded on use.
 Every decision where the sources are silent is in docs/P3.md.
 """
 import asyncio
-import gc
 import sys
 
 import firmware
@@ -19,7 +18,6 @@ from firmware.terminal import Busy
 from wire import p3 as w
 
 SRC = "p3"  # the journal's personality for both transports
-_LOG_MAX = 600  # longest message logged whole
 login = None  # merchant identifier of the last accepted login (per server)
 
 # requests that name a device (resource required); the others may name it
@@ -55,39 +53,43 @@ class Conn:
     async def _put(self, head, data):
         async with self.lock:
             self.s.write(head)
-            if data:
+            if isinstance(data, tuple):  # a message: written in pieces
+                first = []
+
+                def put(b):
+                    if not first:
+                        first.append(b)
+                    self.s.write(b)
+
+                w.pieces(data, put)
+                data = first[0] if first else b""
+            elif data:
                 self.s.write(data)
             await self.s.drain()
+        return head if data is None else data
 
     async def write(self, head, data=None):
-        """Write within timeouts.request_ms; False (and closed) if not."""
+        """Write within timeouts.request_ms; what was written (the start of a
+        message), or None when the connection failed and was closed."""
         if not self.open:
-            return False
+            return None
         try:
-            await asyncio.wait_for_ms(self._put(head, data), self.app.cfg["timeouts"]["request_ms"])
-            return True
-        except (OSError, asyncio.TimeoutError) as e:
+            return await asyncio.wait_for_ms(self._put(head, data), self.app.cfg["timeouts"]["request_ms"])
+        except (OSError, asyncio.TimeoutError, MemoryError) as e:
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
             self.close()
-            return False
+            return None
 
     async def send(self, m):
-        try:
-            data = w.dumps(m)
-        except MemoryError:  # the heap is fragmented: collect, try once more
-            gc.collect()
-            try:
-                data = w.dumps(m)
-            except MemoryError:
-                log.event(self.name, "out-of-memory", self.peer, "answer not built; closed")
-                self.close()
-                return False
-        ok = await self.write(self.head(len(data)), data)
-        if ok:  # receipts make answers long: the log gets their start
-            n = len(data)
-            log.frame(self.name, "tx", self.peer, data if n <= _LOG_MAX else
-                      bytes(data[:_LOG_MAX]) + b"...(%d bytes)" % n)
-        return ok
+        """Send one message; False if the connection is gone."""
+        n = w.size(m)
+        first = await self.write(self.head(n), m)
+        if first is None:
+            return False
+        # receipts make answers long: the log gets their start
+        log.frame(self.name, "tx", self.peer, first if n <= len(first) else
+                  bytes(first) + b"...(%d bytes)" % n)
+        return True
 
     def close(self):
         """Drop the connection now (asyncio's Stream.close() does nothing)."""

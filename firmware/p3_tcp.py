@@ -35,7 +35,7 @@ async def _session(app, name, s, peer):
         try:
             if len(head) < 4:
                 head += await asyncio.wait_for_ms(s.readexactly(4 - len(head)), ms)
-            n = w.size(head, app.cfg["p3"]["max_message"])
+            n = w.count(head, app.cfg["p3"]["max_message"])
             data = await asyncio.wait_for_ms(s.readexactly(n), ms) if n else b""
         except asyncio.TimeoutError:
             log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)

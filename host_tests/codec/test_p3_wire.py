@@ -12,11 +12,11 @@ def test_frame_is_a_4_byte_big_endian_byte_count():
 
 
 def test_size_refuses_above_the_limit_before_reading():
-    assert p3.size(b"\x00\x00\x01\x00", 256) == 256
-    assert p3.size(b"\x00\x00\x00\x00", 256) == 0
-    e = raises(p3.P3Error, p3.size, b"\x00\x00\x01\x01", 256)
+    assert p3.count(b"\x00\x00\x01\x00", 256) == 256
+    assert p3.count(b"\x00\x00\x00\x00", 256) == 0
+    e = raises(p3.P3Error, p3.count, b"\x00\x00\x01\x01", 256)
     assert e.kind == "MESSAGE_INVALID" and "257" in str(e)
-    e = raises(p3.P3Error, p3.size, b"\xff\xff\xff\xff", 16384)
+    e = raises(p3.P3Error, p3.count, b"\xff\xff\xff\xff", 16384)
     assert "4294967295" in str(e)  # unsigned
 
 
@@ -40,6 +40,15 @@ def test_dumps_keeps_order_skips_none_and_writes_amounts_raw():
     assert p3.dumps(m) == b'{"type":"X_RESPONSE","tag":"t1","status":"OK","xResponse":{"amount":12.50,"ok":true,"list":[1,"a",{}]}}'
     assert p3.dumps(p3.message("Y_UPDATE")) == b'{"type":"Y_UPDATE"}'
     assert p3.dumps((("s", 'a"b\\c\n'),)) == b'{"s":"a\\"b\\\\c\\n"}'
+
+
+def test_size_and_pieces_match_dumps():
+    m = p3.message("X_RESPONSE", "t", None, "OK", None, (("lines", ["x" * 100] * 30), ("n", 1)))
+    whole = p3.dumps(m)
+    got = []
+    p3.pieces(m, got.append, 256)
+    assert p3.size(m) == len(whole) and b"".join(got) == whole
+    assert len(got) > 5 and all(len(g) < 256 + 110 for g in got)
 
 
 def test_error_response():

@@ -10,7 +10,8 @@ with a fraction or exponent into a string and minor() converts amounts to
 integer minor units exactly.  dumps() writes messages built as tuples of
 (key, value) pairs, so keys come out in a fixed order (MicroPython dicts
 have none); bytes are written as they are (amounts: b"12.50"), None values
-are left out.
+are left out.  size() and pieces() let a sender write a long message in
+small pieces after its length.
 """
 import json
 
@@ -39,7 +40,7 @@ def head(n):
     return n.to_bytes(4, "big")
 
 
-def size(head, limit):
+def count(head, limit):
     """The byte count of a 4-byte header; P3Error if above limit."""
     n = int.from_bytes(head, "big")
     if n > limit:
@@ -99,36 +100,63 @@ def loads(data):
     return obj
 
 
-def _dump(v, out):
+def _dump(v, put):
     if isinstance(v, tuple):
-        out += b"{"
+        put(b"{")
         sep = b""
         for k, x in v:
             if x is not None:
-                out += sep + b'"' + k.encode() + b'":'
-                _dump(x, out)
+                put(sep + b'"' + k.encode() + b'":')
+                _dump(x, put)
                 sep = b","
-        out += b"}"
+        put(b"}")
     elif isinstance(v, list):
-        out += b"["
+        put(b"[")
         for i, x in enumerate(v):
             if i:
-                out += b","
-            _dump(x, out)
-        out += b"]"
+                put(b",")
+            _dump(x, put)
+        put(b"]")
     elif isinstance(v, bytes):
-        out += v
+        put(v)
     elif isinstance(v, dict):
-        _dump(tuple(v.items()), out)
+        _dump(tuple(v.items()), put)
     else:
-        out += json.dumps(v).encode()
+        put(json.dumps(v).encode())
 
 
 def dumps(msg):
-    """The message as a bytearray (grown in place: no list of pieces)."""
     out = bytearray()
-    _dump(msg, out)
+    _dump(msg, out.extend)
     return out
+
+
+def size(msg):
+    """The byte length of dumps(msg), without building it."""
+    n = [0]
+
+    def count(b):
+        n[0] += len(b)
+
+    _dump(msg, count)
+    return n[0]
+
+
+def pieces(msg, put, chunk=512):
+    """Write dumps(msg) through put() in pieces of about `chunk` bytes, so a
+    long message never needs one long buffer (a fragmented heap may have
+    none)."""
+    buf = [bytearray()]
+
+    def add(b):
+        buf[0].extend(b)
+        if len(buf[0]) >= chunk:
+            put(buf[0])
+            buf[0] = bytearray()
+
+    _dump(msg, add)
+    if buf[0]:
+        put(buf[0])
 
 
 def camel(typ):
