@@ -32,7 +32,8 @@ _STEPS = {
 _STATUS = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "ABORTED",
            "timeout": "ABORTED", "error": "ERROR"}
 # alphabetic:numeric decimals, for the currencies the terminal can name
-_CURRENCIES = "EUR:9782 USD:8402 GBP:8262 CHF:7562 ILS:3762 XPF:9530 JPY:3920 SEK:7522 DKK:2082 NOK:5782 PLN:9852 CAD:1242 AUD:0362"
+_CURRENCIES = ("EUR:9782 USD:8402 GBP:8262 CHF:7562 ILS:3762 XPF:9530 JPY:3920 SEK:7522 "
+               "DKK:2082 NOK:5782 PLN:9852 CAD:1242 AUD:0362")
 _SOURCE = {"chip": "ICC", "contactless": "NFC", "magstripe": "MAGNETIC_STRIPE"}
 _TYPE = {"pay": "CHARGE", "preauth": "CHARGE", "capture": "CHARGE", "refund": "REFUND",
          "void": "REVERSAL"}

@@ -55,7 +55,8 @@ async def _handshake(app, name, s, peer):
         return None
     except http.HTTPError as e:
         log.event(name, "refused", peer, e.status, e.reason)
-        s.write(http.response(e.status, e.reason, e.headers, ("P3 WebSocket endpoint: %s\n" % e.reason).encode()))
+        text = "P3 WebSocket endpoint: %s\n" % e.reason
+        s.write(http.response(e.status, e.reason, e.headers, text.encode()))
         await s.drain()
         return None
     finally:

@@ -113,7 +113,8 @@ class Client:
         if resource:
             m["resource"] = resource
         if body is not None:
-            m[typ.lower().split("_")[0] + "".join(p.title() for p in typ.lower().split("_")[1:]) + "Request"] = body
+            words = typ.lower().split("_")
+            m[words[0] + "".join(w.title() for w in words[1:]) + "Request"] = body
         self.send(m)
         return m["tag"]
 

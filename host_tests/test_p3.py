@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from p3_client import DEVICE, TCP, WS, Client, connect, url
 from p3_golden import Script, run_messages, run_raw
@@ -43,14 +44,16 @@ def test_golden_flow(firmware, path, transport, request):
 def test_golden_tcp_bytes(firmware, path, request):
     script = Script(path)
     fw = firmware(script.config)
-    _check(request, script, *run_raw(script, fw.address("p3-tcp"), request.config.getoption("--update-goldens")))
+    update = request.config.getoption("--update-goldens")
+    _check(request, script, *run_raw(script, fw.address("p3-tcp"), update))
 
 
 @_goldens("p3_ws")
 def test_golden_ws_bytes(firmware, path, request):
     script = Script(path)
     fw = firmware(script.config)
-    _check(request, script, *run_raw(script, fw.address("p3-ws"), request.config.getoption("--update-goldens")))
+    update = request.config.getoption("--update-goldens")
+    _check(request, script, *run_raw(script, fw.address("p3-ws"), update))
 
 
 # A POS, scripted: log in, pay, sign, abort, refund, look up -----------------
@@ -237,14 +240,28 @@ def test_ws_ping_fragments_and_close_with_a_real_client(firmware):
     assert fw.wait_for("p3-ws open", 2) is not None
 
 
+def test_idle_connections_are_closed(firmware):
+    fw = firmware({"p3": {"idle_s": 1}})
+    tcp = TCP(fw.address("p3-tcp"))
+    from websockets.sync.client import connect as ws_connect
+    with ws_connect(url(fw), ping_interval=None) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(5)
+        assert closed.value.rcvd.code == 1001  # going away
+    assert tcp.recv_raw(5) is None  # closed, after 1 s of silence
+    tcp.close()
+    assert fw.wait_for("p3-tcp idle 127.0.0.1 closed after 1 s", 2) is not None
+
+
 def test_wrong_ws_path_and_plain_http(firmware):
     fw = firmware({"listeners": {"p3-ws": {"path": "/p3"}}})
     s = socket.create_connection(fw.address("p3-ws"), timeout=5)
     s.sendall(b"GET /p3 HTTP/1.1\r\nHost: x\r\n\r\n")  # a browser, not a WebSocket
     assert s.recv(200).startswith(b"HTTP/1.1 426 Upgrade Required")
     s.close()
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidStatus) as refused:
         WS(url(fw, "/"))
+    assert refused.value.response.status_code == 404
     pos = Client(WS(url(fw, "/p3")))
     assert pos.login()["status"] == "OK"
     pos.close()
