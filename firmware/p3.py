@@ -5,9 +5,10 @@ whole messages and call `await handle(conn, data)`; Conn.send() writes one.
 Login and the running transaction belong to the server, not to a
 connection: a POS may log in on one socket, pay on another and abort or
 sign from a third.  A transaction runs in its own task, so the connection
-that started it can still abort it or submit a signature.  Refunds by
-identifier, reversals, amend and lookups live in p3_extra, loaded on use.
-Every decision where the sources are silent is in docs/P3.md.
+that started it can still abort it or submit a signature.  Only charges are
+handled here; every other request is served by p3_extra, borrowed for that
+request (see borrow()).  Every decision where the sources are silent is in
+docs/P3.md.
 """
 import asyncio
 import sys
@@ -18,6 +19,7 @@ from firmware.terminal import Busy
 from wire import p3 as w
 
 SRC = "p3"  # the journal's personality for both transports
+_LOG = 512  # the frame log shows this much of a long received message
 login = None  # merchant identifier of the last accepted login (per server)
 
 # requests that name a device (resource required); the others may name it
@@ -75,7 +77,8 @@ class Conn:
         if not self.open:
             return None
         try:
-            return await asyncio.wait_for_ms(self._put(head, data), self.app.cfg["timeouts"]["request_ms"])
+            ms = self.app.cfg["timeouts"]["request_ms"]
+            return await asyncio.wait_for_ms(self._put(head, data), ms)
         except (OSError, asyncio.TimeoutError, MemoryError) as e:
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
             self.close()
@@ -100,6 +103,26 @@ class Conn:
                 self.s.s.close()
             except OSError:
                 pass
+
+
+async def _fill(s, mv):
+    while len(mv):
+        k = await s.readinto(mv)
+        if not k:
+            raise EOFError
+        mv = mv[k:]
+
+
+async def take(s, n, ms, early=b""):
+    """n bytes from stream s within ms, in one bytearray allocated once (a
+    long message is not copied piece by piece while it arrives); bytes
+    already read (early) come first.  EOFError if the peer closes first."""
+    buf = bytearray(n)
+    k = min(n, len(early))
+    buf[:k] = early[:k]
+    if k < n:
+        await asyncio.wait_for_ms(_fill(s, memoryview(buf)[k:]), ms)
+    return buf
 
 
 def ident(cfg, no):
@@ -164,10 +187,12 @@ def view(app, t, final=True):
         v.append(("statusDetails", (("code", t.reason.upper()),)))
     if t.pan:
         v.append(("cardDetails", (("maskedCardNumber", t.pan), ("scheme", t.brand),
-                                  ("expiryMonth", int(t.exp[2:])), ("expiryYear", 2000 + int(t.exp[:2])))))
+                                  ("expiryMonth", int(t.exp[2:])),
+                                  ("expiryYear", 2000 + int(t.exp[:2])))))
         v.append(("paymentDetails", (("source", _SOURCE.get(t.mode, "UNKNOWN")),)))
     if t.auth:
-        v.append(("clearingDetails", (("authorizationCode", t.auth), ("terminalId", cfg["terminal_id"]),
+        v.append(("clearingDetails", (("authorizationCode", t.auth),
+                                      ("terminalId", cfg["terminal_id"]),
                                       ("merchantId", cfg["merchant_id"]))))
     if t.result in ("approved", "declined"):
         paper = data.get("sig") == "receipt"
@@ -205,7 +230,8 @@ def result(app, t, rtype, tag, res):
         code = t.reason.upper()
         err = (("type", "TRANSACTION_ERROR"), ("message", "transaction not completed: " + code),
                ("developerMessage", code))
-    return w.message(rtype, tag, res, "ERROR" if err else "OK", err, (("transaction", view(app, t)),))
+    body = (("transaction", view(app, t)),)
+    return w.message(rtype, tag, res, "ERROR" if err else "OK", err, body)
 
 
 async def drive(conn, t, rtype, tag, res, updates=True):
@@ -245,7 +271,9 @@ async def drive(conn, t, rtype, tag, res, updates=True):
 
 async def handle(conn, data):
     """Answer one message; a bad one gets an ERROR response naming the fault."""
-    log.frame(conn.name, "rx", conn.peer, w.redact(data))
+    n = len(data)  # the log gets the start of a long message
+    log.frame(conn.name, "rx", conn.peer, w.redact(bytes(data[:_LOG])) +
+              (b"...(%d bytes)" % n if n > _LOG else b""))
     rtype = "ERROR_RESPONSE"
     tag = res = None
     try:
@@ -266,6 +294,10 @@ async def handle(conn, data):
         await _dispatch(conn, m, typ, tag, rtype, res)
     except w.P3Error as e:
         log.event(conn.name, "error", conn.peer, e.kind, str(e))
+        await conn.send(w.error(rtype, tag, res, e))
+    except MemoryError:  # e.g. JSON nested thousands deep: refuse it, carry on
+        log.event(conn.name, "out-of-memory", conn.peer, "%d-byte message not handled" % n)
+        e = w.P3Error(w.MESSAGE_INVALID, "no room to handle this message", "nested too deep?")
         await conn.send(w.error(rtype, tag, res, e))
 
 

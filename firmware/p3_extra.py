@@ -49,7 +49,8 @@ def prepare(app, kind, tp, path, key="referencedTransactionIdentifier", op=None)
     if alpha is not None:
         cur, places = p3.currency(alpha, path)
         if cur != o.cur:
-            raise w.P3Error(w.INVALID, "currency %s is not the transaction's" % alpha, path + "currency")
+            raise w.P3Error(w.INVALID, "currency %s is not the transaction's" % alpha,
+                            path + "currency")
     a = p3.amount(tp, path, places, False)
     want = ("pay", "capture") if kind == "REFUND" else ("preauth",) if kind == "CAPTURE" \
         else ("pay", "capture", "refund")
@@ -57,7 +58,7 @@ def prepare(app, kind, tp, path, key="referencedTransactionIdentifier", op=None)
     left = o.amount - refunded if kind == "REFUND" else o.amount
     why = None
     if o.result != "approved" or o.op not in want:
-        why = "it is not an approved %s" % ("pre-authorisation" if kind == "CAPTURE" else "payment")
+        why = "it is not an approved " + ("pre-authorisation" if kind == "CAPTURE" else "payment")
     elif o.voided:
         why = "it was reversed"
     elif kind == "REVERSAL" and o.batch != app.term.journal.batch:
@@ -102,7 +103,8 @@ async def serve(conn, op, body, path, tag, rtype, res):
         else:
             w.field(body, "signature", path)
             how = "digital"
-            what = "unsigned" if w.field(body, "verified", path, bool, False) is False else "signed"
+            verified = w.field(body, "verified", path, bool, False)
+            what = "unsigned" if verified is False else "signed"
         if t.data is None:
             t.data = {}
         t.data["sig"] = how
@@ -124,7 +126,8 @@ async def _lookup(conn, body, path, tag, rtype, res):
     else:
         custom = w.field(body, "customIdentifier", path, str, False)
         if custom is None:
-            raise w.P3Error(w.MISSING, "transactionIdentifier or customIdentifier is missing", path[:-1])
+            raise w.P3Error(w.MISSING, "transactionIdentifier or customIdentifier is missing",
+                            path[:-1])
         t = app.term.journal.lookup(custom, p3.SRC)
         if t is None:
             raise w.P3Error(NOT_FOUND, "no transaction with customIdentifier %s" % custom,
@@ -147,7 +150,8 @@ async def _login(conn, body, path, tag, rtype):
             (pc["merchant_secret"] and secret != pc["merchant_secret"]):
         p3.login = None
         log.event(conn.name, "login-refused", conn.peer, mid)
-        raise w.P3Error("SERVER_AUTHENTICATION_FAILED", "merchant identifier or secret not accepted",
+        raise w.P3Error("SERVER_AUTHENTICATION_FAILED",
+                        "merchant identifier or secret not accepted",
                         "the terminal's p3.merchant_identifier and p3.merchant_secret")
     p3.login = mid
     log.event(conn.name, "login", conn.peer, mid, mode)
@@ -168,6 +172,7 @@ async def _execute(conn, body, path, tag, rtype, res):
     path += "transactionParameters."
     kind = w.field(tp, "type", path)
     if kind not in ("REFUND", "REVERSAL"):
-        raise w.P3Error(w.INVALID, "type %s is not CHARGE, REFUND or REVERSAL" % kind, path + "type")
+        raise w.P3Error(w.INVALID, "type %s is not CHARGE, REFUND or REVERSAL" % kind,
+                        path + "type")
     op, a, cur, orig = prepare(conn.app, kind, tp, path)
     await p3.start(conn, op, a, cur, tp, path, orig, tag, rtype, res, True)

@@ -36,7 +36,7 @@ async def _session(app, name, s, peer):
             if len(head) < 4:
                 head += await asyncio.wait_for_ms(s.readexactly(4 - len(head)), ms)
             n = w.count(head, app.cfg["p3"]["max_message"])
-            data = await asyncio.wait_for_ms(s.readexactly(n), ms) if n else b""
+            data = await p3.take(s, n, ms)
         except asyncio.TimeoutError:
             log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
             break

@@ -75,10 +75,8 @@ class _In:
         self.early = early
 
     async def take(self, n, ms):
-        got = self.early[:n]
+        got = await p3.take(self.s, n, ms, self.early)
         self.early = self.early[n:]
-        if len(got) < n:
-            got += await asyncio.wait_for_ms(self.s.readexactly(n - len(got)), ms)
         return got
 
 
@@ -105,7 +103,7 @@ async def _session(app, name, s, peer):
             h += await inp.take(1, ms)
             h += await inp.take(ws.more_head(h), ms)
             fin, op, n, mask = ws.parse_head(h, limit)
-            data = ws.unmask(bytearray(await inp.take(n, ms)), mask) if n else bytearray()
+            data = ws.unmask(await inp.take(n, ms), mask)
             if op == ws.PING:
                 await conn.write(ws.frame(ws.PONG, data))
             elif op == ws.CLOSE:
@@ -117,8 +115,9 @@ async def _session(app, name, s, peer):
                 if whole is not None:
                     if whole[0] == ws.BINARY:
                         raise ws.WSError(ws.UNSUPPORTED, "binary messages are not P3")
-                    try:
-                        str(whole[1], "utf-8")
+                    try:  # only if not plain ASCII: a copy costs RAM
+                        if whole[1] and max(whole[1]) > 127:
+                            str(whole[1], "utf-8")
                     except UnicodeError:
                         raise ws.WSError(ws.BAD_DATA, "text message is not UTF-8")
                     await p3.handle(conn, whole[1])

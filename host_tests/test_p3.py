@@ -211,6 +211,17 @@ def test_oversize_length_is_refused_without_allocating(firmware):
     assert "MemoryError" not in fw.output()
 
 
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_json_nested_deep_is_refused_and_the_connection_kept(firmware, transport):
+    fw = firmware()
+    pos = connect(fw, transport)
+    pos.send(b"[" * 2000 + b"]" * 2000)
+    m = pos.recv()
+    assert (m["type"], m["status"], m["error"]["type"]) == ("ERROR_RESPONSE", "ERROR", "MESSAGE_INVALID")
+    assert pos.login()["status"] == "OK"
+    pos.close()
+
+
 def test_half_a_frame_times_out_and_nothing_leaks(firmware):
     fw = firmware({"timeouts": {"request_ms": 500}})
     tcp = socket.create_connection(fw.address("p3-tcp"))

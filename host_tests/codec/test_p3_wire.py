@@ -94,4 +94,5 @@ def test_redact_hides_secrets_and_signatures():
     r = p3.redact(m)
     assert r == b'{"loginMerchantRequest":{"merchantSecret":"***","merchantIdentifier":"m"},"signature" : "***"}'
     assert b"3cr3t" not in r and p3.redact(b'{"a":1}') == b'{"a":1}'
-    assert p3.redact(b'{"merchantSecret":') == b'{"merchantSecret":'  # truncated: left as is
+    assert p3.redact(b'{"merchantSecret":') == b'{"merchantSecret":'
+    assert p3.redact(b'{"merchantSecret":"s3cr') == b'{"merchantSecret":"***'  # a cut log line

@@ -69,6 +69,7 @@ def response(status, reason, headers=(), body=b""):
     for k, v in headers:
         out.append("%s: %s\r\n" % (k, v))
     if status >= 400:
-        out.append("Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n" % len(body))
+        out.append("Content-Type: text/plain\r\nContent-Length: %d\r\n" % len(body))
+        out.append("Connection: close\r\n")
     out.append("\r\n")
     return "".join(out).encode() + body

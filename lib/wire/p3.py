@@ -84,11 +84,10 @@ def _quote_decimals(b):
 
 def loads(data):
     """The JSON object a message holds; P3Error(MESSAGE_INVALID) if none."""
-    data = bytes(data)
     if b"." in data or b"e" in data or b"E" in data:
         data = _quote_decimals(data)
     try:
-        text = data.decode()
+        text = str(data, "utf-8")
     except UnicodeError:
         raise P3Error(MESSAGE_INVALID, "message is not valid UTF-8")
     try:
@@ -217,15 +216,16 @@ def decimal(amount, places):
 
 
 def redact(data, keys=(b'"merchantSecret"', b'"signature"')):
-    """The message for a log line: the values of these keys replaced."""
+    """The message for a log line: the string values of these keys replaced
+    by ***, up to the end when the message is cut inside one."""
     for k in keys:
         i = data.find(k)
-        if i < 0:
+        c = data.find(b":", i + len(k)) if i >= 0 else -1
+        a = data.find(b'"', c) if c >= 0 else -1
+        if a < 0:
             continue
-        a = data.find(b'"', data.find(b":", i + len(k)) + 1)
         z = a + 1
-        while 0 < z < len(data) and data[z] != 34:
+        while z < len(data) and data[z] != 34:
             z += 2 if data[z] == 92 else 1
-        if a > 0 and z < len(data):
-            data = data[:a + 1] + b"***" + data[z:]
+        data = data[:a + 1] + b"***" + data[z:]
     return data

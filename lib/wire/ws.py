@@ -50,7 +50,8 @@ def handshake(method, target, version, headers, path):
     if method != "GET":
         raise HTTPError(405, "Method Not Allowed", (("Allow", "GET"),))
     if not has_token(headers.get("upgrade"), "websocket") or version == "HTTP/1.0":
-        raise HTTPError(426, "Upgrade Required", (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")))
+        raise HTTPError(426, "Upgrade Required",
+                        (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")))
     if headers.get("sec-websocket-version") != "13":
         raise HTTPError(426, "Upgrade Required", (("Sec-WebSocket-Version", "13"),))
     key = headers.get("sec-websocket-key", "")
@@ -61,7 +62,8 @@ def handshake(method, target, version, headers, path):
     if not ok or not has_token(headers.get("connection"), "upgrade") or "host" not in headers:
         raise HTTPError(400, "Bad Request")
     return response(101, "Switching Protocols", (
-        ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept(key))))
+        ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept(key))))
 
 
 def more_head(b2):
