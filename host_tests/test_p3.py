@@ -307,3 +307,16 @@ def test_settings_login_open_and_identifier(firmware):
     assert tx["identifier"] == "SHOP0042-000001" and tx["currency"] == "USD" and tx["amount"] == 3.2
     assert pos.login(merchantIdentifier="anyone", merchantSecret="anything")["status"] == "OK"
     pos.close()
+
+
+def test_bad_p3_settings_are_reported_and_defaults_used(firmware):
+    fw = firmware({"p3": {"device_type": "TOASTER", "max_message": 10, "device": "a/b"},
+                   "listeners": {"p3-ws": {"path": "p3"}}})
+    out = fw.output()
+    assert 'p3.device_type: "TOASTER" not allowed (MOCK, MIURA, VERIFONE); using "VERIFONE"' in out
+    assert "p3.max_message: 10 not allowed (256..65536); using 8192" in out
+    assert 'p3.device: "a/b" not allowed' in out
+    assert 'listeners.p3-ws.path: "p3" not allowed (a path starting with /); using "/"' in out
+    pos = connect(fw, "ws")  # on the default path
+    assert body(pos.login())["devices"][0]["type"] == "VERIFONE"
+    pos.close()
