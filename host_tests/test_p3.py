@@ -320,3 +320,22 @@ def test_bad_p3_settings_are_reported_and_defaults_used(firmware):
     pos = connect(fw, "ws")  # on the default path
     assert body(pos.login())["devices"][0]["type"] == "VERIFONE"
     pos.close()
+
+
+def test_allowed_ips_and_a_browser_on_the_tcp_port(firmware):
+    fw = firmware({"allowed_ips": ["192.0.2.10"]})
+    s = socket.create_connection(fw.address("p3-ws"), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert s.recv(100) == b""  # refused before anything is read
+    except ConnectionResetError:  # closed on unread bytes: a reset, no answer either
+        pass
+    s.close()
+    assert fw.wait_for("p3-ws refused 127.0.0.1 not in allowed_ips", 2) is not None
+    fw2 = firmware()
+    t = TCP(fw2.address("p3-tcp"))
+    t.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # "GET " read as a byte count: refused
+    m = t.recv_raw()
+    assert b'"MESSAGE_INVALID"' in m and b"1195725856 bytes" in m
+    assert t.recv_raw() is None
+    t.close()
