@@ -125,6 +125,20 @@ async def take(s, n, ms, early=b""):
     return buf
 
 
+async def discard(s, limit=4096):
+    """Read and drop what the peer already sent (at most `limit` bytes, for
+    at most 100 ms of silence): a socket closed with unread bytes sends a
+    reset, which can make the peer lose the answer written just before."""
+    try:
+        while limit > 0:
+            chunk = await asyncio.wait_for_ms(s.read(256), 100)
+            if not chunk:
+                return
+            limit -= len(chunk)
+    except (asyncio.TimeoutError, OSError):
+        pass
+
+
 def ident(cfg, no):
     """A transaction's identifier: the terminal id and its journal number."""
     return "%s-%06d" % (cfg["terminal_id"], no)

@@ -19,20 +19,6 @@ def make(app, name):
     return TCPListener(app, name, handler)
 
 
-async def _discard(s, limit=4096):
-    """Read and drop what the peer already sent (at most `limit` bytes, for
-    at most 100 ms of silence): a socket closed with unread bytes sends a
-    reset, which can make the peer lose the answer written just before."""
-    try:
-        while limit > 0:
-            chunk = await asyncio.wait_for_ms(s.read(256), 100)
-            if not chunk:
-                return
-            limit -= len(chunk)
-    except (asyncio.TimeoutError, OSError):
-        pass
-
-
 async def _session(app, name, s, peer):
     conn = p3.Conn(app, name, peer, s, w.head)
     n = 0
@@ -60,7 +46,7 @@ async def _session(app, name, s, peer):
         except w.P3Error as e:
             log.event(name, "oversize", peer, str(e))
             await conn.send(w.error("ERROR_RESPONSE", None, None, e))
-            await _discard(s)  # so that closing does not reset the answer away
+            await p3.discard(s)  # so that closing does not reset the answer away
             break
         except MemoryError:  # allowed by p3.max_message, but no room now
             log.event(name, "out-of-memory", peer, "message of %d bytes; closed" % n)

@@ -137,4 +137,5 @@ async def _session(app, name, s, peer):
             break
     if code and conn.open:
         await conn.write(ws.close_frame(code, reason))
+        await p3.discard(s)  # the peer's close, or what it sent after the fault
     conn.open = False

@@ -5,6 +5,7 @@ mpy-cross build that boards run.  Teardown fails a test whose firmware
 printed a Traceback or a MemoryError, or died.
 """
 import os
+import random
 import socket
 import sys
 
@@ -34,6 +35,22 @@ def free_port():
     return port
 
 
+def quiet_port():
+    """A free port below the ephemeral range (32768+ on Linux): a port from
+    free_port() can be taken by any outgoing connection on the machine
+    before the firmware binds it; one picked here cannot."""
+    while True:
+        port = random.randint(20000, 32000)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+
 def merge(base, extra):
     out = dict(base)
     for k, v in extra.items():
@@ -47,8 +64,8 @@ def merge(base, extra):
 def base_config():
     """Fast time-outs so unhappy paths take seconds, not minutes."""
     return {
-        "listeners": {"concert-ip": {"port": free_port()}, "p3-tcp": {"port": free_port()},
-                      "p3-ws": {"port": free_port()}},
+        "listeners": {"concert-ip": {"port": free_port()}, "p3-tcp": {"port": quiet_port()},
+                      "p3-ws": {"port": quiet_port()}},
         "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},
         "config_watch_s": 1,
     }
