@@ -15,7 +15,7 @@ from firmware.journal import Journal
 from firmware.terminal import Terminal
 
 # (listener name, kind, module).  The module is imported when the listener's
-# first client connects ("tcp", "tls": its serve(app, name, stream, peer)) or
+# first client connects ("tcp", "tls", "ws": its serve(app, name, stream, peer)) or
 # the first bytes arrive on the line ("uart": serve(app, name, stream, lc,
 # first)); other kinds import it at start and call make(app, name).
 PERSONALITIES = (
@@ -23,6 +23,8 @@ PERSONALITIES = (
     ("synqpay", "tcp", "firmware.synqpay"),
     ("synqpay-tls", "tls", "firmware.synqpay"),
     ("concert-serial", "uart", "firmware.concert_serial"),
+    ("p3-tcp", "tcp", "firmware.p3_tcp"),
+    ("p3-ws", "ws", "firmware.p3_ws"),
 )
 
 
@@ -56,10 +58,12 @@ class App:
             from firmware import uart
 
             return uart.UARTListener(self, name, module)
-        if kind in ("tcp", "tls"):
+        if kind in ("tcp", "tls", "ws"):
             from firmware import tcp
 
-            return (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
+            lst = (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
+            lst.kind = kind
+            return lst
         return __import__(module, None, None, ["make"]).make(self, name)
 
     async def stop_listener(self, name):

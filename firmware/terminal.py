@@ -27,7 +27,7 @@ AUTH = "auth"
 SIGNATURE = "signature"  # t.hold has "signature" and the outcome asks for one
 DONE = "done"
 _WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
-_ABORTABLE = (WAIT_CARD, PIN, WAIT_CONTINUE)
+_ABORTABLE = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
 
 # results: approved, declined, cancelled, timeout, error (with a reason)
 
@@ -113,7 +113,8 @@ class Terminal:
 
     def act(self, what, data=None):
         """Someone steps in while the transaction waits: "abort" (the register;
-        only before authorisation), "cancel" (the cardholder's red button),
+        before authorisation, or while the signature is awaited: the
+        authorisation is then dropped), "cancel" (the cardholder's red button),
         "continue" (data: e.g. {"amount": 900}), "signed", "unsigned".
         Returns False when nothing is waiting for it."""
         t = self.current
@@ -172,7 +173,8 @@ class Terminal:
         if o == "currency" or t.cur not in cfg["currencies"]:
             t.result, t.reason = "error", "currency"
             return
-        if t.op not in ("void", "capture"):  # those need no card
+        # void, capture and a refund of a known transaction need no card
+        if t.op not in ("void", "capture") and not (t.op == "refund" and t.orig):
             self._state(t, WAIT_CARD)
             card_ms = to["card_s"] * 1000
             w = await self._wait(card_ms if o == "no_card" else min(d["card_ms"], card_ms))
@@ -217,7 +219,8 @@ class Terminal:
                 self._state(t, SIGNATURE)
                 w = await self._wait(to["signature_s"] * 1000)
                 if w != "signed":
-                    t.result, t.reason, t.auth = "declined", "signature", None
+                    t.result, t.reason = ("cancelled", w) if w == "abort" else ("declined", "signature")
+                    t.auth = None
                     return
             t.result = "approved"
             t.drop = o == "lost"

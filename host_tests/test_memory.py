@@ -30,7 +30,8 @@ def last_heap(fw, start):
 
 def soak(tmp_path, heap, n, hammers=3):
     """n sequential payments from one register while `hammers` others keep
-    asking and often hear "busy".  Returns (heap at a quiet point after 10
+    asking and often hear "busy".  Only the Concert listener is enabled:
+    this measures Concert.  Returns (heap at a quiet point after 10
     payments, heap at the same quiet point after all of them, counts)."""
     cfg = merge(base_config(), {"log": {"heap": True, "frames": False},
                                 "delays": {"auth_ms": 2}})

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from understudy import paths
 from understudy.launch import Firmware, FirmwareError
 
-DEFAULT_HEAP = "128K"
+DEFAULT_HEAP = "256K"
 
 
 def parse(argv):

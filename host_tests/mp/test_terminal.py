@@ -136,6 +136,38 @@ def test_signature_signed_refused_and_not_asked():
     assert t.result == "approved"
 
 
+def test_abort_while_the_signature_is_awaited_drops_the_authorisation():
+    term = _term()
+
+    async def go():
+        t = term.start("pay", 1210, 978, "test")  # .10: signature
+        t.hold = ("signature",)
+        task = asyncio.create_task(term.run(t))
+        await asyncio.sleep_ms(20)
+        assert t.state == "signature" and t.auth
+        assert term.abort()
+        await task
+        return t
+
+    t = _run(go())
+    assert (t.result, t.reason, t.auth) == ("cancelled", "abort", None)
+
+
+def test_refund_of_a_known_transaction_needs_no_card():
+    term = _term()
+    p = _run(term.run(term.start("pay", 2000, 978, "test")))
+    seen = []
+    t = term.start("refund", 500, 978, "test", orig=p.no)
+    t.progress = lambda t: seen.append(t.state)
+    _run(term.run(t))
+    assert t.result == "approved" and t.pan is None and seen == ["auth", "done"]
+    seen = []
+    t = term.start("refund", 500, 978, "test")  # no original: the card is presented
+    t.progress = lambda t: seen.append(t.state)
+    _run(term.run(t))
+    assert t.result == "approved" and t.pan and seen[0] == "wait_card"
+
+
 def test_act_refused_when_nothing_waits():
     term = _term()
     assert not term.act("continue")

@@ -1,0 +1,48 @@
+"""P3 over TCP: each message is a 4-byte big-endian byte count, then UTF-8 JSON.
+
+A connection carries any number of requests.  The first byte of a message
+may take up to p3.idle_s; once it has come, the rest of the frame must
+follow within timeouts.request_ms.  A count above p3.max_message is refused
+before anything is read: an ERROR response, then the connection is closed.
+"""
+import asyncio
+
+from firmware import log, p3
+from wire import p3 as w
+
+
+async def serve(app, name, s, peer):
+    """One POS connection: framed messages until it closes or idles out."""
+    conn = p3.Conn(app, name, peer, s, w.head)
+    n = 0
+    idle = app.cfg["p3"]["idle_s"]
+    ms = app.cfg["timeouts"]["request_ms"]
+    while conn.open:
+        try:
+            head = await asyncio.wait_for_ms(s.read(4), idle * 1000)
+        except asyncio.TimeoutError:
+            log.event(name, "idle", peer, "closed after %d s" % idle)
+            break
+        if not head:
+            break
+        try:
+            if len(head) < 4:
+                head += await asyncio.wait_for_ms(s.readexactly(4 - len(head)), ms)
+            n = w.count(head, app.cfg["p3"]["max_message"])
+            data = await p3.take(s, n, ms)
+        except asyncio.TimeoutError:
+            log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
+            break
+        except EOFError:
+            log.event(name, "gone", peer, "closed mid-frame")
+            break
+        except w.P3Error as e:
+            log.event(name, "oversize", peer, str(e))
+            await conn.send(w.error("ERROR_RESPONSE", None, None, e))
+            await p3.discard(s)  # so that closing does not reset the answer away
+            break
+        except MemoryError:  # allowed by p3.max_message, but no room now
+            log.event(name, "out-of-memory", peer, "message of %d bytes; closed" % n)
+            break
+        await p3.handle(conn, data)
+    conn.open = False

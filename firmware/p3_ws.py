@@ -1,0 +1,131 @@
+"""P3 over WebSocket (RFC 6455): one JSON message per text message.
+
+The opening handshake must arrive within timeouts.request_ms and be at most
+2 KB.  Frames may be fragmented; pings are answered; a close is echoed.  A
+message above p3.max_message (1009), a binary message (1003), invalid UTF-8
+(1007) or any protocol violation (1002) closes the connection with that
+code.  Like TCP: p3.idle_s for the first byte of a frame, then
+timeouts.request_ms for the rest of it.
+"""
+import asyncio
+
+from firmware import borrow, drop, log, p3
+from wire import ws
+
+_MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
+
+
+def _text(n):
+    return ws.head(ws.TEXT, n)
+
+
+async def _handshake(app, name, s, peer):
+    """Bytes that followed the handshake, or None if it failed."""
+    ms = app.cfg["timeouts"]["request_ms"]
+    buf = b""
+    end = -1
+    had, http = borrow("wire.http")  # only needed while a connection opens
+    try:
+        while end < 0:
+            chunk = await asyncio.wait_for_ms(s.read(min(512, _MAX_HEAD + 1 - len(buf))), ms)
+            if not chunk:
+                return None
+            buf += chunk
+            end = http.head_end(buf)
+            if end < 0 and len(buf) > _MAX_HEAD:
+                raise http.HTTPError(431, "Request Header Fields Too Large")
+        method, target, version, headers = http.parse_head(buf[:end])
+        ans = ws.handshake(method, target, version, headers, app.cfg["listeners"][name]["path"])
+    except asyncio.TimeoutError:
+        log.event(name, "silent", peer, "no handshake within %d ms" % ms)
+        return None
+    except MemoryError:
+        log.event(name, "out-of-memory", peer, "handshake of %d bytes; closed" % len(buf))
+        return None
+    except http.HTTPError as e:
+        log.event(name, "refused", peer, e.status, e.reason)
+        text = "P3 WebSocket endpoint: %s\n" % e.reason
+        s.write(http.response(e.status, e.reason, e.headers, text.encode()))
+        await s.drain()
+        return None
+    finally:
+        drop("wire.http", had)
+    s.write(ans)
+    await s.drain()
+    log.event(name, "open", peer, target)
+    return buf[end:]
+
+
+class _In:
+    """Exact reads, first from what came with the handshake."""
+
+    def __init__(self, s, early):
+        self.s = s
+        self.early = early
+
+    async def take(self, n, ms):
+        got = await p3.take(self.s, n, ms, self.early)
+        self.early = self.early[n:]
+        return got
+
+
+async def serve(app, name, s, peer):
+    """One POS WebSocket: the handshake, then text messages until it closes."""
+    early = await _handshake(app, name, s, peer)
+    if early is None:
+        return
+    conn = p3.Conn(app, name, peer, s, _text)
+    inp = _In(s, early)
+    limit = app.cfg["p3"]["max_message"]
+    idle = app.cfg["p3"]["idle_s"]
+    ms = app.cfg["timeouts"]["request_ms"]
+    msg = ws.Message(limit)
+    code = reason = None
+    while conn.open:
+        try:
+            h = await inp.take(1, idle * 1000)
+        except asyncio.TimeoutError:
+            code, reason = ws.GOING_AWAY, "idle"
+            break
+        except EOFError:
+            break
+        try:
+            h += await inp.take(1, ms)
+            h += await inp.take(ws.more_head(h), ms)
+            fin, op, n, mask = ws.parse_head(h, limit)
+            data = ws.unmask(await inp.take(n, ms), mask)
+            if op == ws.PING:
+                await conn.write(ws.frame(ws.PONG, data))
+            elif op == ws.CLOSE:
+                code = ws.parse_close(data)[0] or ws.NORMAL  # echoed
+                reason = ""
+                break
+            elif op != ws.PONG:
+                whole = msg.feed(fin, op, data)
+                if whole is not None:
+                    if whole[0] == ws.BINARY:
+                        raise ws.WSError(ws.UNSUPPORTED, "binary messages are not P3")
+                    try:  # only if not plain ASCII: a copy costs RAM
+                        if whole[1] and max(whole[1]) > 127:
+                            str(whole[1], "utf-8")
+                    except UnicodeError:
+                        raise ws.WSError(ws.BAD_DATA, "text message is not UTF-8")
+                    await p3.handle(conn, whole[1])
+        except asyncio.TimeoutError:
+            log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
+            break
+        except EOFError:
+            log.event(name, "gone", peer, "closed mid-frame")
+            break
+        except ws.WSError as e:
+            code, reason = e.code, str(e)
+            log.event(name, "protocol-error", peer, code, reason)
+            break
+        except MemoryError:  # allowed by p3.max_message, but no room now
+            code, reason = ws.TOO_BIG, "no room for this message now"
+            log.event(name, "out-of-memory", peer, reason)
+            break
+    if code and conn.open:
+        await conn.write(ws.close_frame(code, reason))
+        await p3.discard(s)  # the peer's close, or what it sent after the fault
+    conn.open = False

@@ -1,0 +1,82 @@
+"""P3 heap budget: the .mpy build in the board budget (128K), every listener
+enabled as `make run` has them, frames logged.  Two POS pay in turn over
+framed TCP and WebSocket while two more keep trying and hear ACCESSORY_BUSY;
+the live heap must not grow (docs/MEMORY.md has the figures)."""
+import re
+import threading
+
+from conftest import CLOCK, MPY_HEAP, base_config, merge
+from p3_client import connect
+from test_p3 import body
+from understudy import paths
+from understudy.launch import Firmware
+
+HEAP_RE = re.compile(r"core done #(\d+) .*heap=(\d+)")
+
+
+def test_p3_soak_within_budget_and_without_leak(tmp_path):
+    cfg = merge(base_config(), {"log": {"heap": True}, "delays": {"auth_ms": 2}})
+    fw = Firmware(root=paths.MPY, heap=MPY_HEAP, config=cfg, state_dir=str(tmp_path / "state"),
+                  clock=CLOCK).start()
+    counts = {"approved": 0, "busy": 0, "other": 0}
+    stop = threading.Event()
+    try:
+        pos = [connect(fw, "tcp"), connect(fw, "ws")]
+        assert pos[0].login()["status"] == "OK"
+
+        def pay(p, amount):
+            tag = p.execute(amount)
+            while True:
+                m = p.recv()
+                if m["type"] == "EXECUTE_TRANSACTION_RESPONSE" and m["tag"] == tag:
+                    return m
+
+        def hammer(transport):
+            c = connect(fw, transport)
+            try:
+                while not stop.is_set():
+                    tag = c.execute(1.00)
+                    m = c.recv()
+                    if m.get("error", {}).get("type") == "ACCESSORY_BUSY":
+                        counts["busy"] += 1
+                        stop.wait(0.005)
+                        continue
+                    while not (m["type"] == "EXECUTE_TRANSACTION_RESPONSE" and m["tag"] == tag):
+                        m = c.recv()
+                    counts["other"] += 1
+            finally:
+                c.close()
+
+        for i in range(10):
+            assert body(pay(pos[i % 2], 12.50))["transaction"]["status"] == "APPROVED"
+        early = [int(h) for _, h in HEAP_RE.findall(fw.output())]
+        threads = [threading.Thread(target=hammer, args=(t,)) for t in ("tcp", "ws")]
+        for t in threads:
+            t.start()
+        try:
+            i = 0
+            while counts["approved"] < 300:
+                m = pay(pos[i % 2], 12.50)
+                i += 1
+                if m["status"] == "OK":
+                    counts["approved"] += 1
+                else:
+                    assert m["error"]["type"] == "ACCESSORY_BUSY", m
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        for i in range(10):
+            pay(pos[i % 2], 12.50)
+        for p in pos:
+            p.close()
+        out = fw.stop()
+    finally:
+        fw.cleanup()
+    assert "MemoryError" not in out and "Traceback" not in out and "out-of-memory" not in out
+    heaps = [int(h) for _, h in HEAP_RE.findall(out)]
+    late = min(heaps[-10:])  # quiet again: the two POS alone
+    early = min(early[5:])  # the journal's window is full by then
+    print("p3 soak: heap after 10: %d, after: %d, peak live: %d, %s" % (early, late, max(heaps), counts))
+    assert counts["busy"] > 10, counts  # the hammering POS did hear "busy"
+    assert late - early <= 1024, (early, late)
