@@ -23,6 +23,7 @@ PERSONALITIES = (
     ("synqpay", "tcp", "firmware.synqpay"),
     ("synqpay-tls", "tls", "firmware.synqpay"),
     ("concert-serial", "uart", "firmware.concert_serial"),
+    ("synqpay-serial", "uart", "firmware.synqpay_serial"),
     ("p3-tcp", "tcp", "firmware.p3_tcp"),
     ("p3-ws", "ws", "firmware.p3_ws"),
 )

@@ -42,6 +42,8 @@ DEFAULTS = {
                            "baud": 9600, "bits": 7, "parity": "even", "stop": 1,
                            "protocol": "auto", "immediate": True,
                            "retries": 3, "byte_ms": 1000, "reply_ms": 3000},
+        "synqpay-serial": {"enabled": True, "device": "", "id": -1, "tx": -1, "rx": -1,
+                           "baud": 115200, "bits": 8, "parity": "none", "stop": 1},
         "p3-tcp": {"enabled": True, "host": "", "port": 4245, "max_clients": 8},
         "p3-ws": {"enabled": True, "host": "", "port": 8080, "path": "/", "max_clients": 8},
     },

@@ -67,7 +67,8 @@ def base_config():
         "listeners": {"concert-ip": {"port": free_port()}, "p3-tcp": {"port": quiet_port()},
                       "p3-ws": {"port": quiet_port()},
                       "synqpay": {"port": free_port()}, "synqpay-tls": {"port": free_port()},
-                      "concert-serial": {"reply_ms": 1000, "byte_ms": 500}},
+                      "concert-serial": {"reply_ms": 1000, "byte_ms": 500},
+                      "synqpay-serial": {}},  # every listener named: tests switch them off by name
         "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},
         "config_watch_s": 1,
     }

@@ -35,12 +35,36 @@ def unverified_context():
     return ctx
 
 
+class Serial:
+    """A pyserial port with the three socket methods Link uses."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def sendall(self, data):
+        self.port.write(data)
+
+    def recv(self, n):
+        data = self.port.read(1)  # blocks up to the timeout for the first byte
+        if not data:
+            raise socket.timeout("nothing on the line")
+        return data + self.port.read(min(self.port.in_waiting, n - 1))
+
+    def settimeout(self, t):
+        self.port.timeout = t
+
+    def close(self):
+        self.port.close()
+
+
 class Link:
-    def __init__(self, addr, tls=None, timeout=5.0):
-        s = socket.create_connection(addr, timeout=timeout)
-        if tls is not None:
-            s = tls.wrap_socket(s, server_hostname=addr[0])
-        self.s = s
+    def __init__(self, addr, tls=None, timeout=5.0, stream=None):
+        """A link over TCP to addr (TLS with a context), or over `stream`."""
+        if stream is None:
+            stream = socket.create_connection(addr, timeout=timeout)
+            if tls is not None:
+                stream = tls.wrap_socket(stream, server_hostname=addr[0])
+        self.s = stream
         self.d = L.Decoder(limit=1 << 20, accept=CLIENT_TYPES)
         self.raw = []  # bytes of each frame read, in order
 

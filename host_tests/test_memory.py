@@ -17,7 +17,7 @@ from understudy import paths
 from understudy.launch import Firmware
 from wire import concert_tlv as tlv
 
-CONCERT_HEAP = "88K"
+CONCERT_HEAP = "96K"
 HEAP_RE = re.compile(r"core done #(\d+) .*heap=(\d+)")
 
 

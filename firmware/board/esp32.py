@@ -37,8 +37,11 @@ address = wlan.address
 
 
 def uart(name, lc):
-    """The serial line of listener `name`.  UART0 is the REPL: UART2 on
-    GPIO17 (TX) and GPIO16 (RX) by default, free on DevKitC boards."""
+    """The serial line of listener `name`.  UART0 is the REPL: Concert on
+    UART2, GPIO17 (TX) and GPIO16 (RX); Synqpay on UART1, GPIO4 (TX) and
+    GPIO5 (RX) (UART1's own pins are the flash's): free on DevKitC boards."""
     from firmware.board import hwuart
 
+    if name == "synqpay-serial":
+        return hwuart.open(lc, 1, 4, 5)
     return hwuart.open(lc, 2, 17, 16)

@@ -37,8 +37,10 @@ address = wlan.address
 
 
 def uart(name, lc):
-    """The serial line of listener `name`: UART0 on GP0 (TX) and GP1 (RX) by
-    default; the REPL is on USB."""
+    """The serial line of listener `name`: Concert on UART0, GP0 (TX) and
+    GP1 (RX); Synqpay on UART1, GP4 (TX) and GP5 (RX); the REPL is on USB."""
     from firmware.board import hwuart
 
+    if name == "synqpay-serial":
+        return hwuart.open(lc, 1, 4, 5)
     return hwuart.open(lc, 0, 0, 1)

@@ -18,7 +18,7 @@ from understudy import paths
 from understudy.nullmodem import NullModem
 
 # listeners that want a serial line: on a PC each gets a pty pair (null modem)
-SERIAL = ("concert-serial",)
+SERIAL = ("concert-serial", "synqpay-serial")
 
 
 def micropython():
