@@ -38,7 +38,7 @@ run: $(MPY) $(TLS)
 	@$(BIN)/python tools/run.py --heap $(HEAP) $(ARGS)
 
 test: $(MPY) $(TLS)
-	@$(BIN)/python -m pytest host_tests $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest host_tests -n 2 $(PYTEST_ARGS)
 
 clean:
 	rm -rf build state .pytest_cache

@@ -94,20 +94,20 @@ def _signature(path):
         return None
 
 
-def load_config(path):
+def load_config(path, running=None):
     """Read and check the config file, then drop the config module: its tables
     are only needed now, and a board's RAM is better spent elsewhere."""
     from firmware import config
 
-    cfg, problems = config.load(path)
+    cfg, problems = config.load(path, running)
     drop("firmware.config")
     for p in problems:
         log.event("config", "problem", p)
     return cfg
 
 
-async def _watch_config(app, path):
-    seen = _signature(path)
+async def _watch_config(app, path, seen):
+    """Reload the config when the file changes (seen: the CRC of the one loaded)."""
     while app.cfg["config_watch_s"]:
         await asyncio.sleep(app.cfg["config_watch_s"])
         now = _signature(path)
@@ -115,7 +115,9 @@ async def _watch_config(app, path):
             continue
         seen = now
         log.event("config", "reloaded", path)
-        await app.apply(load_config(path))
+        cfg = load_config(path, app.cfg)
+        if cfg is not app.cfg:
+            await app.apply(cfg)
 
 
 async def _main():
@@ -123,6 +125,7 @@ async def _main():
     gc.collect()
     print("understudy %s on %s, heap %d bytes" % (VERSION, board.NAME, gc.mem_free() + gc.mem_alloc()))
     cfg = load_config(board.CONFIG_PATH)
+    seen = _signature(board.CONFIG_PATH)  # now: a change after READY must be seen
     log.frames = cfg["log"]["frames"]
     board.setup(cfg)
     global _app
@@ -135,7 +138,7 @@ async def _main():
         log.event("app", "heap", "alloc=%d" % gc.mem_alloc())
     print("READY")
     board.led(True)
-    await _watch_config(app, board.CONFIG_PATH)
+    await _watch_config(app, board.CONFIG_PATH, seen)
     while True:
         await asyncio.sleep(3600)
 

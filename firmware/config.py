@@ -293,8 +293,10 @@ def merge(user):
     return _merge(DEFAULTS, user, "", problems), problems
 
 
-def load(path):
-    """Read path (absent: defaults) -> (config, problems)."""
+def load(path, running=None):
+    """Read path -> (config, problems).  Absent: the defaults.  Not JSON (a
+    typo, or read while an editor was writing it): the running config if
+    there is one, else the defaults."""
     try:
         with open(path) as f:
             text = f.read()
@@ -303,6 +305,8 @@ def load(path):
     try:
         user = json.loads(text)
     except ValueError as e:
+        if running is not None:
+            return running, ["%s: not valid JSON (%s); keeping the running config" % (path, e)]
         cfg, problems = merge({})
         problems.insert(0, "%s: not valid JSON (%s); using defaults" % (path, e))
         return cfg, problems

@@ -211,3 +211,16 @@ def test_half_closing_register_still_gets_its_answer(firmware):
     assert fw.wait_for("core done #1", 2) is not None
     time.sleep(0.2)
     assert "undelivered" not in fw.output()
+
+
+def test_config_that_is_not_json_keeps_the_running_one(firmware):
+    """An editor saving a half-written file, or a typo: the terminal keeps going as it was."""
+    fw = firmware()
+    port = addr(fw)[1]
+    mark = len(fw.lines)
+    with open(fw.config_path, "w") as f:
+        f.write('{"listeners": {"concert-ip": {"port": ')
+    assert fw.wait_for("not valid JSON", 5, mark) is not None, fw.output()
+    assert "keeping the running config" in fw.output()
+    assert tlv.decode(exchange(("127.0.0.1", port), odoo(1250)))["AE"] == "10"
+    assert "stopped" not in fw.output().split("READY", 1)[1]

@@ -352,7 +352,7 @@ def test_baud_change_restarts_only_the_serial_listener(firmware):
     cfg["listeners"]["concert-serial"]["baud"] = 19200
     mark = len(fw.lines)
     fw.write_config(cfg)
-    assert fw.wait_for("listening concert-serial serial %s 19200" % path, 10, mark) is not None
+    assert fw.wait_for("listening concert-serial serial %s 19200" % path, 10, mark) is not None, fw.output()
     t = telium.Telium(path, baudrate=19200)
     try:
         assert pay(t, 12.5).has_succeeded

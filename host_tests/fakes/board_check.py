@@ -13,6 +13,9 @@ import firmware.board
 
 name, attempts, state, config = sys.argv[1:5]
 network.attempts = None if attempts == "never" else int(attempts)
+# which board UART is which listener's (firmware/board/esp32.py, rp2.py)
+machine.lines = {2: "concert-serial", 1: "synqpay-serial"} if name == "esp32" else \
+    {0: "concert-serial", 1: "synqpay-serial"}
 b = __import__("firmware.board." + name, None, None, ["NAME"])
 b.STATE_DIR = state
 b.CONFIG_PATH = config

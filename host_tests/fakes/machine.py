@@ -6,6 +6,7 @@ import io
 import os
 
 log = []
+lines = {}  # UART id -> serial listener name, set by the board check: its pty is used
 
 
 class Pin:
@@ -31,10 +32,15 @@ class UART(io.IOBase):
         log.append(("uart", id, kw))
         self.f = None
         spec = os.getenv("UNDERSTUDY_SERIAL")
-        if spec:  # "name=firmware side,register side ..."
+        path = None
+        for item in (spec or "").split():  # "name=firmware side,register side ..."
+            name, _, sides = item.partition("=")
+            if name == lines.get(id):
+                path = sides.partition(",")[0]
+        if path:
             import termios
 
-            self.f = open(spec.split()[0].partition("=")[2].partition(",")[0], "r+b", buffering=0)
+            self.f = open(path, "r+b", buffering=0)
             fd = self.f.fileno()
             termios.setraw(fd)
             a = termios.tcgetattr(fd)

@@ -84,8 +84,11 @@ class Firmware:
         self._cond = threading.Condition()
 
     def write_config(self, cfg):
-        with open(self.config_path, "w") as f:
+        """Write the config in one step (the firmware may read it any time)."""
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
             json.dump(cfg, f, indent=1)
+        os.replace(tmp, self.config_path)
 
     def start(self, timeout=15):
         if not os.path.exists(os.path.join(self.root, "main.py")):
