@@ -10,7 +10,7 @@ from understudy import paths
 if paths.LIB not in sys.path:
     sys.path.insert(0, paths.LIB)
 
-from wire import (  # noqa: E402
+from wire import (
     concert_link,
     concert_tlv,
     concert_v2,

@@ -34,13 +34,14 @@ class Trace:
         self.stream = stream
         self.t0 = time.monotonic()
 
-    def _line(self, mark, data):
+    def _line(self, mark, data, text=None):
         if self.stream is not None and data:
-            self.stream.write("%s %7.3f %s\n" % (mark, time.monotonic() - self.t0, to_text(data)))
+            self.stream.write("%s %7.3f %s\n" % (mark, time.monotonic() - self.t0, text or to_text(data)))
             self.stream.flush()
 
-    def sent(self, data):
-        self._line(">", data)
+    def sent(self, data, text=None):
+        """text: how to show data when its bytes would not read (a masked frame)."""
+        self._line(">", data, text)
 
     def received(self, data):
         self._line("<", data)

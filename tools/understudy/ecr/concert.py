@@ -58,7 +58,7 @@ def add_parser(sub):
 
 
 def run(a, trace):
-    alpha, num, places = _currency(a.currency)
+    _alpha, num, places = _currency(a.currency)
     needs_amount = a.action in ("pay", "refund", "void")
     if needs_amount and a.amount is None:
         raise Usage("concert %s needs an amount, e.g. `concert %s 12.50`" % (a.action, a.action))
