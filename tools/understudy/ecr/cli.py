@@ -16,7 +16,8 @@ def parser(prog="understudy ecr"):
         epilog="exit codes:" + CODES.split("tells a shell script what happened:")[1].rstrip())
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--trace", action="store_true",
-                        help="print every byte both ways on stderr (> sent, < received)")
+                        help="print every byte both ways on stderr (> sent, < received; the "
+                        "register's WebSocket frames unmasked, secrets and keys hidden)")
     common.add_argument("-q", "--quiet", action="store_true", help="print the one-line summary only")
     sub = p.add_subparsers(dest="protocol", metavar="PROTOCOL")
     sub.required = True

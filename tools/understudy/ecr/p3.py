@@ -67,7 +67,7 @@ class TCP:
     def send(self, payload):
         data = wire.frame(payload)
         self.s.sendall(data)
-        self.trace.sent(data, to_text(data[:4] + wire.redact(payload)))  # the secret hidden
+        self.trace.sent(data, to_text(wire.frame(wire.redact(payload))))  # the secret hidden
 
     def recv(self, timeout):
         self.s.settimeout(timeout)
@@ -148,9 +148,9 @@ class WS:
             head = bytes((0x80 | op, 0x80 | 127)) + n.to_bytes(8, "big")
         data = head + mask + bytes(ws.unmask(bytearray(payload), mask))
         self.s.sendall(data)
-        # shown unmasked (the masked bytes read as noise), secrets hidden
-        self.trace.sent(data, "%s (mask %s) %s" % (to_text(head), mask.hex(),
-                                                   to_text(wire.redact(bytes(payload)))))
+        # shown unmasked (masked bytes read as noise), secrets hidden: `trace` decodes it
+        shown = wire.redact(bytes(payload))
+        self.trace.sent(data, to_text(ws.head(op, len(shown)) + shown))
 
     def send(self, payload):
         self._frame(ws.TEXT, payload)

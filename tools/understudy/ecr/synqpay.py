@@ -72,7 +72,7 @@ class Link:
     def send(self, data):
         self.s.sendall(data)
         if data[1:2] == bytes((L.REQUEST,)):  # the API key is not shown
-            self.trace.sent(data, to_text(data[:2]) + "<key>" + to_text(data[6:]))
+            self.trace.sent(data, to_text(data[:2]) + "****" + to_text(data[6:]))
         else:
             self.trace.sent(data)
 
