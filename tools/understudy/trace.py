@@ -80,7 +80,7 @@ def messages(data):
             m = _LOG_LINE.match(ln)
             if m and m.group(2) in ("rx", "tx"):
                 out.append((">" if m.group(2) == "rx" else "<", from_text(m.group(4))))
-        if out and len(out) == len(lines):
+        if out:  # other lines (ecr's progress, notes, comments) are not bytes
             return out
         if _HEXCHARS.match(data) and len(re.sub(rb"[\s:,]", b"", data)) % 2 == 0:
             return [("", bytes.fromhex(re.sub(r"[\s:,]", "", text)))]
