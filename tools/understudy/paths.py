@@ -19,7 +19,7 @@ if INSTALLED:
     CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "understudy", VERSION)
     MPY = os.path.join(CACHE, "mpy")
-    _tls = os.path.join(ROOT, "tls")
+    _tls = os.path.join(ROOT, "build", "tls")  # the checkout's identity, if it had one
     TLS = _tls if os.path.isfile(os.path.join(_tls, "cert.der")) else os.path.join(CACHE, "tls")
     STATE = os.path.abspath("state")
 else:
