@@ -43,7 +43,7 @@ def test_deploy_to_a_board(tmp_path, wifi):
         assert (flash / "tls" / "cert.der").exists()
         cfg = json.loads((flash / "config.json").read_text())
         assert cfg["wifi"]["ssid"] == "shop"
-        assert "compatible" in r.stdout and "board: understudy" in r.stdout, r.stdout + r.stderr
+        assert "compatible" in r.stdout and "understudy 0.1.0 on esp32" in r.stdout, r.stdout + r.stderr
         assert board.boots == 2  # reset
         if wifi == "1":
             assert r.returncode == 0, r.stdout + r.stderr
@@ -51,7 +51,8 @@ def test_deploy_to_a_board(tmp_path, wifi):
         else:
             assert r.returncode == 1
             assert "Wi-Fi did not come up" in r.stdout and "board: wifi down" in r.stdout
-        assert "Traceback" not in board.text()
+        booted = board.text().split("understudy 0.1.0 on esp32")[-1]  # mpremote's own probes before
+        assert "Traceback" not in booted and "READY" in booted
     finally:
         board.close()
 

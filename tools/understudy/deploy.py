@@ -175,11 +175,13 @@ def deploy(a):
         cfg_file = os.path.join(tmp, "config.json")
         with open(cfg_file, "w") as f:
             json.dump(cfg, f, indent=1)
-        dirs = [os.path.join(root, d) for d in paths.FIRMWARE_DIRS]
         say("copying the firmware (%s)..." % ", ".join(paths.FIRMWARE_DIRS + paths.FIRMWARE_FILES))
-        args = ["fs", "cp", "-r"] + dirs + [":"]
+        args = []  # every destination named: `cp -r dir :` would spill dir's contents at the root
+        for d in paths.FIRMWARE_DIRS:
+            args += ["+", "fs", "cp", "-r", os.path.join(root, d), ":" + d]
         for f in paths.FIRMWARE_FILES:
             args += ["+", "fs", "cp", os.path.join(root, f), ":" + f]
+        args = args[1:]
         mpremote(a.port, *args, timeout=600)
         say("copying config.json")
         mpremote(a.port, "fs", "cp", cfg_file, ":config.json")
