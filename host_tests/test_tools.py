@@ -168,3 +168,13 @@ def test_journal_command(terminal):
     assert rows[0].split()[:3] == ["no", "batch", "time"] and "420" in rows[1] and " no " in rows[1]
     r = understudy("journal", os.path.join(terminal.state_dir, "nothing.bin"))
     assert r.returncode == 1 and "No such file" in r.stderr
+
+
+def test_readme_shows_the_true_help_and_the_example_that_runs():
+    readme = open(os.path.join(paths.ROOT, "README.md")).read()
+    env = dict(os.environ, PYTHONPATH=TOOLS, COLUMNS="80")
+    helptext = subprocess.run([sys.executable, "-m", "understudy", "--help"], env=env,
+                              capture_output=True, text=True).stdout
+    assert "```\n" + helptext + "```" in readme, "README's `understudy --help` is stale"
+    example = open(os.path.join(os.path.dirname(__file__), "test_pos_example.py")).read()
+    assert "```python\n" + example + "```" in readme, "README's POS example differs from test_pos_example.py"
