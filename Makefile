@@ -9,7 +9,7 @@ MPY    := build/mpy/.stamp
 TLS    := build/tls/cert.der
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
 
-.PHONY: setup run test mpy tls clean help package
+.PHONY: setup run test mpy tls clean help package deploy
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
@@ -17,6 +17,7 @@ help:
 	@echo "make mpy    compile the firmware to .mpy (build/mpy), as boards run it"
 	@echo "make tls    the terminal's self-signed TLS certificate (build/tls, DER)"
 	@echo "make package  rewrite package.json (what mip installs on a board)"
+	@echo "make deploy PORT=/dev/ttyUSB0 [ARGS=\"--ssid NET --password PW\"]  flash a board (understudy deploy)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
 setup: $(SETUP)
@@ -36,6 +37,10 @@ $(TLS): $(SETUP)
 
 run: $(MPY) $(TLS)
 	@$(BIN)/python tools/run.py --heap $(HEAP) $(ARGS)
+
+deploy: $(MPY) $(TLS)
+	@test -n "$(PORT)" || { echo "make deploy needs PORT=/dev/ttyUSB0 (the board's serial port)"; exit 2; }
+	@PYTHONPATH=tools $(BIN)/python -m understudy deploy --port $(PORT) $(ARGS)
 
 test: $(MPY) $(TLS)
 	@$(BIN)/python -m pytest host_tests -n 2 $(PYTEST_ARGS)

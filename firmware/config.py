@@ -238,7 +238,8 @@ def _merge(d, u, path, problems):
         p = path + "." + k if path else k
         if k in d:
             dv = d[k]
-        elif path == "outcomes" and (k == "default" or (len(k) == 2 and k.isdigit())):
+        elif path == "outcomes" and (k == "default" or (len(k) == 2 and k.isdigit())
+                                     or (k[:1] == "#" and k[1:].isdigit())):
             dv = "approve"
         else:
             problems.append("%s: unknown key; ignored" % p)

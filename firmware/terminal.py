@@ -7,7 +7,8 @@ has a time-out.  While it waits (card, PIN, continue, signature), act()
 lets the register or the cardholder step in: abort, continue, sign...
 Results are protocol-neutral; adapters map them to their codes.
 
-Outcome names (the `outcomes` config table, by the amount's last 2 digits):
+Outcome names (the `outcomes` config table, by the amount's last 2 digits,
+or "#<n>" for transaction number n, which wins over the amount):
 approve, decline, cancel, no_card, pin_blocked, slow, currency, lost,
 forbidden, host_error, signature (see the README for what each does).
 """
@@ -75,7 +76,9 @@ class Terminal:
             raise Busy
         t = self.current = Txn(op, amount, cur, src, ref, orig, data)
         rules = self.cfg["outcomes"]
-        t.outcome = outcome or rules.get("%02d" % (amount % 100)) or rules["default"]
+        # a row for this transaction's number ("#7") beats the amount's row
+        t.outcome = (outcome or rules.get("#%d" % self.journal.next_no)
+                     or rules.get("%02d" % (amount % 100)) or rules["default"])
         self._wake = None
         self._ev.clear()
         return t

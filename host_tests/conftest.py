@@ -74,11 +74,6 @@ def base_config():
     }
 
 
-def pytest_addoption(parser):
-    parser.addoption("--update-goldens", action="store_true",
-                     help="rewrite golden transcripts with what the firmware answers now")
-
-
 @pytest.fixture(params=["mpy", "src"])
 def fw_root(request):
     if request.param == "mpy" and not os.path.exists(os.path.join(paths.MPY, "main.py")):
@@ -113,3 +108,16 @@ def firmware(fw_root, tmp_path):
             errors.append("firmware died:\n" + fw.output())
         fw.cleanup()
     assert not errors, "\n".join(errors)
+
+
+# The loopback test kit's `terminal` fixture (what `pip install .` registers as
+# a pytest plugin), for host_tests/test_pos_example.py and test_testkit.py.
+from understudy.pytest_plugin import terminal, understudy_config  # noqa: E402, F401
+from understudy.pytest_plugin import pytest_addoption as _understudy_options  # noqa: E402
+from understudy.pytest_plugin import pytest_configure  # noqa: E402, F401
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite golden transcripts with what the firmware answers now")
+    _understudy_options(parser)

@@ -1,77 +1,11 @@
 #!/usr/bin/env python3
-"""Run the terminal on this PC in the MicroPython unix port (`make run`).
-
-It runs the mpy-cross build (build/mpy, what boards run) under the board's
-heap budget, prints where every personality listens, and stops on Ctrl-C.
-"""
-import argparse
+"""`make run`: the same as `understudy run` (tools/understudy/run.py)."""
 import os
-import signal
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from understudy import paths
-from understudy.launch import Firmware, FirmwareError
-
-DEFAULT_HEAP = "256K"
-
-
-def parse(argv):
-    p = argparse.ArgumentParser(
-        prog="tools/run.py",
-        description="Start the Understudy payment terminal on the MicroPython unix port.",
-        epilog="Ctrl-C stops it.  Edit the config file while it runs: listener changes "
-        "apply within config_watch_s seconds, without a restart.",
-    )
-    p.add_argument("--config", metavar="PATH",
-                   help="config JSON (default: ./config.json if it exists, else built-in defaults)")
-    p.add_argument("--heap", metavar="SIZE", default=DEFAULT_HEAP,
-                   help="MicroPython heap, as -X heapsize takes it (default %s, the board budget)"
-                   % DEFAULT_HEAP)
-    p.add_argument("--state-dir", metavar="DIR", default=paths.STATE,
-                   help="where the journal and other flash files live (default: %s)"
-                   % os.path.relpath(paths.STATE))
-    p.add_argument("--flash", metavar="SIZE",
-                   help="keep the state in a littlefs image of this size (e.g. 64K) inside "
-                   "the state dir, as a board does (default: plain files)")
-    p.add_argument("--source", action="store_true",
-                   help="run the .py sources instead of build/mpy (needs --heap 256K or so: "
-                   "compiling on the fly costs RAM)")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    a = parse(argv)
-    config = a.config
-    if config is None and os.path.exists(os.path.join(paths.ROOT, "config.json")):
-        config = os.path.join(paths.ROOT, "config.json")
-    if config and not os.path.exists(config):
-        sys.exit("run: config file %s does not exist" % config)
-    root = paths.SOURCE if a.source else paths.MPY
-    fw = Firmware(root=root, heap=a.heap, config=config, state_dir=a.state_dir, echo=True,
-                  flash=a.flash)
-    asked = []
-    # Ctrl-C in a terminal reaches the firmware by itself (same process group)
-    # and it prints "stopped"; a signal sent to this launcher alone is passed on.
-    signal.signal(signal.SIGINT, lambda *_: asked.append(time.monotonic()))
-    signal.signal(signal.SIGTERM, lambda *_: asked.append(time.monotonic()))
-    try:
-        fw.start(timeout=30)
-    except FirmwareError as e:
-        sys.exit("run: %s" % e)
-    sent = False
-    while fw.alive():
-        time.sleep(0.1)
-        if asked and not sent and time.monotonic() - asked[0] > 0.5:
-            fw.proc.send_signal(signal.SIGINT)
-            sent = True
-        if asked and time.monotonic() - asked[0] > 5:
-            fw.kill()
-    code = fw.wait()
-    if code not in (0, -signal.SIGINT):
-        sys.exit("run: the firmware exited with status %d (output above)" % code)
-
+from understudy.cli import entry
 
 if __name__ == "__main__":
-    main()
+    sys.argv[1:1] = ["run"]
+    entry()

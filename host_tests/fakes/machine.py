@@ -64,3 +64,8 @@ class UART(io.IOBase):
     def deinit(self):
         if self.f:
             self.f.close()
+
+
+def reset():
+    """A hard reset: the process ends; host_tests/fake_board.py powers the board up again."""
+    raise SystemExit(0)

@@ -196,3 +196,22 @@ def test_lookup_by_reference_and_undelivered():
     assert term.journal.undelivered("p3") == [t]
     term.delivered(t)
     assert term.journal.undelivered("p3") == []
+
+
+def test_outcome_row_by_transaction_number_beats_the_amount():
+    # "#2": the second transaction is declined, whatever its amount (even .50)
+    term = _term(outcomes={"#2": "decline", "#3": "lost"})
+    first = _run(term.run(term.start("pay", 1250, 978, "test")))
+    second = _run(term.run(term.start("pay", 1250, 978, "test")))
+    third = _run(term.run(term.start("pay", 1201, 978, "test")))
+    fourth = _run(term.run(term.start("pay", 1250, 978, "test")))
+    assert (first.no, first.result) == (1, "approved")
+    assert (second.no, second.outcome, second.result) == (2, "decline", "declined")
+    assert (third.no, third.outcome, third.result, third.drop) == (3, "lost", "approved", True)
+    assert (fourth.no, fourth.result) == (4, "approved")
+
+
+def test_outcome_rows_by_number_are_checked():
+    cfg, problems = config.merge({"outcomes": {"#4": "telepathy", "#x": "decline", "7": "decline"}})
+    assert cfg["outcomes"]["#4"] == "approve" and "#x" not in cfg["outcomes"], cfg["outcomes"]
+    assert len(problems) == 3, problems  # a wrong outcome is replaced by approve, as in any row

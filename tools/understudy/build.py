@@ -3,6 +3,7 @@
 build/mpy/ gets boot.py and main.py as source (boards only run those two as
 .py) and every module of lib/ and firmware/ as .mpy.
 """
+import hashlib
 import os
 import shutil
 import subprocess
@@ -45,10 +46,32 @@ def build(out=paths.MPY, quiet=False):
         n += 1
         size += os.path.getsize(dst)
     with open(os.path.join(out, ".stamp"), "w") as f:
-        f.write("%d %d\n" % (n, size))
+        f.write("%d %d\n%s\n" % (n, size, digest()))
     if not quiet:
         print("mpy: %d modules, %.1f KB of .mpy in %s" % (n, size / 1024.0, os.path.relpath(out)))
     return n, size
+
+
+def digest():
+    """Of every source file: a build made from other sources is stale."""
+    h = hashlib.sha256()
+    for rel in list(paths.FIRMWARE_FILES) + list(sources()):
+        h.update(rel.encode())
+        with open(os.path.join(paths.ROOT, rel), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def ensure(out=paths.MPY):
+    """The .mpy build in out/, made (quietly) if missing or stale; returns out."""
+    try:
+        with open(os.path.join(out, ".stamp")) as f:
+            if f.read().split()[2:3] == [digest()]:
+                return out
+    except (OSError, IndexError):
+        pass
+    build(out, quiet=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ import sys
 import time
 
 from understudy import paths
-
-sys.path.insert(0, os.path.join(paths.ROOT, "lib"))
-from wire import records, records_reader
+from understudy.codecs import records, records_reader
 
 COLUMNS = ("no", "batch", "time", "op", "amount", "cur", "result", "reason", "auth", "card",
            "src", "ref", "delivered", "voided")
@@ -64,8 +62,8 @@ def _cell(t, c):
     return str(v)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="journal", description="Print a terminal's journal as a table.")
+def main(argv=None, prog="understudy journal"):
+    p = argparse.ArgumentParser(prog=prog, description="Print a terminal's journal as a table.")
     p.add_argument("path", nargs="?", default=os.path.join(paths.STATE, "journal.bin"),
                    help="journal file (default: state/journal.bin, what `make run` writes); "
                    "from a board: mpremote fs cp :state/journal.bin .")
@@ -74,7 +72,8 @@ def main(argv=None):
     try:
         txns, settlements, reader = read(a.path)
     except (OSError, ValueError) as e:
-        sys.exit("journal: %s" % e)
+        sys.stderr.write("%s: %s\n" % (prog, e))
+        return 1
     if a.json:
         for t in txns:
             print(json.dumps(t))

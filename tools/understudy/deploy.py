@@ -1,0 +1,236 @@
+"""`understudy deploy` (and `make deploy PORT=...`): the firmware onto a board.
+
+Steps, each reported: check the config with the firmware's own rules; build
+the .mpy tree (mpy-cross); find the board and ask its MicroPython which .mpy
+it reads (sys.implementation._mpy); copy the build, config.json and the TLS
+identity with mpremote; reset; read the REPL until the terminal says READY
+(or that Wi-Fi did not come up).  mpremote is always used with `resume`: it
+interrupts the running terminal (Ctrl-C) instead of soft-resetting the board.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from understudy import build, paths, tls
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def say(msg):
+    print("deploy: " + msg, flush=True)
+
+
+class Stop(Exception):
+    """Deployment stopped; the message says why and what to do."""
+
+
+def mpremote_exe():
+    here = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    return here if os.path.exists(here) else shutil.which("mpremote") or "mpremote"
+
+
+def mpremote(port, *args, timeout=120):
+    cmd = [mpremote_exe(), "connect", port, "resume"] + list(args)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise Stop("mpremote did not finish within %d s (%s): is the board busy? unplug it, plug it "
+                   "back, try again" % (timeout, " ".join(args[:2])))
+    if r.returncode:
+        tail = (r.stdout + r.stderr).strip().splitlines()[-3:]
+        raise Stop("mpremote %s failed: %s" % (" ".join(args[:2]), " / ".join(tail)))
+    return r.stdout
+
+
+def mpy_header(root):
+    """(version, sub-version, arch) of the build's .mpy files (byte 2 is
+    arch << 2 | sub-version; both 0 in a build without native code)."""
+    with open(os.path.join(root, "firmware", "app.mpy"), "rb") as f:
+        h = f.read(4)
+    return h[1], h[2] & 3, h[2] >> 2
+
+
+def compatible(board_mpy, build_ver):
+    """None if a board reporting sys.implementation._mpy = board_mpy loads
+    .mpy files of build_ver (version, sub-version, arch); else why not.
+    MicroPython's loader wants the same major version, and the same
+    sub-version and arch only for native code, which this build has none of."""
+    if board_mpy is None or board_mpy < 0:
+        return "its MicroPython is older than 1.12 (no sys.implementation._mpy)"
+    ver, sub, arch = board_mpy & 0xFF, (board_mpy >> 8) & 3, (board_mpy >> 10) & 15
+    need_ver, need_sub, need_arch = build_ver
+    if ver != need_ver:
+        return "it reads .mpy v%d, this build is v%d" % (ver, need_ver)
+    if need_arch and (sub, arch) != (need_sub, need_arch):
+        return "its native code is v%d.%d arch %d, this build's v%d.%d arch %d" % (
+            ver, sub, arch, need_ver, need_sub, need_arch)
+    return None
+
+
+def load_config(a):
+    cfg = {}
+    if a.config:
+        try:
+            with open(a.config) as f:
+                cfg = json.load(f)
+        except (OSError, ValueError) as e:
+            raise Stop("cannot read %s: %s" % (a.config, e))
+    if a.ssid is not None:
+        cfg.setdefault("wifi", {})["ssid"] = a.ssid
+    if a.password is not None:
+        cfg.setdefault("wifi", {})["password"] = a.password
+    for item in a.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise Stop("--set %r: write KEY=VALUE, e.g. --set listeners.concert-ip.port=8888" % item)
+        try:
+            v = json.loads(value)
+        except ValueError:
+            v = value
+        d = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = v
+    from understudy.testkit import firmware_config
+
+    _, problems = firmware_config().merge(cfg)
+    if problems:
+        raise Stop("the terminal would not take this config:\n  " + "\n  ".join(problems))
+    if not (cfg.get("wifi") or {}).get("ssid"):
+        say("note: no wifi.ssid: the TCP personalities will not be reachable (--ssid NAME)")
+    return cfg
+
+
+def find_port(port):
+    if "://" in port or os.path.exists(port):
+        return
+    try:
+        from serial.tools import list_ports
+
+        found = [p.device for p in list_ports.comports()]
+    except Exception:
+        found = []
+    hint = ("serial ports here: " + ", ".join(found)) if found else "no serial port is visible"
+    raise Stop("no device at %s: is the board plugged in (a USB data cable)?  %s" % (port, hint))
+
+
+def watch(port, wait):
+    """Read the board's REPL after the reset: (ready, wifi down line or None, lines)."""
+    import serial
+
+    lines, down, ready = [], None, False
+    deadline = time.monotonic() + wait
+    try:
+        s = serial.Serial(port, 115200, timeout=0.2)
+    except (serial.SerialException, OSError) as e:
+        raise Stop("cannot open %s after the reset: %s" % (port, e))
+    buf = b""
+    with s:
+        while time.monotonic() < deadline and not ready:
+            buf += s.read(256)
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace").strip("\r")
+                lines.append(line)
+                print("  board: " + line, flush=True)
+                if line.startswith("wifi down"):
+                    down = line
+                if line == "READY":
+                    ready = True
+    return ready, down, lines
+
+
+def deploy(a):
+    cfg = load_config(a)
+    say("config checked (%d top-level keys)" % len(cfg))
+    root = build.ensure()
+    with open(os.path.join(root, ".stamp")) as f:
+        n, size = f.read().split()[:2]
+    ver = mpy_header(root)
+    say("built %s modules, %.1f KB of .mpy v%d (bytecode only)" % (n, int(size) / 1024.0, ver[0]))
+    find_port(a.port)
+    say("asking the board on %s..." % a.port)
+    probe = "import sys; print('BOARD', sys.platform, getattr(sys.implementation, '_mpy', -1), sys.version)"
+    try:
+        out = mpremote(a.port, "exec", probe, timeout=30)
+    except Stop as e:
+        raise Stop("no MicroPython answers on %s (%s).  Is it the board's port, and is MicroPython "
+                   "flashed on it?" % (a.port, e))
+    words = [ln for ln in out.splitlines() if ln.startswith("BOARD ")]
+    if not words:
+        raise Stop("the board on %s did not answer the probe: %r" % (a.port, out[-200:]))
+    _, platform, mpy, version = words[0].split(" ", 3)
+    why = compatible(int(mpy), ver)
+    if why:
+        raise Stop("the board's MicroPython (%s, %s) cannot load this build: %s.  Flash MicroPython "
+                   "1.23 or newer (micropython.org/download), then deploy again" % (version, platform, why))
+    say("board: %s, %s, .mpy v%d: compatible" % (platform, version.split(";")[-1].strip(), int(mpy) & 255))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_file = os.path.join(tmp, "config.json")
+        with open(cfg_file, "w") as f:
+            json.dump(cfg, f, indent=1)
+        say("copying the firmware (%s)..." % ", ".join(paths.FIRMWARE_DIRS + paths.FIRMWARE_FILES))
+        args = []  # every destination named: `cp -r dir :` would spill dir's contents at the root
+        for d in paths.FIRMWARE_DIRS:
+            args += ["+", "fs", "cp", "-r", os.path.join(root, d), ":" + d]
+        for f in paths.FIRMWARE_FILES:
+            args += ["+", "fs", "cp", os.path.join(root, f), ":" + f]
+        args = args[1:]
+        mpremote(a.port, *args, timeout=600)
+        say("copying config.json")
+        mpremote(a.port, "fs", "cp", cfg_file, ":config.json")
+    if not a.no_tls:
+        tls.make(paths.TLS, a.tls_san, force=bool(a.tls_san))
+        say("copying the TLS certificate and key to :tls/")
+        mpremote(a.port, "exec", "import os\ntry:\n os.mkdir('tls')\nexcept OSError:\n pass")
+        mpremote(a.port, "fs", "cp", os.path.join(paths.TLS, "cert.der"), os.path.join(paths.TLS, "key.der"),
+                 ":tls/")
+    if a.no_reset:
+        say("done (not reset: --no-reset)")
+        return OK
+    say("resetting the board; its log follows")
+    mpremote(a.port, "reset", timeout=30)
+    ready, down, lines = watch(a.port, a.wait)
+    if not ready:
+        raise Stop("the terminal did not say READY within %g s (its log is above; `mpremote connect "
+                   "%s` shows it live)" % (a.wait, a.port))
+    if down:
+        say("the terminal is READY but Wi-Fi did not come up (%s).  Check wifi.ssid and "
+            "wifi.password (--ssid, --password); it keeps retrying" % down)
+        return FAILED
+    up = [ln for ln in lines if ln.startswith("wifi up")]
+    say("READY" + (" at %s" % up[-1].split()[-1] if up else ""))
+    return OK
+
+
+def main(argv=None, prog="understudy deploy"):
+    p = argparse.ArgumentParser(
+        prog=prog, description="Compile the firmware, copy it with its config and TLS identity to a "
+        "board with mpremote, reset it and wait for READY.",
+        epilog="Exit status: 0 READY, 1 failed (or READY without Wi-Fi), 2 usage.")
+    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0 "
+                   "(ESP32) or /dev/ttyACM0 (Pico W)")
+    p.add_argument("--config", help="a config.json to start from (default: built-in defaults)")
+    p.add_argument("--ssid", help="Wi-Fi network (wifi.ssid)")
+    p.add_argument("--password", help="Wi-Fi password (wifi.password)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. terminal_id=TILL-01, listeners.concert-ip.port=8888 "
+                   "(repeatable; VALUE is JSON, or text)")
+    p.add_argument("--tls-san", action="append", default=[], metavar="IP",
+                   help="make a new TLS certificate naming this address (the board's IP)")
+    p.add_argument("--no-tls", action="store_true", help="do not copy the TLS identity")
+    p.add_argument("--no-reset", action="store_true", help="copy only; do not reset the board")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for READY after the reset (default %(default)s)")
+    a = p.parse_args(argv)
+    try:
+        return deploy(a)
+    except Stop as e:
+        sys.stderr.write("deploy stopped: %s\n" % e)
+        return FAILED
