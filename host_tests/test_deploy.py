@@ -52,7 +52,7 @@ def test_deploy_to_a_board(tmp_path, wifi):
             assert r.returncode == 1
             assert "Wi-Fi did not come up" in r.stdout and "board: wifi down" in r.stdout
         booted = board.text().split("understudy 0.1.0 on esp32")[-1]  # mpremote's own probes before
-        assert "Traceback" not in booted and "READY" in booted
+        assert "Traceback" not in booted and "READY" in booted, booted
     finally:
         board.close()
 
