@@ -39,6 +39,21 @@ def peer_reset(st):
     return False
 
 
+# Nagle's algorithm holds a small write back until the peer acknowledges the
+# last one, and a register acknowledges late (40 ms on Linux, 200 ms on
+# Windows) when it has nothing to say: a P3 update or a message written in
+# pieces would wait that long.  Terminals answer at once.  (The constant is
+# the port's own: lwIP's differs from Linux's 1.)
+_NODELAY = getattr(socket, "TCP_NODELAY", 1)
+
+
+def nodelay(s):
+    try:
+        s.setsockopt(6, _NODELAY, 1)  # IPPROTO_TCP
+    except (OSError, TypeError):  # a port without the option: Nagle stays
+        pass
+
+
 async def close(s):
     try:
         s.close()
@@ -95,6 +110,7 @@ class TCPListener:
                 continue
             raw = s2  # a TLS socket that failed does not close the one it wraps
             try:
+                nodelay(s2)
                 if self.ssl is not None:
                     s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)
                 s2.setblocking(False)
@@ -120,6 +136,9 @@ class TCPListener:
                     h = self.handler = __import__(h, None, None, ["serve"]).serve
                 await h(self.app, self.name, st, ip)
             except OSError as e:  # the peer reset or vanished
+                log.event(self.name, "closed", ip, repr(e))
+            except MemoryError as e:  # a heap too small for this client now: it is dropped,
+                gc.collect()  # what was decided is in the journal (the register may ask)
                 log.event(self.name, "closed", ip, repr(e))
             except Exception as e:  # a bug: say so loudly
                 log.event(self.name, "error", ip, repr(e))
