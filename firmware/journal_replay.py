@@ -180,6 +180,7 @@ def compact(j):
         if last_s is not None:
             f.write(records.pack(last_s))
         seen = 0
+        j.refs[:] = bytes(len(j.refs))  # the filter holds what the new file holds
         for r in _read(j.path, records_reader.Reader()):
             k = r[0]
             if k == "B" and cutoff is None:
@@ -188,6 +189,8 @@ def compact(j):
                     cutoff = r[1]
             if cutoff is not None and (k == "S" or r[1] >= cutoff):
                 f.write(records.pack(r))
+                if k == "B":
+                    j.saw(r[8])
     os.rename(tmp, j.path)
     j.settled = min(settled, j.keep)
     j.f = open(j.path, "ab")

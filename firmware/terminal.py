@@ -85,8 +85,13 @@ class Terminal:
 
     async def run(self, t):
         """Run t to its end; never raises, never leaves the terminal busy."""
+        j = self.journal
+        mb = self.cfg["journal"]["max_batch"]
         try:
-            self.journal.begin(t)
+            if mb and j.in_batch >= mb:  # a full batch is collected first, as real terminals do
+                j.settle(clock.now())
+                log.event("core", "settled", "batch", j.batch - 1, "automatically: journal.max_batch")
+            j.begin(t)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
             await self._flow(t)
         except OSError as e:  # the journal cannot record it: refuse, approve nothing
@@ -153,10 +158,10 @@ class Terminal:
             fn(t)
 
     async def _wait(self, ms):
-        """Sleep ms unless woken (abort); returns the wake reason or None."""
-        if ms <= 0:
-            await asyncio.sleep_ms(0)
-        elif self._wake is None:
+        """Sleep ms unless woken (abort); returns the wake reason or None.
+        A zero wait does not even yield: nobody can act within it, and each
+        pass of the loop costs (on the unix port with a TLS client, 1 ms)."""
+        if ms > 0 and self._wake is None:
             try:
                 await asyncio.wait_for_ms(self._ev.wait(), ms)
             except asyncio.TimeoutError:
@@ -211,7 +216,8 @@ class Terminal:
         self._state(t, AUTH)
         ms = d["slow_auth_ms"] if o == "slow" else d["auth_ms"]
         host_ms = to["auth_s"] * 1000
-        await asyncio.sleep_ms(min(ms, host_ms))
+        if ms:
+            await asyncio.sleep_ms(min(ms, host_ms))
         if ms > host_ms or o == "host_error":
             t.result, t.reason = "error", "host"
         elif o in ("decline", "forbidden"):

@@ -8,8 +8,9 @@ from understudy.launch import micropython
 MP = os.path.join(os.path.dirname(__file__), "mp")
 
 
-def test_core_under_micropython():
-    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (MP, paths.ROOT, os.path.join(paths.ROOT, "lib")))
+def test_core_under_micropython(tmp_path):
+    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (MP, paths.ROOT, os.path.join(paths.ROOT, "lib")),
+               TMPDIR=str(tmp_path))
     r = subprocess.run([micropython(), "-X", "heapsize=1M", os.path.join(MP, "..", "mp_runner.py"),
                         "test_terminal"], env=env, capture_output=True, text=True, timeout=120,
                        stdin=subprocess.DEVNULL)

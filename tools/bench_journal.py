@@ -39,10 +39,10 @@ def pay(addr):
     assert b"AE00210" in data, data
 
 
-def run(n, journal=True, flash=None, state=None, timeout_ms=10000):
+def run(n, journal=True, flash=None, state=None, fsync=False):
     state = state or tempfile.mkdtemp(prefix="bench-")
     cfg = {"listeners": {"concert-ip": {"port": free_port()}}, "log": {"frames": False},
-           "journal": {"enabled": journal, "keep": 200}}
+           "journal": {"enabled": journal, "keep": 200, "fsync": fsync}}
     fw = Firmware(root=paths.MPY, heap="256K", config=cfg, state_dir=state, flash=flash).start()
     addr = fw.address("concert-ip")
     for _ in range(20):  # warm up
@@ -75,6 +75,7 @@ def main():
     print("measuring %d sequential Concert payments per configuration..." % a.n, file=sys.stderr)
     off, _, _ = run(a.n, journal=False)
     on, state, _ = run(a.n)
+    synced, _, _ = run(a.n, fsync=True)
     lfs, _, wear = run(a.n, flash="1024K")
     size = os.path.getsize(os.path.join(state, "journal.bin")) - 4
     per_txn = size / (a.n + 20)
@@ -85,6 +86,8 @@ def main():
     print("|---|---|")
     print("| time per payment, journal off (RAM) | %.2f ms |" % (off * 1000))
     print("| time per payment, journal in files | %.2f ms (x%.2f) |" % (on * 1000, on / off))
+    print("| time per payment, journal in files, journal.fsync | %.2f ms (x%.2f) |"
+          % (synced * 1000, synced / off))
     print("| time per payment, journal in littlefs image | %.2f ms (x%.2f) |" % (lfs * 1000, lfs / off))
     print("| journal bytes per payment (3 records) | %.0f |" % per_txn)
     if wear:

@@ -1,8 +1,8 @@
 """The board layer: what differs between a PC (unix port), an ESP32 and a Pico W.
 
 load() returns the module for this platform.  Each provides NAME,
-DEFAULT_HOST, CONFIG_PATH, STATE_DIR, TLS_DIR, setup(cfg), `async network_up(cfg)`,
-address() and led(on).
+DEFAULT_HOST, CONFIG_PATH, STATE_DIR, TLS_DIR, JOURNAL_FLUSH, setup(cfg),
+`async network_up(cfg)`, address() and led(on).
 """
 import sys
 

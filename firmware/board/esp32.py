@@ -5,6 +5,7 @@ from firmware.board import wlan
 
 NAME = "esp32"
 DEFAULT_HOST = "0.0.0.0"
+JOURNAL_FLUSH = True  # littlefs commits a record on flush
 CONFIG_PATH = "/config.json"
 STATE_DIR = "/state"
 TLS_DIR = "/tls"  # cert.der, key.der

@@ -21,6 +21,10 @@ if os.getenv("UNDERSTUDY_FLASH"):
 
     STATE_DIR = unix_flash.mount(os.getenv("UNDERSTUDY_FLASH"))
 TLS_DIR = os.getenv("UNDERSTUDY_TLS") or "build/tls"
+# a record written to a host file is the kernel's at once and survives the
+# process being killed; flushing (an fsync) only adds surviving the PC losing
+# power (journal.fsync).  littlefs keeps records cached until a flush.
+JOURNAL_FLUSH = bool(os.getenv("UNDERSTUDY_FLASH"))
 
 _c = os.getenv("UNDERSTUDY_CLOCK")
 if _c:
