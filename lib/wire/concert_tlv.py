@@ -22,13 +22,12 @@ def _head(buf, i):
     b = buf[i + 1]
     if not (65 <= a <= 90 and 65 <= b <= 90):
         raise TLVError("bad tag at offset %d" % i)
-    n = 0
-    for k in range(i + 2, i + 5):
-        c = buf[k] - 48
-        if not 0 <= c <= 9:
-            raise TLVError("bad length at offset %d" % i)
-        n = n * 10 + c
-    return chr(a) + chr(b), n
+    d0 = buf[i + 2] - 48
+    d1 = buf[i + 3] - 48
+    d2 = buf[i + 4] - 48
+    if not (0 <= d0 <= 9 and 0 <= d1 <= 9 and 0 <= d2 <= 9):
+        raise TLVError("bad length at offset %d" % i)
+    return bytes(buf[i:i + 2]).decode(), d0 * 100 + d1 * 10 + d2
 
 
 def scan(buf, end=None):
@@ -78,10 +77,12 @@ def _walk(buf, i, end, nested):
         else:
             if tag in out:
                 raise TLVError("%s repeated" % tag)
-            for k in range(v, v + n):
-                if not 32 <= buf[k] <= 127:
-                    raise TLVError("byte %d at offset %d is not ASCII text" % (buf[k], k))
-            out[tag] = bytes(buf[v:v + n]).decode()
+            raw = bytes(buf[v:v + n])
+            if min(raw) < 32 or max(raw) > 127:  # C loops, not a Python one per byte
+                for k in range(n):
+                    if not 32 <= raw[k] <= 127:
+                        raise TLVError("byte %d at offset %d is not ASCII text" % (raw[k], v + k))
+            out[tag] = raw.decode()
         i = v + n
     return out
 
@@ -102,10 +103,14 @@ def encode(pairs, _inner=False):
             value = encode(value, True)
         if not value:
             continue
-        if len(tag) != 2 or not ("A" <= tag[0] <= "Z" and "A" <= tag[1] <= "Z"):
+        t = tag.encode()
+        if len(t) != 2 or not (65 <= t[0] <= 90 and 65 <= t[1] <= 90):
             raise TLVError("bad tag %r" % tag)
-        if len(value) > 999:
-            raise TLVError("%s value too long (%d)" % (tag, len(value)))
-        out.append("%s%03d%s" % (tag, len(value), value))
+        n = len(value)
+        if n > 999:
+            raise TLVError("%s value too long (%d)" % (tag, n))
+        out.append(tag)
+        out.append("%03d" % n)
+        out.append(value)
     s = "".join(out)
     return s if _inner else s.encode()
