@@ -74,3 +74,45 @@ def test_mpy_compatibility_rule():
     assert "older than 1.12" in deploy.compatible(-1, build)
     native = (6, 3, 10)  # an xtensawin build would need the same sub-version and arch
     assert "native code" in deploy.compatible(6 | 3 << 8 | 4 << 10, native)
+
+
+def test_frozen_deploy_refused_when_the_board_has_no_frozen_firmware(tmp_path):
+    """--frozen on a board whose MicroPython lacks the frozen modules: stops
+    before touching its flash, and says what to do."""
+    board = FakeBoard(tmp_path / "flash")
+    try:
+        r = run("--port", board.port, "--frozen", "--no-reset", *LOCAL)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "has no Understudy frozen in" in r.stderr and "manifest.py" in r.stderr, r.stderr
+        assert not (tmp_path / "flash" / "config.json").exists()
+    finally:
+        board.close()
+
+
+FROZEN = os.environ.get("UNDERSTUDY_FROZEN_MICROPYTHON")
+
+
+@pytest.mark.skipif(not FROZEN, reason="needs a unix-port micropython built with manifest.py "
+                    "($UNDERSTUDY_FROZEN_MICROPYTHON)")
+def test_frozen_deploy_to_a_board_built_with_the_manifest(tmp_path, monkeypatch):
+    """A board whose MicroPython has the firmware frozen in: an old firmware/
+    on its flash is removed, only main.py, boot.py, config and TLS are
+    copied, and it boots from the frozen modules."""
+    monkeypatch.setenv("MICROPYTHON", FROZEN)
+    flash = tmp_path / "flash"
+    (flash / "firmware").mkdir(parents=True)
+    (flash / "firmware" / "app.py").write_text("raise SystemExit('the stale copy ran')\n")
+    board = FakeBoard(flash)
+    try:
+        from understudy.testkit import free_port
+
+        ports = ["--set", "listeners.concert-ip.port=%d" % free_port(),
+                 "--set", "listeners.synqpay.enabled=false", "--set", "listeners.synqpay-tls.enabled=false",
+                 "--set", "listeners.p3-tcp.enabled=false", "--set", "listeners.p3-ws.enabled=false"]
+        r = run("--port", board.port, "--frozen", "--no-tls", "--wait", "30", *LOCAL, *ports)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not (flash / "firmware").exists() and (flash / "main.py").exists()
+        booted = board.text().split("understudy 0.1.0 on esp32")[-1]
+        assert "Traceback" not in booted and "READY" in booted, booted
+    finally:
+        board.close()

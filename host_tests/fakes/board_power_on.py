@@ -13,9 +13,17 @@ def _exists(f):
         return False
 
 
+def _importable(name):  # from the flash, or frozen into the interpreter
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
 if _exists("boot.py"):
     exec(open("boot.py").read())
-if _exists("main.py") and _exists("firmware"):
+if _exists("main.py") and _importable("firmware"):
     import network
 
     import firmware.board

@@ -3,8 +3,9 @@
 Steps, each reported: check the config with the firmware's own rules; build
 the .mpy tree (mpy-cross); find the board and ask its MicroPython which .mpy
 it reads (sys.implementation._mpy); copy the build, config.json and the TLS
-identity with mpremote; reset; read the REPL until the terminal says READY
-(or that Wi-Fi did not come up).  mpremote is always used with `resume`: it
+identity with mpremote (with --frozen, only main.py, boot.py, config and TLS:
+the modules are in the board's MicroPython already); reset; read the REPL
+until the terminal says READY (or that Wi-Fi did not come up).  mpremote is always used with `resume`: it
 interrupts the running terminal (Ctrl-C) instead of soft-resetting the board.
 """
 import argparse
@@ -146,6 +147,35 @@ def watch(port, wait):
     return ready, down, lines
 
 
+# appended to the probe with --frozen: can the board import the firmware from
+# its frozen modules alone?
+FROZEN_PROBE = """
+p = sys.path[:]
+sys.path[:] = ['.frozen']
+try:
+    import firmware.app
+    print('FROZEN', 1)
+except ImportError:
+    print('FROZEN', 0)
+sys.path[:] = p
+"""
+REMOVE_TREES = """
+import os
+def rm(p):
+    try:
+        if os.stat(p)[0] & 0x4000:
+            for n in os.listdir(p):
+                rm(p + '/' + n)
+            os.rmdir(p)
+        else:
+            os.remove(p)
+    except OSError:
+        pass
+rm('firmware')
+rm('lib/wire')
+"""
+
+
 def deploy(a):
     cfg = load_config(a)
     say("config checked (%d top-level keys)" % len(cfg))
@@ -157,6 +187,8 @@ def deploy(a):
     find_port(a.port)
     say("asking the board on %s..." % a.port)
     probe = "import sys; print('BOARD', sys.platform, getattr(sys.implementation, '_mpy', -1), sys.version)"
+    if a.frozen:
+        probe += FROZEN_PROBE
     try:
         out = mpremote(a.port, "exec", probe, timeout=30)
     except Stop as e:
@@ -167,17 +199,27 @@ def deploy(a):
         raise Stop("the board on %s did not answer the probe: %r" % (a.port, out[-200:]))
     _, platform, mpy, version = words[0].split(" ", 3)
     why = compatible(int(mpy), ver)
-    if why:
+    if why and not a.frozen:  # frozen: no .mpy goes to the board
         raise Stop("the board's MicroPython (%s, %s) cannot load this build: %s.  Flash MicroPython "
                    "1.23 or newer (micropython.org/download), then deploy again" % (version, platform, why))
-    say("board: %s, %s, .mpy v%d: compatible" % (platform, version.split(";")[-1].strip(), int(mpy) & 255))
+    say("board: %s, %s, .mpy v%d%s" % (platform, version.split(";")[-1].strip(), int(mpy) & 255,
+                                       "" if why else ": compatible"))
+    if a.frozen:
+        if "FROZEN 1" not in out:
+            raise Stop("--frozen, but the board's MicroPython has no Understudy frozen in (`import "
+                       "firmware.app` fails from .frozen).  Build its firmware with manifest.py "
+                       "(README, \"Freezing the firmware\"), or deploy without --frozen")
+        say("the firmware is frozen into the board's MicroPython: removing firmware/ and lib/wire/ "
+            "from its flash (they would shadow it)")
+        mpremote(a.port, "exec", REMOVE_TREES)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file = os.path.join(tmp, "config.json")
         with open(cfg_file, "w") as f:
             json.dump(cfg, f, indent=1)
-        say("copying the firmware (%s)..." % ", ".join(paths.FIRMWARE_DIRS + paths.FIRMWARE_FILES))
+        dirs = () if a.frozen else paths.FIRMWARE_DIRS
+        say("copying the firmware (%s)..." % ", ".join(dirs + paths.FIRMWARE_FILES))
         args = []  # every destination named: `cp -r dir :` would spill dir's contents at the root
-        for d in paths.FIRMWARE_DIRS:
+        for d in dirs:
             args += ["+", "fs", "cp", "-r", os.path.join(root, d), ":" + d]
         for f in paths.FIRMWARE_FILES:
             args += ["+", "fs", "cp", os.path.join(root, f), ":" + f]
@@ -226,6 +268,10 @@ def main(argv=None, prog="understudy deploy"):
                    help="make a new TLS certificate naming this address (the board's IP)")
     p.add_argument("--no-tls", action="store_true", help="do not copy the TLS identity")
     p.add_argument("--no-reset", action="store_true", help="copy only; do not reset the board")
+    p.add_argument("--frozen", action="store_true",
+                   help="the board's MicroPython was built with Understudy frozen in (manifest.py): "
+                   "copy only main.py, boot.py, config and TLS, and remove an older firmware/ from "
+                   "its flash")
     p.add_argument("--wait", type=float, default=60.0,
                    help="seconds to wait for READY after the reset (default %(default)s)")
     a = p.parse_args(argv)
