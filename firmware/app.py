@@ -35,7 +35,8 @@ class App:
         self.cfg = cfg
         jc = cfg["journal"]
         path = board.STATE_DIR + "/journal.bin" if jc["enabled"] else None
-        journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"])
+        flush = board.JOURNAL_FLUSH or jc["fsync"]
+        journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"], flush)
         log.event("journal", "replayed" if path else "off", journal.report or "RAM only, lost at reboot")
         self.term = Terminal(cfg, journal)
         self.listeners = {}  # name -> (listener, its config)
@@ -152,4 +153,9 @@ def main():
     except KeyboardInterrupt:
         if _app is not None:
             _app.term.journal.close()  # littlefs commits what it caches
+            if _app.cfg["log"]["heap"]:  # fragmentation: the largest free block
+                import micropython
+
+                gc.collect()
+                micropython.mem_info()
         print("stopped")

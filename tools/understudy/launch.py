@@ -82,6 +82,7 @@ class Firmware:
         self.lines = []
         self.listeners = {}  # name -> (kind, where)
         self._cond = threading.Condition()
+        self._eof = True  # no process, no output to come
 
     def write_config(self, cfg):
         """Write the config in one step (the firmware may read it any time)."""
@@ -114,12 +115,16 @@ class Firmware:
             cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        self._eof = False
         self._thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self._thread.start()
         if not self.wait_for("READY", timeout):
             out = self.output()
+            code = self.proc.poll()
             self.kill()
-            raise FirmwareError("firmware did not get READY within %ss:\n%s" % (timeout, out))
+            why = ("exited (status %d) before READY" % code if code is not None
+                   else "did not get READY within %ss" % timeout)
+            raise FirmwareError("firmware %s:\n%s" % (why, out))
         return self
 
     def _pump(self, proc):
@@ -135,6 +140,7 @@ class Firmware:
                 self.lines.append(line)
                 self._cond.notify_all()
         with self._cond:
+            self._eof = True
             self._cond.notify_all()
 
     def wait_for(self, text, timeout=10, start=0):
@@ -151,7 +157,8 @@ class Firmware:
                 self._cond.wait(min(left, 0.2))
 
     def _pending(self):
-        return self.proc.stdout and not self.proc.stdout.closed
+        """Output may still come (the pump has not seen the end of it)."""
+        return not self._eof
 
     def address(self, name):
         """(host, port) of a TCP listener, from its `listening` line."""
