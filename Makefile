@@ -9,7 +9,7 @@ MPY    := build/mpy/.stamp
 TLS    := build/tls/cert.der
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
 
-.PHONY: setup run test mpy tls clean help package deploy
+.PHONY: setup run test mpy tls clean help package deploy bench
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
@@ -18,6 +18,7 @@ help:
 	@echo "make tls    the terminal's self-signed TLS certificate (build/tls, DER)"
 	@echo "make package  rewrite package.json (what mip installs on a board)"
 	@echo "make deploy PORT=/dev/ttyUSB0 [ARGS=\"--ssid NET --password PW\"]  flash a board (understudy deploy)"
+	@echo "make bench  measure speed and memory against an echo floor (docs/BENCHMARKS.md, ~5 min)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
 setup: $(SETUP)
@@ -44,6 +45,14 @@ deploy: $(MPY) $(TLS)
 
 test: $(MPY) $(TLS)
 	@$(BIN)/python -m pytest host_tests -n 2 $(PYTEST_ARGS)
+
+BENCH := $(VENV)/.bench-done
+
+$(BENCH): $(SETUP) requirements-bench.txt
+	@$(BIN)/pip install --quiet -r requirements-bench.txt && touch $@
+
+bench: $(MPY) $(TLS) $(BENCH)
+	@PYTHONPATH=tools $(BIN)/python -m understudy bench $(ARGS)
 
 clean:
 	rm -rf build state .pytest_cache

@@ -5,6 +5,7 @@
     understudy journal state/journal.bin
     understudy deploy --port /dev/ttyUSB0 --ssid shop --password ...
     understudy run
+    understudy bench
 """
 import argparse
 import sys
@@ -17,6 +18,7 @@ COMMANDS = (
     ("journal", "print a terminal's journal file as a table"),
     ("deploy", "compile the firmware and copy it, its config and TLS identity to a board"),
     ("run", "start the terminal on this PC in the MicroPython unix port"),
+    ("bench", "measure speed and memory against an echo floor; write docs/BENCHMARKS.md"),
 )
 
 
@@ -47,6 +49,8 @@ def main(argv=None):
         from understudy import journal as cli
     elif a.command == "deploy":
         from understudy import deploy as cli
+    elif a.command == "bench":
+        from understudy import bench as cli
     else:
         from understudy import run as cli
     return cli.main(rest, prog="understudy " + a.command)
