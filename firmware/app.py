@@ -158,4 +158,5 @@ def main():
 
                 gc.collect()
                 micropython.mem_info()
+            _app.board.stopped()
         print("stopped")

@@ -2,7 +2,7 @@
 
 load() returns the module for this platform.  Each provides NAME,
 DEFAULT_HOST, CONFIG_PATH, STATE_DIR, TLS_DIR, JOURNAL_FLUSH, setup(cfg),
-`async network_up(cfg)`, address() and led(on).
+`async network_up(cfg)`, address(), led(on) and stopped() (after Ctrl-C).
 """
 import sys
 

@@ -25,6 +25,10 @@ def setup(cfg):
         _pin = None
 
 
+def stopped():
+    pass
+
+
 def led(on):
     if _pin is not None:
         _pin.value(1 if bool(on) != _active_low else 0)

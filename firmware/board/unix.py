@@ -31,6 +31,11 @@ if _c:
     clock.fixed = int(_c)
 
 
+def stopped():
+    if os.getenv("UNDERSTUDY_FLASH"):
+        unix_flash.report()
+
+
 async def network_up(cfg):
     return DEFAULT_HOST
 
