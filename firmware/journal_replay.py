@@ -180,7 +180,9 @@ def compact(j):
         if last_s is not None:
             f.write(records.pack(last_s))
         seen = 0
-        j.refs[:] = bytes(len(j.refs))  # the filter holds what the new file holds
+        refs = j.refs  # the filter holds what the new file holds: cleared in place,
+        for i in range(len(refs)):  # as a 2 KB block may not be free after a long batch
+            refs[i] = 0
         for r in _read(j.path, records_reader.Reader()):
             k = r[0]
             if k == "B" and cutoff is None:
