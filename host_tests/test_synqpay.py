@@ -464,5 +464,8 @@ def test_heap_over_many_sales_and_reconnects(firmware, tmp_path, fw_root):
         assert json.loads(last[2])["result"]["result"] == "OK"
         j = fw.wait_for("heap=", 5, mark)
         heaps.append(int(fw.lines[j].rsplit("heap=", 1)[1]))
-    print("synqpay heap after 20 / 120 sales: %d / %d" % (heaps[19], heaps[-1]))
-    assert heaps[-1] - heaps[19] <= 1024, heaps
+    # a sample catches a link's buffers alive or not (2.5 KB either way), so
+    # compare floors: sales 10-19 and 110-119, both on a TCP link
+    early, late = min(heaps[10:20]), min(heaps[110:])
+    print("synqpay heap floor over sales 10-19 / 110-119: %d / %d" % (early, late))
+    assert late - early <= 1024, heaps
