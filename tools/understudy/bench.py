@@ -250,17 +250,18 @@ def personalities(n):
 
 def hammering(addr):
     """A register that pays again and again, mostly to hear "busy", until
-    stopped: (thread, stop event, [busy answers])."""
+    stopped or unanswered: (thread, stop event, [busy answers, error])."""
     stop = threading.Event()
-    busy = [0]
+    busy = [0, None]
 
     def run():
         while not stop.is_set():
             try:
                 busy[0] += tlv.decode(concert_once(addr)).get("AF") == "00"
-            except (OSError, tlv.TLVError):
+            except (OSError, tlv.TLVError) as e:
                 if not stop.is_set():
-                    raise
+                    busy[1] = "the hammering register got no answer: %s" % e
+                return
             stop.wait(0.01)
 
     th = threading.Thread(target=run, daemon=True)
@@ -276,7 +277,7 @@ def mixed_soak(rounds, heap=HEAP, log_heap=True):
     Returns (heap series, firmware output, busy answers, problems)."""
     fw = start({"log": {"heap": log_heap, "frames": False}, "delays": {"auth_ms": 2}}, heap=heap)
     th = stop = None
-    busy = [0]
+    busy = [0, None]
     problems = []
     try:
         p3t, p3w = P3(fw.address("p3-tcp"), False), P3(fw.address("p3-ws"), True)
@@ -302,6 +303,8 @@ def mixed_soak(rounds, heap=HEAP, log_heap=True):
         if stop is not None:
             stop.set()
             th.join(5)
+        if busy[1]:
+            problems.append(busy[1])
         out = fw.stop()
         problems += fw.problems()
         fw.cleanup()
@@ -316,7 +319,7 @@ def concert_soak(n, heap):
     fw = start({"listeners": {"p3-tcp": off, "p3-ws": off, "synqpay": off, "synqpay-tls": off,
                               "concert-serial": off, "synqpay-serial": off},
                 "log": {"frames": False}, "delays": {"auth_ms": 2}}, heap=heap)
-    th, stop, _ = hammering(fw.address("concert-ip"))
+    th, stop, hammer = hammering(fw.address("concert-ip"))
     problems = []
     try:
         for _ in range(n):
@@ -329,6 +332,8 @@ def concert_soak(n, heap):
     finally:
         stop.set()
         th.join(5)
+        if hammer[1]:
+            problems.append(hammer[1])
         fw.stop()
         problems += fw.problems()
         fw.cleanup()
