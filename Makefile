@@ -18,7 +18,7 @@ help:
 	@echo "make tls    the terminal's self-signed TLS certificate (build/tls, DER)"
 	@echo "make package  rewrite package.json (what mip installs on a board)"
 	@echo "make deploy PORT=/dev/ttyUSB0 [ARGS=\"--ssid NET --password PW\"]  flash a board (understudy deploy)"
-	@echo "make bench  measure speed and memory against an echo floor (docs/BENCHMARKS.md, ~5 min)"
+	@echo "make bench  measure speed and memory against an echo floor (docs/BENCHMARKS.md, ~1 min)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
 setup: $(SETUP)

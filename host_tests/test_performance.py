@@ -10,7 +10,7 @@ import os
 from understudy import bench, paths
 
 MPY_LIMIT = 100 * 1024  # the target for the whole build on flash
-MIXED_HEAP = "224K"  # x64 .mpy: the soak fits in 192K (bench), one step of margin
+MIXED_HEAP = "256K"  # the documented budget; `make bench` finds the smallest (224K on x64)
 LEAK_LIMIT = 1024  # bytes of live heap between transaction 100 and the last
 
 

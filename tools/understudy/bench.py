@@ -544,7 +544,7 @@ FIT_CONCERT = (24, 32, 48, 64, 80, 96, 128)
 def main(argv=None, prog="understudy bench"):
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__.split("\n")[0],
-        epilog="Takes about 5 minutes with the defaults.  $MICROPYTHON picks another unix-port "
+        epilog="Takes about a minute with the defaults.  $MICROPYTHON picks another unix-port "
         "binary (a 32-bit build, say).")
     p.add_argument("-n", type=int, default=500, help="transactions per personality (default 500)")
     p.add_argument("--rounds", type=int, default=200,
