@@ -6,7 +6,8 @@ Bounded: the head must come within timeouts.request_ms and be at most 2 KB
 most _WRITE_MS for the client.  State-changing calls need `Authorization:
 Bearer <web.token>` (no token set: only a loopback client may); reads are
 open unless web.open_reads is false.  Imported when the first client
-connects; the live trace it shows is kept by firmware/trace.py.
+connects (its rarer calls live in firmware/web_admin.py, borrowed per
+request); the live trace it shows is kept by firmware/trace.py.
 """
 import asyncio
 import json
@@ -26,9 +27,9 @@ _RESULT = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "CANCELL
 _SCREEN = {"wait_card": "PRESENT CARD", "card_read": "CARD READ", "wait_continue": "PLEASE WAIT",
            "pin": "ENTER PIN", "auth": "AUTHORISING...", "signature": "SIGNATURE?"}
 _PROFILES = ("chip", "contactless", "magstripe")
-_SECRETS = (("web", "token"), ("wifi", "password"), ("p3", "merchant_secret"),
-            ("synqpay", "otp"), ("synqpay", "api_key"))
-# path -> (methods, handler name); GET is a read, anything else changes state
+# path -> (methods, handler name); GET is a read, anything else changes state.
+# Handlers are _<name> here, or in firmware/web_admin.py for the names in _ADMIN.
+_ADMIN = ("transactions", "last", "receipt", "queue", "config", "delay", "mode", "reset")
 _ROUTES = {
     "/": ("GET", "page"),
     "/index.html": ("GET", "page"),
@@ -156,8 +157,16 @@ async def serve(app, name, s, ip):
                 raise _Answer(400, "Bad Request", "the body is not JSON")
             if not isinstance(body, dict):
                 raise _Answer(400, "Bad Request", "the body must be a JSON object")
-        h = globals()["_" + route[1]]
-        out = await h(app, name, s, method, q, body, headers)
+        what = route[1]
+        if what in _ADMIN:  # borrowed for this request only
+            had, mod = borrow("firmware.web_admin")
+            try:
+                out = await getattr(mod, "_" + what)(app, name, s, method, q, body, headers)
+            finally:
+                mod = None
+                drop("firmware.web_admin", had)
+        else:
+            out = await globals()["_" + what](app, name, s, method, q, body, headers)
         if out is not None:
             await _json(s, 200, out)
         if write:
@@ -238,40 +247,9 @@ async def _state(app, name, s, method, q, body, headers):
     return _status(app)
 
 
-async def _transactions(app, name, s, method, q, body, headers):
-    """The newest n (default 50) transactions of the journal, oldest first."""
-    j = app.term.journal
-    n = max(1, min(_int(q.get("n"), 50), 200))
-    first = j.next_no - n
-
-    def want(t):
-        return t.no >= first
-
-    return {"transactions": [_txn(t) for t in j.history(want)]}
-
-
-async def _last(app, name, s, method, q, body, headers):
-    last = app.trace.last if app.trace else {}
-    return {src: {"request": p[0], "answer": p[1]} for src, p in last.items()}
-
-
 async def _trace(app, name, s, method, q, body, headers):
     tr = app.trace
     return {"seq": tr.seq, "lines": tr.since(_int(q.get("since"), 0))}
-
-
-async def _receipt(app, name, s, method, q, body, headers):
-    j = app.term.journal
-    no = _int(q.get("no"), 0)
-    t = j.get(no) if no else j.last()
-    if t is None or t.result is None:
-        raise _Answer(404, "Not Found", "no such finished transaction")
-    had, receipt = borrow("firmware.receipt")
-    try:
-        text = receipt.transaction(t, app.cfg, q.get("copy") == "merchant")
-    finally:
-        drop("firmware.receipt", had)
-    return {"no": t.no, "text": text}
 
 
 async def _page(app, name, s, method, q, body, headers):
@@ -399,118 +377,3 @@ async def _remove(app, name, s, method, q, body, headers):
     return _status(app)
 
 
-# ---- the tester ------------------------------------------------------------
-
-
-def _outcomes():
-    had, config = borrow("firmware.config")
-    names = config.OUTCOMES
-    drop("firmware.config", had)
-    return names
-
-
-async def _queue(app, name, s, method, q, body, headers):
-    term = app.term
-    if method == "DELETE":
-        term.queue = []
-    elif method == "POST":
-        got = body.get("outcomes")
-        names = _outcomes()
-        if not isinstance(got, list) or [o for o in got if o not in names]:
-            raise _Answer(400, "Bad Request", "outcomes: a list of " + ", ".join(names))
-        if body.get("replace"):
-            term.queue = []
-        term.queue.extend(got)
-    return {"queue": term.queue, "next": term.journal.next_no}
-
-
-async def _delay(app, name, s, method, q, body, headers):
-    v = body.get("auth_ms")
-    if v is not None and not (isinstance(v, int) and 0 <= v <= 600000):
-        raise _Answer(400, "Bad Request", "auth_ms: 0..600000, or null for delays.auth_ms")
-    app.term.auth_ms = v
-    return _status(app)
-
-
-async def _mode(app, name, s, method, q, body, headers):
-    m = body.get("mode")
-    if m not in ("auto", "interactive"):
-        raise _Answer(400, "Bad Request", "mode: auto or interactive")
-    app.term.mode = m
-    if app.trace:
-        app.trace.kick()
-    return _status(app)
-
-
-async def _reset(app, name, s, method, q, body, headers):
-    term = app.term
-    term.act("cancel")
-    term.queue = []
-    term.auth_ms = None
-    term.mode = app.cfg["web"]["mode"]
-    term.card_in = False
-    _dismiss(app)
-    if app.trace:
-        app.trace.kick()
-    return _status(app)
-
-
-# ---- config ------------------------------------------------------------------
-
-
-def _masked(cfg):
-    out = dict(cfg)
-    for sec, key in _SECRETS:
-        if out[sec][key]:
-            out[sec] = dict(out[sec])
-            out[sec][key] = "***"
-    return out
-
-
-def _patch(base, extra):
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _patch(base[k], v)
-        else:
-            base[k] = v
-
-
-async def _config(app, name, s, method, q, body, headers):
-    if method == "PUT":
-        await _put_config(app, body, [k for k in q.get("replace", "").split(",") if k])
-    return _masked(app.cfg)
-
-
-async def _put_config(app, patch, replace):
-    """Merge the patch into the config file (the top-level sections named in
-    replace are written as given), check it with the firmware's
-    own rules, write it (atomically) and apply it as the file watcher does:
-    listeners whose settings changed restart, the rest applies to the next
-    transaction."""
-    from firmware import app as appmod
-
-    path = app.board.CONFIG_PATH
-    try:
-        with open(path) as f:  # noqa: ASYNC230
-            user = json.load(f)
-    except (OSError, ValueError):
-        user = {}
-    if not isinstance(user, dict):
-        user = {}
-    for k in replace:
-        user.pop(k, None)
-    _patch(user, patch)
-    had, config = borrow("firmware.config")
-    try:
-        cfg, problems = config.merge(user)
-    finally:
-        drop("firmware.config", had)
-    if problems:
-        raise _Answer(400, "Bad Request", "; ".join(problems))
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:  # noqa: ASYNC230
-        json.dump(user, f)
-    os.rename(tmp, path)
-    app.seen = appmod._signature(path)  # the file watcher must not apply it again
-    log.event("config", "reloaded", path, "(PUT /api/config)")
-    await app.apply(cfg)
