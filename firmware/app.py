@@ -98,21 +98,18 @@ class App:
             await asyncio.sleep_ms(20)
         self._applying = True
         try:
-            await self._apply(cfg)
+            old = self.cfg
+            self.cfg = cfg
+            self.term.cfg = cfg
+            log.frames = cfg["log"]["frames"]
+            if cfg["web"]["mode"] != old["web"]["mode"]:
+                self.term.mode = cfg["web"]["mode"]
+            for name, kind, module in PERSONALITIES + (WEB,):
+                if self._lc(name, cfg) != self._lc(name, old):
+                    await self.stop_listener(name)
+                    await self.start_listener(name, kind, module)
         finally:
             self._applying = False
-
-    async def _apply(self, cfg):
-        old = self.cfg
-        self.cfg = cfg
-        self.term.cfg = cfg
-        log.frames = cfg["log"]["frames"]
-        if cfg["web"]["mode"] != old["web"]["mode"]:
-            self.term.mode = cfg["web"]["mode"]
-        for name, kind, module in PERSONALITIES + (WEB,):
-            if self._lc(name, cfg) != self._lc(name, old):
-                await self.stop_listener(name)
-                await self.start_listener(name, kind, module)
 
 
 def _signature(path):

@@ -200,13 +200,6 @@ class Journal:
             return self._cold("scan", want, True, True)
         return [t for t in self.recent if t.batch == self.batch and want(t)]
 
-    def history(self, want):
-        """Every decided transaction, of any batch still in the file, for
-        which want(t) holds, oldest first (bound want: each is a Txn in RAM)."""
-        if self.path:
-            return self._cold("scan", want, False, True)
-        return [t for t in self.recent if t.result and want(t)]
-
     def find(self, want):
         """Newest transaction of the open batch for which want(t) holds."""
         return self._find(want, True)

@@ -30,8 +30,6 @@ SIGNATURE = "signature"  # t.hold has "signature" and the outcome asks for one
 DONE = "done"
 _WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
 _ABORTABLE = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
-_ACT = {"abort": _ABORTABLE, "card": (WAIT_CARD,), "pin": (PIN,), "confirm": (PIN,),
-        "continue": (WAIT_CONTINUE,), "signed": (SIGNATURE,), "unsigned": (SIGNATURE,)}
 
 # results: approved, declined, cancelled, timeout, error (with a reason)
 
@@ -140,8 +138,8 @@ class Terminal:
         key: the right PIN) while the PIN is.
         Returns False when nothing is waiting for it."""
         t = self.current
-        need = _ACT.get(what)
-        if t is None or t.state not in (need or _WAITING):
+        if t is None or t.state not in (_ABORTABLE if what == "abort" else (WAIT_CARD,) if what == "card"
+                                        else (PIN,) if what in ("pin", "confirm") else _WAITING):
             return False
         self._wake = what
         self.wake_data = data

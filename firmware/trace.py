@@ -1,10 +1,11 @@
 """The live trace behind the web page: the newest log lines in a small ring.
 
-Resident once the web listener starts (before any page is open), so the
-page shows what happened before it was opened.  It keeps the lines log.py
-already made (cut to MAX characters), the last frame each way per
-personality, and wakes whoever waits for news (the page's event stream).
-Bounded: `web.trace` lines, whatever the traffic.
+Made when the web listener starts; it records from the first HTTP request
+on (`on`), so a terminal nobody watches keeps no lines (and its heap does
+not carry their varying sizes).  It keeps the lines log.py already made
+(cut to MAX characters), the last frame each way per personality, and
+wakes whoever waits for news (the page's event stream).  Bounded:
+`web.trace` lines, whatever the traffic.
 """
 import asyncio
 
@@ -20,12 +21,15 @@ class Trace:
         self.ring = [None] * self.size  # type: list  # (seq, line)
         self.seq = 0  # number of the newest line
         self.last = {}  # source -> [newest rx line, newest tx line]
+        self.on = False  # recording: set by the first HTTP request
         self.news = 0  # counts changes: lines and transaction states
         self._ev = None  # set on news; made only while someone waits
         log.watch(self.on_log)
         app.term.watchers.append(self.on_txn)
 
     def on_log(self, source, what, line):
+        if not self.on:
+            return
         if len(line) > MAX:
             line = line[:MAX] + "..."
         self.seq += 1

@@ -130,6 +130,7 @@ def _authorized(app, headers, ip, q):
 
 
 async def serve(app, name, s, ip):
+    app.trace.on = True  # somebody watches: the trace records from now on
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
     try:

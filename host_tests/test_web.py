@@ -1,7 +1,9 @@
 """The web page and HTTP control API, end to end: the firmware in the unix
 port, real HTTP over real sockets (docs/CONTROL.md)."""
+import glob
 import gzip
 import json
+import os
 import socket
 import threading
 import time
@@ -10,6 +12,7 @@ import pytest
 
 from concert_client import exchange, odoo
 from conftest import quiet_port
+from golden import Transcript
 from p3_client import connect
 from web_client import TOKEN, addr, get, ok, post, raw, request, split
 from wire import concert_tlv as tlv
@@ -329,3 +332,34 @@ def _stream_status(fw):
         return int(s.recv(12).split()[1])
     finally:
         s.close()
+
+
+GOLDEN = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "golden", "web", "*.txt")))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[os.path.basename(p)[:-4] for p in GOLDEN])
+def test_golden(firmware, path, request):
+    t = Transcript(path)
+    fw = firmware(t.config)
+    got = []
+    for pieces, _, _ in t.exchanges:
+        s = socket.create_connection(addr(fw), timeout=5)
+        try:
+            for i, p in enumerate(pieces):
+                if i:
+                    time.sleep(0.05)
+                s.sendall(p)
+            buf = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        finally:
+            s.close()
+        got.append(buf)
+    if request.config.getoption("--update-goldens"):
+        t.update(got)
+        pytest.skip("golden rewritten")
+    for (pieces, expected, _), answer in zip(t.exchanges, got):
+        assert answer == expected, "request %r" % pieces
