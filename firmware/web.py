@@ -148,7 +148,8 @@ async def serve(app, name, s, ip):
         body = None
         if write:
             body = await _read_body(s, headers, early, app.cfg["web"]["max_body"], ms)
-        if (write or not app.cfg["web"]["open_reads"]) and not _authorized(app, headers, ip, q):
+        private = write or not (app.cfg["web"]["open_reads"] or route[1] == "page")  # the page holds no data
+        if private and not _authorized(app, headers, ip, q):
             log.event(name, "refused", ip, method, path, "401 wrong or missing token")
             raise http.HTTPError(401, "Unauthorized", (("WWW-Authenticate", "Bearer"),))
         if body is not None:

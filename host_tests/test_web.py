@@ -102,7 +102,10 @@ def test_token_refused_and_logged(firmware):
 def test_reads_can_need_the_token(firmware):
     fw = firmware({"web": {"token": TOKEN, "open_reads": False}})
     assert get(fw, "/api/state", token=None)[0] == 401
+    assert get(fw, "/api/events", token=None)[0] == 401
     assert get(fw, "/api/state")[0] == 200
+    assert get(fw, "/api/state?token=" + TOKEN, token=None)[0] == 200  # what the page's event stream does
+    assert get(fw, "/", token=None)[0] == 200  # the page itself holds no data
 
 
 def test_bad_requests(firmware):
