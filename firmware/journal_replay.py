@@ -180,7 +180,13 @@ def compact(j):
         if last_s is not None:
             f.write(records.pack(last_s))
         seen = 0
-        j.refs[:] = bytes(len(j.refs))  # the filter holds what the new file holds
+        # the filter holds what the new file holds: zeroed in place, 64 bytes
+        # at a time (a 2 KB block of zeros may not be found in a fragmented heap)
+        zero = bytes(64)
+        mv = memoryview(j.refs)
+        for i in range(0, len(j.refs), 64):
+            mv[i:i + 64] = zero
+        mv = None
         for r in _read(j.path, records_reader.Reader()):
             k = r[0]
             if k == "B" and cutoff is None:
