@@ -186,7 +186,6 @@ def compact(j):
         mv = memoryview(j.refs)
         for i in range(0, len(j.refs), 64):
             mv[i:i + 64] = zero
-        mv = None
         for r in _read(j.path, records_reader.Reader()):
             k = r[0]
             if k == "B" and cutoff is None:
