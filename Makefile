@@ -44,6 +44,7 @@ deploy: $(MPY) $(TLS)
 	@PYTHONPATH=tools $(BIN)/python -m understudy deploy --port $(PORT) $(ARGS)
 
 test: $(MPY) $(TLS)
+	@$(BIN)/python tools/setup_browser.py
 	@$(BIN)/python -m pytest host_tests -n 2 $(PYTEST_ARGS)
 
 BENCH := $(VENV)/.bench-done

@@ -27,6 +27,8 @@ PERSONALITIES = (
     ("p3-tcp", "tcp", "firmware.p3_tcp"),
     ("p3-ws", "ws", "firmware.p3_ws"),
 )
+# the web page and control API: its settings are the `web` section
+WEB = ("web", "http", "firmware.web")
 
 
 class App:
@@ -39,10 +41,18 @@ class App:
         journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"], flush)
         log.event("journal", "replayed" if path else "off", journal.report or "RAM only, lost at reboot")
         self.term = Terminal(cfg, journal)
+        self.term.mode = cfg["web"]["mode"]
         self.listeners = {}  # name -> (listener, its config)
+        self.trace = None  # firmware.trace.Trace once the web listener starts
+        self.seen = None  # CRC of the config file last loaded
+        self._applying = False  # one apply at a time: the file watcher, PUT /api/config
+
+    def _lc(self, name, cfg=None):
+        cfg = cfg or self.cfg
+        return cfg["web"] if name == "web" else cfg["listeners"][name]
 
     async def start_listener(self, name, kind, module):
-        lc = self.cfg["listeners"][name]
+        lc = self._lc(name)
         if not lc["enabled"]:
             return
         try:
@@ -60,6 +70,14 @@ class App:
             from firmware import uart
 
             return uart.UARTListener(self, name, module)
+        if kind == "http":
+            from firmware import tcp, trace
+
+            if self.trace is None:
+                self.trace = trace.Trace(self)
+            lst = tcp.TCPListener(self, name, module)
+            lst.kind = kind
+            return lst
         if kind in ("tcp", "tls", "ws"):
             from firmware import tcp
 
@@ -76,14 +94,22 @@ class App:
 
     async def apply(self, cfg):
         """Take a new config live; restart only the listeners that changed."""
-        old = self.cfg
-        self.cfg = cfg
-        self.term.cfg = cfg
-        log.frames = cfg["log"]["frames"]
-        for name, kind, module in PERSONALITIES:
-            if cfg["listeners"][name] != old["listeners"][name]:
-                await self.stop_listener(name)
-                await self.start_listener(name, kind, module)
+        while self._applying:  # (asyncio.Lock would cost its module's RAM)
+            await asyncio.sleep_ms(20)
+        self._applying = True
+        try:
+            old = self.cfg
+            self.cfg = cfg
+            self.term.cfg = cfg
+            log.frames = cfg["log"]["frames"]
+            if cfg["web"]["mode"] != old["web"]["mode"]:
+                self.term.mode = cfg["web"]["mode"]
+            for name, kind, module in PERSONALITIES + (WEB,):
+                if self._lc(name, cfg) != self._lc(name, old):
+                    await self.stop_listener(name)
+                    await self.start_listener(name, kind, module)
+        finally:
+            self._applying = False
 
 
 def _signature(path):
@@ -107,14 +133,15 @@ def load_config(path, running=None):
     return cfg
 
 
-async def _watch_config(app, path, seen):
-    """Reload the config when the file changes (seen: the CRC of the one loaded)."""
+async def _watch_config(app, path):
+    """Reload the config when the file changes (app.seen: the CRC of the one
+    loaded; the control API's PUT /api/config writes the file and sets it)."""
     while app.cfg["config_watch_s"]:
         await asyncio.sleep(app.cfg["config_watch_s"])
         now = _signature(path)
-        if now == seen:
+        if now == app.seen:
             continue
-        seen = now
+        app.seen = now
         log.event("config", "reloaded", path)
         cfg = load_config(path, app.cfg)
         if cfg is not app.cfg:
@@ -131,15 +158,16 @@ async def _main():
     board.setup(cfg)
     global _app
     app = _app = App(board, cfg)
+    app.seen = seen
     await board.network_up(cfg)
-    for name, kind, module in PERSONALITIES:
+    for name, kind, module in PERSONALITIES + (WEB,):
         await app.start_listener(name, kind, module)
     if cfg["log"]["heap"]:
         gc.collect()
         log.event("app", "heap", "alloc=%d" % gc.mem_alloc())
     print("READY")
     board.led(True)
-    await _watch_config(app, board.CONFIG_PATH, seen)
+    await _watch_config(app, board.CONFIG_PATH)
     while True:
         await asyncio.sleep(3600)
 

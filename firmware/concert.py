@@ -25,6 +25,7 @@ _AF = {
     "forbidden": "05",
     "cancel": "06",
     "no_card": "08",
+    "no_pin": "08",
     "host": "07",
     "journal": "07",
     "interrupted": "07",

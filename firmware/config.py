@@ -78,6 +78,7 @@ DEFAULTS = {
         "mode": "chip",
         "expiry": "2812",
         "aid": "A0000000421010",
+        "pin": "1234",
     },
     "concert": {"version": "echo", "zero_amount_on_cancel": False, "max_request": 2048},
     "synqpay": {
@@ -108,6 +109,9 @@ DEFAULTS = {
     "log": {"frames": True, "heap": False},
     "board": {"led": -1, "led_active_low": False},
     "wifi": {"ssid": "", "password": "", "hostname": "understudy", "connect_s": 20, "retry_s": 30},
+    # the web page and control API (docs/CONTROL.md); token "": only loopback may change state
+    "web": {"enabled": True, "host": "", "port": 8088, "max_clients": 4, "token": "",
+            "open_reads": True, "mode": "auto", "events": 2, "trace": 24, "max_body": 4096},
     "config_watch_s": 2,
 }
 
@@ -191,6 +195,14 @@ RULES = {
     "wifi.connect_s": (1, 600),
     "wifi.retry_s": (1, 3600),
     "config_watch_s": (0, 3600),
+    "card.pin": (_digits(4, 12), "4 to 12 digits"),
+    "web.port": _PORT,
+    "web.max_clients": (1, 16),
+    "web.token": (lambda v: len(v) <= 64 and " " not in v, "up to 64 characters, no space"),
+    "web.mode": ("auto", "interactive"),
+    "web.events": (0, 8),
+    "web.trace": (4, 256),
+    "web.max_body": (256, 65536),
 }
 
 

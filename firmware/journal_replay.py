@@ -180,9 +180,12 @@ def compact(j):
         if last_s is not None:
             f.write(records.pack(last_s))
         seen = 0
-        refs = j.refs  # the filter holds what the new file holds: cleared in place,
-        for i in range(len(refs)):  # as a 2 KB block may not be free after a long batch
-            refs[i] = 0
+        # the filter holds what the new file holds: zeroed in place, 64 bytes
+        # at a time (a 2 KB block of zeros may not be found in a fragmented heap)
+        zero = bytes(64)
+        mv = memoryview(j.refs)
+        for i in range(0, len(j.refs), 64):
+            mv[i:i + 64] = zero
         for r in _read(j.path, records_reader.Reader()):
             k = r[0]
             if k == "B" and cutoff is None:

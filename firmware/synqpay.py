@@ -32,7 +32,7 @@ _EVENTS = {"wait_card": "WAITING_FOR_CARD", "card_read": "CARD_DETECTED",
 # TxResult `result` by the core's reason (approved is OK)
 _RESULT = {"decline": "HOST_ERROR", "signature": "HOST_ERROR", "pin": "SMART_CARD_ERROR",
            "forbidden": "CARD_NOT_ALLOWED", "cancel": "CANCELED", "abort": "CANCELED",
-           "no_card": "TIMEOUT", "no_continue": "TIMEOUT", "host": "NETWORK_ERROR"}
+           "no_card": "TIMEOUT", "no_pin": "TIMEOUT", "no_continue": "TIMEOUT", "host": "NETWORK_ERROR"}
 _MODES = {"chip": "EMV", "contactless": "CONTACTLESS", "magstripe": "MAGNETIC"}
 
 

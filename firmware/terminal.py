@@ -7,8 +7,9 @@ has a time-out.  While it waits (card, PIN, continue, signature), act()
 lets the register or the cardholder step in: abort, continue, sign...
 Results are protocol-neutral; adapters map them to their codes.
 
-Outcome names (the `outcomes` config table, by the amount's last 2 digits,
-or "#<n>" for transaction number n, which wins over the amount):
+Outcome names: the runtime queue (`queue`, filled by the control API) comes
+first, then the `outcomes` config table: "#<n>" for transaction number n,
+then the amount's last 2 digits:
 approve, decline, cancel, no_card, pin_blocked, slow, currency, lost,
 forbidden, host_error, signature (see the README for what each does).
 """
@@ -68,6 +69,11 @@ class Terminal:
         self._ev = asyncio.Event()
         self._wake = None
         self.wake_data = None  # what came with the last act()
+        self.queue = []  # outcomes of the next transactions, whatever their amounts
+        self.mode = "auto"  # or "interactive": the cardholder acts (act "card", "pin")
+        self.auth_ms = None  # overrides delays.auth_ms when set
+        self.card_in = False  # a chip card left in the reader after the transaction
+        self.note = None  # a passing message for the screen ("wrong PIN")
 
     def start(self, op, amount, cur, src, ref=None, orig=None, data=None, outcome=None):
         """Claim the terminal for a new transaction, or raise Busy at once."""
@@ -77,10 +83,13 @@ class Terminal:
         t = self.current = Txn(op, amount, cur, src, ref, orig, data)
         rules = self.cfg["outcomes"]
         # a row for this transaction's number ("#7") beats the amount's row
+        if not outcome and self.queue:
+            outcome = self.queue.pop(0)
         t.outcome = (outcome or rules.get("#%d" % self.journal.next_no)
                      or rules.get("%02d" % (amount % 100)) or rules["default"])
         self._wake = None
         self._ev.clear()
+        self.note = None
         return t
 
     async def run(self, t):
@@ -123,10 +132,14 @@ class Terminal:
         """Someone steps in while the transaction waits: "abort" (the register;
         before authorisation, or while the signature is awaited: the
         authorisation is then dropped), "cancel" (the cardholder's red button),
-        "continue" (data: e.g. {"amount": 900}), "signed", "unsigned".
+        "continue" (data: e.g. {"amount": 900}), "signed", "unsigned"; the
+        cardholder: "card" (data: {"profile": "chip", "brand": "VISA"}) while
+        a card is awaited, "pin" (data: {"ok": bool}) or "confirm" (the green
+        key: the right PIN) while the PIN is.
         Returns False when nothing is waiting for it."""
         t = self.current
-        if t is None or t.state not in (_ABORTABLE if what == "abort" else _WAITING):
+        if t is None or t.state not in (_ABORTABLE if what == "abort" else (WAIT_CARD,) if what == "card"
+                                        else (PIN,) if what in ("pin", "confirm") else _WAITING):
             return False
         self._wake = what
         self.wake_data = data
@@ -185,14 +198,24 @@ class Terminal:
         if t.op not in ("void", "capture") and not (t.op == "refund" and t.orig):
             self._state(t, WAIT_CARD)
             card_ms = to["card_s"] * 1000
-            w = await self._wait(card_ms if o == "no_card" else min(d["card_ms"], card_ms))
-            if w or o in ("no_card", "cancel"):
+            inter = self.mode == "interactive"
+            w = await self._wait(card_ms if o == "no_card" or inter else min(d["card_ms"], card_ms))
+            card = None
+            if w == "card":  # presented on the page or through the API
+                card, w = self.wake_data or {}, None
+            elif w is None and inter:
+                o = "no_card"  # nobody presented one in time
+            if w or (card is None and o in ("no_card", "cancel")):
                 t.result = "cancelled" if w or o == "cancel" else "timeout"
                 t.reason = w or o
                 return
             c = cfg["card"]
             t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
             t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
+            if card:
+                t.mode = card.get("profile") or t.mode
+                t.brand = card.get("brand") or t.brand
+            self.card_in = inter and t.mode == "chip"  # auto mode: taken out at once
             self._state(t, CARD_READ)
             if "card" in t.hold:  # the register looks at the card first
                 self._state(t, WAIT_CONTINUE)
@@ -205,16 +228,22 @@ class Terminal:
                     t.amount = self.wake_data["amount"]
             if o == "pin_blocked" or (t.mode == "chip" and t.op in ("pay", "preauth")):
                 self._state(t, PIN)
-                for _ in range(3 if o == "pin_blocked" else 1):
-                    w = await self._wait(min(d["pin_ms"], to["pin_s"] * 1000))
-                    if w:
-                        t.result, t.reason = "cancelled", w
+                if self.mode == "interactive":
+                    from firmware import cardholder  # only when someone types PINs
+
+                    if not await cardholder.pin(self, t, o, to["pin_s"] * 1000):
                         return
-                if o == "pin_blocked":
-                    t.result, t.reason = "declined", "pin"
-                    return
+                else:
+                    for _ in range(3 if o == "pin_blocked" else 1):
+                        w = await self._wait(min(d["pin_ms"], to["pin_s"] * 1000))
+                        if w:
+                            t.result, t.reason = "cancelled", w
+                            return
+                    if o == "pin_blocked":
+                        t.result, t.reason = "declined", "pin"
+                        return
         self._state(t, AUTH)
-        ms = d["slow_auth_ms"] if o == "slow" else d["auth_ms"]
+        ms = d["slow_auth_ms"] if o == "slow" else d["auth_ms"] if self.auth_ms is None else self.auth_ms
         host_ms = to["auth_s"] * 1000
         if ms:
             await asyncio.sleep_ms(min(ms, host_ms))

@@ -70,6 +70,7 @@ def base_config():
                       "concert-serial": {"reply_ms": 1000, "byte_ms": 500},
                       "synqpay-serial": {}},  # every listener named: tests switch them off by name
         "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},
+        "web": {"port": quiet_port()},
         "config_watch_s": 1,
     }
 

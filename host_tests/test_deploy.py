@@ -24,6 +24,7 @@ def run(*args, timeout=180):
 LOCAL = ["--set", "listeners.concert-ip.host=127.0.0.1", "--set", "listeners.synqpay.host=127.0.0.1",
          "--set", "listeners.synqpay-tls.host=127.0.0.1", "--set", "listeners.p3-tcp.host=127.0.0.1",
          "--set", "listeners.p3-ws.host=127.0.0.1", "--set", "listeners.concert-serial.enabled=false",
+         "--set", "web.host=127.0.0.1",
          "--set", "wifi.connect_s=1", "--set", "wifi.retry_s=1"]
 
 
@@ -32,15 +33,17 @@ def test_deploy_to_a_board(tmp_path, wifi):
     board = FakeBoard(tmp_path / "flash", wifi_attempts=wifi)
     try:
         ports = []
-        for name in ("concert-ip", "synqpay", "synqpay-tls", "p3-tcp", "p3-ws"):
-            from understudy.testkit import free_port
+        from understudy.testkit import free_port
 
+        for name in ("concert-ip", "synqpay", "synqpay-tls", "p3-tcp", "p3-ws"):
             ports += ["--set", "listeners.%s.port=%d" % (name, free_port())]
+        ports += ["--set", "web.port=%d" % free_port()]
         r = run("--port", board.port, "--ssid", "shop", "--password", "secret", "--wait", "30",
                 *LOCAL, *ports)
         flash = tmp_path / "flash"
         assert (flash / "firmware" / "app.mpy").exists() and (flash / "main.py").exists(), r.stdout + r.stderr
         assert (flash / "tls" / "cert.der").exists()
+        assert (flash / "www" / "index.html.gz").exists()  # the web page, as the terminal serves it
         cfg = json.loads((flash / "config.json").read_text())
         assert cfg["wifi"]["ssid"] == "shop"
         assert "compatible" in r.stdout and "understudy 0.1.0 on esp32" in r.stdout, r.stdout + r.stderr

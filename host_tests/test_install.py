@@ -26,7 +26,7 @@ def run(cmd, cwd, env=None, timeout=300):
 
 def test_pip_install_gives_the_command_and_the_plugin(tmp_path):
     src = tmp_path / "src"
-    for d in ("lib", "firmware", "tools/understudy"):
+    for d in ("lib", "firmware", "www", "tools/understudy"):
         shutil.copytree(os.path.join(paths.ROOT, d), src / d,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for f in ("pyproject.toml", "README.md", "boot.py", "main.py"):

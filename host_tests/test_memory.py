@@ -33,7 +33,8 @@ def soak(tmp_path, heap, n, hammers=3):
     asking and often hear "busy".  Only the Concert listener is enabled:
     this measures Concert.  Returns (heap at a quiet point after 10
     payments, heap at the same quiet point after all of them, counts)."""
-    cfg = merge(base_config(), {"log": {"heap": True, "frames": False},
+    # the web face off: its trace ring holds log lines (docs/MEMORY.md, test_web_memory.py)
+    cfg = merge(base_config(), {"log": {"heap": True, "frames": False}, "web": {"enabled": False},
                                 "delays": {"auth_ms": 2}})
     for name in cfg["listeners"]:  # Concert alone: the other personalities have their own figures
         cfg["listeners"][name]["enabled"] = name == "concert-ip"

@@ -1,8 +1,10 @@
 """Compile the firmware to .mpy with mpy-cross: the tree a board runs.
 
 build/mpy/ gets boot.py and main.py as source (boards only run those two as
-.py) and every module of lib/ and firmware/ as .mpy.
+.py), every module of lib/ and firmware/ as .mpy, and the web page gzipped
+(www/index.html.gz: the terminal streams it as is, Content-Encoding: gzip).
 """
+import gzip
 import hashlib
 import os
 import shutil
@@ -45,6 +47,7 @@ def build(out=paths.MPY, quiet=False):
             raise SystemExit(1)
         n += 1
         size += os.path.getsize(dst)
+    page(out)
     with open(os.path.join(out, ".stamp"), "w") as f:
         f.write("%d %d\n%s\n" % (n, size, digest()))
     if not quiet:
@@ -52,10 +55,21 @@ def build(out=paths.MPY, quiet=False):
     return n, size
 
 
+def page(out):
+    """www/index.html.gz in out (reproducible: no time stamp); its size."""
+    with open(os.path.join(paths.ROOT, paths.PAGE), "rb") as f:
+        raw = f.read()
+    dst = os.path.join(out, paths.PAGE + ".gz")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst, "wb") as f:
+        f.write(gzip.compress(raw, 9, mtime=0))
+    return os.path.getsize(dst)
+
+
 def digest():
     """Of every source file: a build made from other sources is stale."""
     h = hashlib.sha256()
-    for rel in list(paths.FIRMWARE_FILES) + list(sources()):
+    for rel in list(paths.FIRMWARE_FILES) + list(sources()) + [paths.PAGE]:
         h.update(rel.encode())
         with open(os.path.join(paths.ROOT, rel), "rb") as f:
             h.update(f.read())

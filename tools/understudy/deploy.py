@@ -105,6 +105,12 @@ def load_config(a):
         raise Stop("the terminal would not take this config:\n  " + "\n  ".join(problems))
     if not (cfg.get("wifi") or {}).get("ssid"):
         say("note: no wifi.ssid: the TCP personalities will not be reachable (--ssid NAME)")
+    web = cfg.setdefault("web", {})
+    if web.get("enabled", True) and not web.get("token"):
+        # without one, only the board itself (loopback) could change its state
+        web["token"] = os.urandom(12).hex()
+        say("the web page's control token (web.token, kept in the board's config.json): %s"
+            % web["token"])
     return cfg
 
 
@@ -225,6 +231,10 @@ def deploy(a):
             args += ["+", "fs", "cp", os.path.join(root, f), ":" + f]
         args = args[1:]
         mpremote(a.port, *args, timeout=600)
+        page = paths.PAGE + ".gz"
+        say("copying the web page (%s, %d bytes)" % (page, os.path.getsize(os.path.join(root, page))))
+        mpremote(a.port, "exec", "import os\ntry:\n os.mkdir('www')\nexcept OSError:\n pass")
+        mpremote(a.port, "fs", "cp", os.path.join(root, page), ":" + page)
         say("copying config.json")
         mpremote(a.port, "fs", "cp", cfg_file, ":config.json")
     if not a.no_tls:

@@ -14,6 +14,8 @@ SOURCE = ROOT
 # what goes onto a board (and into the mpy build)
 FIRMWARE_DIRS = ("lib", "firmware")
 FIRMWARE_FILES = ("boot.py", "main.py")
+# the web page (one self-contained file); the build and boards keep it gzipped
+PAGE = os.path.join("www", "index.html")
 
 if INSTALLED:
     CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),

@@ -8,19 +8,18 @@
         t.control.transactions()              # the journal, as dicts
 
 The pytest plugin (understudy.pytest_plugin) gives the same as the
-`terminal` fixture.  Control goes through the terminal's config file (which
-it re-reads within `config_watch_s`, 1 s here) and its journal file; when the
-terminal's HTTP control API exists, Control will use it instead, with the
-same methods.
+`terminal` fixture.  Control goes through the terminal's HTTP control API
+(docs/CONTROL.md) with a token made for this terminal.
 """
 import importlib.util
 import json
 import os
 import random
-import re
 import shutil
 import socket
 import tempfile
+import urllib.error
+import urllib.request
 
 from understudy import build, paths, tls
 from understudy.launch import Firmware
@@ -89,7 +88,8 @@ class Terminal:
         ports = {name: {"port": free_port()} for name in TCP}
         self.synqpay_key = os.urandom(4).hex()
         cfg = merge(DEFAULTS, {"listeners": ports,
-                               "synqpay": {"otp": "123456", "api_key": self.synqpay_key}})
+                               "synqpay": {"otp": "123456", "api_key": self.synqpay_key},
+                               "web": {"port": free_port(), "token": os.urandom(8).hex()}})
         self.config = merge(cfg, config)
         self.heap = "512K" if source and heap == "256K" else heap
         self.source = source
@@ -181,6 +181,17 @@ class Terminal:
         return self._tcp("synqpay-tls")
 
     @property
+    def web(self):
+        """The web page and control API: http://127.0.0.1:<port>."""
+        host, port = self._tcp("web")
+        return "http://%s:%d" % (host, port)
+
+    @property
+    def token(self):
+        """The control API's token (web.token)."""
+        return self.config["web"]["token"]
+
+    @property
     def tls_ca(self):
         """The root the TLS certificate is signed by (DER): what a register trusts or pins."""
         return os.path.join(paths.TLS, "ca.der")
@@ -196,12 +207,35 @@ class Terminal:
 
 
 class Control:
-    """Decide what the terminal does, and read what it did."""
+    """Decide what the terminal does, and read what it did: the terminal's
+    HTTP control API (docs/CONTROL.md), with the terminal's token."""
 
     def __init__(self, terminal):
         self.t = terminal
         self.fw = terminal.fw
-        self._mod = None
+        self.url = terminal.web
+        self.token = terminal.config["web"]["token"]
+
+    def call(self, method, path, body=None, timeout=10):
+        """(status, decoded JSON or text) of one API call."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, raw, kind = r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            status, raw, kind = e.code, e.read(), e.headers.get("Content-Type", "")
+        text = raw.decode("utf-8", "replace")
+        return status, json.loads(text) if kind.startswith("application/json") else text
+
+    def _ok(self, method, path, body=None):
+        status, out = self.call(method, path, body)
+        if status != 200:
+            raise TerminalError("%s %s: %s %s" % (method, path, status, str(out).strip()))
+        return out
 
     def queue(self, *outcomes):
         """The outcomes of the next transactions, in order, whatever their
@@ -209,24 +243,12 @@ class Control:
         "cancel" (the cardholder's red button), "no_card", "pin_blocked",
         "slow", "currency", "lost" (approved, the answer never sent),
         "forbidden", "host_error", "signature".  Added after those still
-        queued.  Call it while the terminal is idle."""
-        cfg = self.t.config
-        rows = dict(cfg.get("outcomes", {}))
-        n = self.next_number()
-        for k in [k for k in rows if k.startswith("#") and int(k[1:]) < n]:
-            del rows[k]  # used
-        queued = [int(k[1:]) for k in rows if k.startswith("#")]
-        n = max(queued + [n - 1]) + 1
-        for i, o in enumerate(outcomes):
-            rows["#%d" % (n + i)] = o
-        self.configure({"outcomes": rows}, replace=("outcomes",))
+        queued."""
+        self._ok("POST", "/api/queue", {"outcomes": list(outcomes)})
 
     def queued(self):
         """The outcomes still queued, in order."""
-        n = self.next_number()
-        rows = self.t.config.get("outcomes", {})
-        return [rows[k] for k in sorted((k for k in rows if k.startswith("#") and int(k[1:]) >= n),
-                                        key=lambda k: int(k[1:]))]
+        return self._ok("GET", "/api/queue")["queue"]
 
     def outcome_for(self, cents, outcome):
         """Amounts whose last two digits are `cents` ("42" or 42) end so,
@@ -237,34 +259,44 @@ class Control:
         """Change settings live (the keys of the README's table); returns
         once the terminal has taken them.  replace: top-level sections
         written as given instead of merged."""
+        path = "/api/config"
+        if replace:
+            path += "?replace=" + ",".join(replace)
+        status, out = self.call("PUT", path, patch)
+        if status == 400:
+            raise ValueError("the terminal would not take this config: " + str(out).strip())
+        if status != 200:
+            raise TerminalError("PUT /api/config: %s %s" % (status, str(out).strip()))
         cfg = merge(self.t.config, {k: v for k, v in patch.items() if k not in replace})
         for k in replace:
             cfg[k] = patch[k]
-        if self._mod is None:
-            self._mod = firmware_config()
-        _, problems = self._mod.merge(cfg)
-        if problems:
-            raise ValueError("the terminal would not take this config: " + "; ".join(problems))
-        mark = len(self.fw.lines)
-        tmp = self.fw.config_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(cfg, f, indent=1)
-        os.replace(tmp, self.fw.config_path)  # never a half-written file
         self.t.config = cfg
-        wait = cfg.get("config_watch_s", 2) * 3 + 5
-        if self.fw.wait_for("config reloaded", wait, mark) is None:
-            raise TerminalError("the terminal did not reload its config within %d s" % wait)
+
+    def state(self):
+        """What the terminal shows and does now (GET /api/state)."""
+        return self._ok("GET", "/api/state")
+
+    def present_card(self, profile="chip", brand=None):
+        """The cardholder presents a card (interactive mode): chip, contactless, magstripe."""
+        return self._ok("POST", "/api/card", {"profile": profile, "brand": brand})
+
+    def pin(self, ok=True):
+        """The cardholder types the right PIN (or a wrong one)."""
+        return self._ok("POST", "/api/pin", {"ok": ok})
+
+    def cancel(self):
+        """The red button."""
+        return self._ok("POST", "/api/cancel", {})
+
+    def mode(self, mode):
+        """"auto" (the amount rules decide) or "interactive" (the cardholder acts)."""
+        return self._ok("POST", "/api/mode", {"mode": mode})
 
     def transactions(self):
-        """Every transaction in the journal, oldest first: dicts with no,
-        batch, op, amount (minor units), cur, src, ref, result, reason,
-        auth, card, delivered, voided."""
-        from understudy.journal import read
-
-        path = os.path.join(self.t.state_dir, "journal.bin")
-        if not os.path.exists(path):
-            return []
-        return read(path)[0]
+        """The newest transactions of the journal (up to 200), oldest first:
+        dicts with no, batch, op, amount (minor units), cur, src, ref,
+        result, reason, auth, card, delivered, voided."""
+        return self._ok("GET", "/api/transactions?n=200")["transactions"]
 
     def last(self):
         """The newest transaction, or None."""
@@ -273,11 +305,4 @@ class Control:
 
     def next_number(self):
         """The number the next transaction will get."""
-        n = 1
-        for line in self.fw.lines:
-            m = re.search(r"^core start #(\d+)|^journal replayed .* next #(\d+)", line)
-            if m:
-                n = max(n, int(m.group(1)) + 1 if m.group(1) else int(m.group(2)))
-        for t in self.transactions():  # written before any answer: never behind the register
-            n = max(n, t["no"] + 1)
-        return n
+        return self._ok("GET", "/api/state")["next"]

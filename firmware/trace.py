@@ -1,0 +1,66 @@
+"""The live trace behind the web page: the newest log lines in a small ring.
+
+Made when the web listener starts; it records from the first HTTP request
+on (`on`), so a terminal nobody watches keeps no lines (and its heap does
+not carry their varying sizes).  It keeps the lines log.py already made
+(cut to MAX characters), the last frame each way per personality, and
+wakes whoever waits for news (the page's event stream).  Bounded:
+`web.trace` lines, whatever the traffic.
+"""
+import asyncio
+
+from firmware import log
+
+MAX = 200  # characters kept of one line
+
+
+class Trace:
+    def __init__(self, app):
+        self.app = app
+        self.size = app.cfg["web"]["trace"]
+        self.ring = [None] * self.size  # type: list  # (seq, line)
+        self.seq = 0  # number of the newest line
+        self.last = {}  # source -> [newest rx line, newest tx line]
+        self.on = False  # recording: set by the first HTTP request
+        self.news = 0  # counts changes: lines and transaction states
+        self._ev = None  # set on news; made only while someone waits
+        log.watch(self.on_log)
+        app.term.watchers.append(self.on_txn)
+
+    def on_log(self, source, what, line):
+        if not self.on:
+            return
+        if len(line) > MAX:
+            line = line[:MAX] + "..."
+        self.seq += 1
+        self.ring[self.seq % self.size] = (self.seq, line)
+        if what == "rx" or what == "tx":
+            pair = self.last.get(source)
+            if pair is None:
+                pair = self.last[source] = [None, None]
+            pair[what == "tx"] = line
+        self.kick()
+
+    def on_txn(self, t):
+        self.kick()
+
+    def kick(self):
+        self.news += 1
+        ev = self._ev
+        if ev is not None:
+            self._ev = None
+            ev.set()
+
+    def since(self, cursor):
+        """[(seq, line)] newer than cursor, oldest first (what the ring still has)."""
+        first = max(cursor + 1, self.seq - self.size + 1, 1)
+        return [self.ring[n % self.size] for n in range(first, self.seq + 1)]
+
+    async def wait(self, ms):
+        """Until the next line or state change, or ms."""
+        if self._ev is None:
+            self._ev = asyncio.Event()
+        try:
+            await asyncio.wait_for_ms(self._ev.wait(), ms)
+        except asyncio.TimeoutError:
+            pass

@@ -1,0 +1,166 @@
+"""The web control API's rarer calls (docs/CONTROL.md): the journal, the
+receipts, the outcome queue, the mode, the delay, reset, and the config.
+firmware/web.py borrows this module for one request and drops it, so a
+terminal whose page only watches does not keep it in RAM."""
+import json
+import os
+
+from firmware import borrow, drop, log
+from firmware.web import _Answer, _dismiss, _int, _status, _txn
+
+_SECRETS = (("web", "token"), ("wifi", "password"), ("p3", "merchant_secret"),
+            ("synqpay", "otp"), ("synqpay", "api_key"))
+
+
+async def _transactions(app, name, s, method, q, body, headers):
+    """The newest n (default 50) transactions of the journal, oldest first."""
+    j = app.term.journal
+    n = max(1, min(_int(q.get("n"), 50), 200))
+    first = j.next_no - n
+
+    def want(t):
+        return t.no >= first
+
+    if j.path:  # every decided one of any batch still in the file (journal_replay.scan)
+        txns = j._cold("scan", want, False, True)
+    else:
+        txns = [t for t in j.recent if t.result and want(t)]
+    return {"transactions": [_txn(t) for t in txns]}
+
+
+async def _last(app, name, s, method, q, body, headers):
+    last = app.trace.last if app.trace else {}
+    return {src: {"request": p[0], "answer": p[1]} for src, p in last.items()}
+
+
+
+async def _receipt(app, name, s, method, q, body, headers):
+    j = app.term.journal
+    no = _int(q.get("no"), 0)
+    t = j.get(no) if no else j.last()
+    if t is None or t.result is None:
+        raise _Answer(404, "Not Found", "no such finished transaction")
+    had, receipt = borrow("firmware.receipt")
+    try:
+        text = receipt.transaction(t, app.cfg, q.get("copy") == "merchant")
+    finally:
+        drop("firmware.receipt", had)
+    return {"no": t.no, "text": text}
+
+
+
+# ---- the tester ----------------------------------------------------------
+
+
+def _outcomes():
+    had, config = borrow("firmware.config")
+    names = config.OUTCOMES
+    drop("firmware.config", had)
+    return names
+
+
+async def _queue(app, name, s, method, q, body, headers):
+    term = app.term
+    if method == "DELETE":
+        term.queue = []
+    elif method == "POST":
+        got = body.get("outcomes")
+        names = _outcomes()
+        if not isinstance(got, list) or [o for o in got if o not in names]:
+            raise _Answer(400, "Bad Request", "outcomes: a list of " + ", ".join(names))
+        if body.get("replace"):
+            term.queue = []
+        term.queue.extend(got)
+    return {"queue": term.queue, "next": term.journal.next_no}
+
+
+async def _delay(app, name, s, method, q, body, headers):
+    v = body.get("auth_ms")
+    if v is not None and not (isinstance(v, int) and 0 <= v <= 600000):
+        raise _Answer(400, "Bad Request", "auth_ms: 0..600000, or null for delays.auth_ms")
+    app.term.auth_ms = v
+    return _status(app)
+
+
+async def _mode(app, name, s, method, q, body, headers):
+    m = body.get("mode")
+    if m not in ("auto", "interactive"):
+        raise _Answer(400, "Bad Request", "mode: auto or interactive")
+    app.term.mode = m
+    if app.trace:
+        app.trace.kick()
+    return _status(app)
+
+
+async def _reset(app, name, s, method, q, body, headers):
+    term = app.term
+    term.act("cancel")
+    term.queue = []
+    term.auth_ms = None
+    term.mode = app.cfg["web"]["mode"]
+    term.card_in = False
+    _dismiss(app)
+    if app.trace:
+        app.trace.kick()
+    return _status(app)
+
+
+# ---- config ------------------------------------------------------------------
+
+
+def _masked(cfg):
+    out = dict(cfg)
+    for sec, key in _SECRETS:
+        if out[sec][key]:
+            out[sec] = dict(out[sec])
+            out[sec][key] = "***"
+    return out
+
+
+def _patch(base, extra):
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _patch(base[k], v)
+        else:
+            base[k] = v
+
+
+async def _config(app, name, s, method, q, body, headers):
+    if method == "PUT":
+        await _put_config(app, body, [k for k in q.get("replace", "").split(",") if k])
+    return _masked(app.cfg)
+
+
+async def _put_config(app, patch, replace):
+    """Merge the patch into the config file (the top-level sections named in
+    replace are written as given), check it with the firmware's
+    own rules, write it (atomically) and apply it as the file watcher does:
+    listeners whose settings changed restart, the rest applies to the next
+    transaction."""
+    from firmware import app as appmod
+
+    path = app.board.CONFIG_PATH
+    try:
+        with open(path) as f:  # noqa: ASYNC230
+            user = json.load(f)
+    except (OSError, ValueError):
+        user = {}
+    if not isinstance(user, dict):
+        user = {}
+    for k in replace:
+        user.pop(k, None)
+    _patch(user, patch)
+    had, config = borrow("firmware.config")
+    try:
+        cfg, problems = config.merge(user)
+    finally:
+        drop("firmware.config", had)
+    if problems:
+        raise _Answer(400, "Bad Request", "; ".join(problems))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:  # noqa: ASYNC230
+        json.dump(user, f)
+    os.rename(tmp, path)
+    app.seen = appmod._signature(path)  # the file watcher must not apply it again
+    log.event("config", "reloaded", path, "(PUT /api/config)")
+    await app.apply(cfg)
