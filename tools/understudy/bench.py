@@ -198,6 +198,7 @@ def start(config, heap=HEAP, root=None, **kw):
             "config_watch_s": 0}
     for name in ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls"):
         base["listeners"][name] = {"port": free_port()}
+    base["web"] = {"port": free_port()}
     for k, v in config.items():
         if isinstance(v, dict):
             base.setdefault(k, {}).update(v)
@@ -269,17 +270,60 @@ def hammering(addr):
     return th, stop, busy
 
 
+class Watcher:
+    """The web page opened once, then its event stream kept open and read
+    until close(): what a tester's browser costs the terminal."""
+
+    def __init__(self, addr):
+        self.addr = addr
+        self.events = 0
+        page = self._get("/", b"Accept-Encoding: gzip\r\n")
+        page.settimeout(10)
+        while page.recv(4096):
+            pass
+        page.close()
+        self.s = self._get("/api/events", b"")
+        self.s.settimeout(0.5)
+        self.stop = threading.Event()
+        self.th = threading.Thread(target=self._read, daemon=True)
+        self.th.start()
+
+    def _get(self, path, headers):
+        s = socket.create_connection(self.addr, timeout=10)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (path.encode(), headers))
+        return s
+
+    def _read(self):
+        while not self.stop.is_set():
+            try:
+                data = self.s.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.events += data.count(b"\ndata: ") + data.startswith(b"data: ")
+
+    def close(self):
+        self.stop.set()
+        self.th.join(2)
+        self.s.close()
+
+
 def mixed_soak(rounds, heap=HEAP, log_heap=True):
     """Every personality listening; Concert TCP, P3 TCP and WebSocket, Synqpay
     and Concert serial take turns (Synqpay is one device: its link alternates
     between TCP and TLS, each new link replacing the last, as a POS
-    reconnecting does); a register hammers Concert and mostly hears "busy".
+    reconnecting does); a register hammers Concert and mostly hears "busy";
+    the web page is open with its event stream.
     Returns (heap series, firmware output, busy answers, problems)."""
     fw = start({"log": {"heap": log_heap, "frames": False}, "delays": {"auth_ms": 2}}, heap=heap)
-    th = stop = None
+    th = stop = page = None
     busy = [0, None]
     problems = []
     try:
+        page = Watcher(fw.address("web"))
         p3t, p3w = P3(fw.address("p3-tcp"), False), P3(fw.address("p3-ws"), True)
         p3t.login()
         ser = Serial(fw.serial("concert-serial")[0])
@@ -305,6 +349,10 @@ def mixed_soak(rounds, heap=HEAP, log_heap=True):
             th.join(5)
         if busy[1]:
             problems.append(busy[1])
+        if page is not None:
+            page.close()
+            if not page.events:
+                problems.append("the page's event stream told nothing")
         out = fw.stop()
         problems += fw.problems()
         fw.cleanup()
