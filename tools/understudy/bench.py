@@ -578,6 +578,8 @@ def frozen_root():
     d = tempfile.mkdtemp(prefix="bench-frozen-")
     for f in paths.FIRMWARE_FILES:
         shutil.copy(os.path.join(paths.MPY, f), d)
+    os.mkdir(os.path.join(d, "www"))  # the page is a file on flash, never frozen
+    shutil.copy(os.path.join(paths.MPY, paths.PAGE + ".gz"), os.path.join(d, "www"))
     return d
 
 
