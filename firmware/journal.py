@@ -42,6 +42,11 @@ def _zero():
     return {"pay": [0, 0], "refund": [0, 0], "void": [0, 0], "net": 0}
 
 
+# taken by the first Journal: allocated at import, before the config's load
+# and drop leave the heap in pieces, so a 2 KB block is still there to take
+_spare = [bytearray(_BLOOM // 8)]
+
+
 class Journal:
     def __init__(self, path=None, keep=200, recent=4, min_free=4096, flush=True):
         self.path = path
@@ -57,7 +62,8 @@ class Journal:
         self.in_batch = 0  # transactions of the open batch
         self.f = None
         self.report = None  # what the replay found, for the boot log
-        self.refs = bytearray(_BLOOM // 8)  # Bloom filter of the references in the file
+        # Bloom filter of the references in the file
+        self.refs = _spare.pop() if _spare else bytearray(_BLOOM // 8)
         if path:
             self._cold("replay")
 

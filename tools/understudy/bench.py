@@ -365,7 +365,7 @@ def concert_soak(n, heap):
     register hammers.  Returns the problems seen (none: it fits)."""
     off = {"enabled": False}
     fw = start({"listeners": {"p3-tcp": off, "p3-ws": off, "synqpay": off, "synqpay-tls": off,
-                              "concert-serial": off, "synqpay-serial": off},
+                              "concert-serial": off, "synqpay-serial": off}, "web": off,
                 "log": {"frames": False}, "delays": {"auth_ms": 2}}, heap=heap)
     th, stop, hammer = hammering(fw.address("concert-ip"))
     problems = []
@@ -439,10 +439,10 @@ def boot_ms(root, heap, tries=10):
     return statistics.median(times)
 
 
-def max_free(out):
+def max_free(out, bits):
     """The largest free block at the end (micropython.mem_info, printed at stop)."""
     m = re.findall(r"max free sz: (\d+)", out)
-    return int(m[-1]) * 32 if m else None  # 32-byte GC blocks on x64
+    return int(m[-1]) * bits // 2 if m else None  # a GC block is 4 words: 16 or 32 bytes
 
 
 # ---- the report ----------------------------------------------------------
@@ -619,7 +619,7 @@ def main(argv=None, prog="understudy bench"):
     r["series"], out, r["busy"], problems = mixed_soak(a.rounds)
     if problems:
         raise SystemExit("bench: the mixed soak failed in %s: %s" % (HEAP, problems[0]))
-    r["max_free"] = max_free(out)
+    r["max_free"] = max_free(out, runtime()[1])
     say("the smallest heap the mixed soak runs in (10 rounds a try)...")
     r["fit_all"] = smallest_heap(lambda heap: mixed_soak(10, heap, False)[3], FIT_ALL)
     say("the smallest heap Concert alone runs in (200 payments a try)...")
