@@ -120,7 +120,10 @@ async def serve(app, name, s, peer, hello=None):
             except asyncio.TimeoutError:
                 if d.pending():
                     log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
-                    await _frame(me, d.expire())
+                    ev = d.expire()  # the cut frame's first byte; then the rest of it,
+                    while ev is not None:  # or frames found in it, as bytes that came
+                        await _frame(me, ev)
+                        ev = d.next()
                     continue
                 log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
                 break
