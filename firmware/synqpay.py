@@ -163,8 +163,8 @@ def _reply(rid, result):
 async def _request(me, key, payload):
     app = me.app
     zero = key == L.ZERO_KEY
-    if not zero and key != _key:
-        log.frame(me.name, "rx", me.peer, "REQUEST with a wrong key")
+    if not zero and key != _key:  # an event, not a frame: refusals are logged whatever log.frames
+        log.event(me.name, "refused", me.peer, "wrong API key")
         await me.send(L.control(L.ERROR, L.E_AUTH), "ERROR 05")
         return
     log.frame(me.name, "rx", me.peer, payload)
@@ -174,6 +174,7 @@ async def _request(me, key, payload):
         msg = ValueError
     m = msg.get("method") if isinstance(msg, dict) else None
     if zero and m not in ("pair", "authenticate"):
+        log.event(me.name, "refused", me.peer, "zero API key for %s" % (m[:32] if type(m) is str else "?"))
         await me.send(L.control(L.ERROR, L.E_AUTH), "ERROR 05")
         return
     if not zero and not me.auth:
