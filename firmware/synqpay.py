@@ -262,6 +262,8 @@ def _start(me, rid, p):
         amount, cur, orig, ref = o.amount, o.cur, o.no, None
     else:
         amount = _need(p, "amount", int, "amount")
+        if amount >= 10 ** 12:  # 12 digits, as P3 and the journal take
+            raise Err(103, "amount is invalid")
         cur = p.get("currency", app.cfg["synqpay"]["currency"])
         if type(cur) is not int or not 0 < cur < 1000:
             raise Err(103, "currency is invalid")

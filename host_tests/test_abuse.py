@@ -465,3 +465,35 @@ def test_line_noise_on_the_serial_lines(firmware, tmp_path):
 
     twice(fw, reg, ("serial", "concert"), state, abuse)
     assert noise[0] > 1000
+
+
+def test_fields_too_long_for_the_journal_do_not_wedge_the_terminal(firmware, tmp_path):
+    """A request whose record the journal cannot hold (over 1 KB: a 999-character
+    Concert CF, a 3,000-character P3 customIdentifier, a 1,100-digit Synqpay
+    amount) used to leave the core busy for good (Concert, P3) after a
+    Traceback.  Each is now refused with its protocol's error, nothing is
+    recorded, and the next register is served."""
+    state = paired(tmp_path)
+    fw = firmware(config(), state_dir=state)
+    reg = Register(fw)
+    reg.warm()
+
+    def abuse():
+        a = tlv.decode(exchange(fw.address("concert-ip"), odoo(1250) + b"CF999" + b"R" * 999))
+        assert a["AE"] == "01", a
+        reg.concert()
+        c = p3_client.connect(fw, "tcp")
+        assert c.login()["status"] == "OK"
+        _, final = c.until_final(c.execute(12.50, customIdentifier="C" * 3000))
+        assert final["status"] == "ERROR", final
+        c.close()
+        reg.p3()
+        lk = Link(fw.address("synqpay"))
+        for amount in (10 ** 1100, 10 ** 12):
+            got = lk.call("startTransaction", {"paymentMethod": "CREDIT_CARD", "transactionType": "SALE",
+                                               "referenceId": "big", "amount": amount})
+            assert got["error"]["code"] == 103, got
+        lk.close()
+        reg.synqpay()
+
+    twice(fw, reg, ("concert", "p3", "synqpay"), state, abuse)
