@@ -30,7 +30,7 @@ from wire import concert_tlv as tlv
 from wire import synqpay_link as L
 
 HEAP_RE = re.compile(r"core done #(\d+) (\S+) .*heap=(\d+)")
-HEAP_SLACK = 2048  # bytes: what a quiet sample may differ by (a GC block or two, a dict resize)
+HEAP_SLACK = 3072  # bytes: what quiet floors differ by without abuse (measured up to ~2 KB: dict resizes, fragmentation)
 STATUS = b"CZ0040300CJ012012345678901CA00201CD001T"
 QUIET = 3.5  # s: past p3.idle_s and synqpay.idle_s (3 s here) and request_ms (1 s)
 
@@ -229,7 +229,7 @@ def blast(addr, data, read=True, tls=False):
             s = unverified_context().wrap_socket(s, server_hostname=addr[0])
         s.sendall(data)
         if read:
-            s.settimeout(1.5)
+            s.settimeout(0.4)
             try:
                 while s.recv(4096):
                     pass
@@ -273,7 +273,7 @@ def test_random_truncated_and_oversize_input_on_every_tcp_port(firmware, tmp_pat
         for name in ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls"):
             addr = fw.address(name)
             tls = name.endswith("tls")
-            for i in range(6):
+            for i in range(5):
                 blast(addr, bytes(rnd.getrandbits(8) for _ in range(rnd.choice([1, 7, 64, 700]))),
                       read=i % 2 == 0, tls=tls)
                 g = good[name]
@@ -293,7 +293,7 @@ def test_random_truncated_and_oversize_input_on_every_tcp_port(firmware, tmp_pat
             rst(s) if i % 2 else s.close()
             cases[0] += 1
     twice(fw, reg, kinds, state, abuse)
-    assert cases[0] >= 100, cases
+    assert cases[0] >= 120, cases
     # every refusal was logged, none crashed a listener
     out = fw.output()
     for what in ("concert-ip", "p3-tcp", "p3-ws", "synqpay"):
