@@ -61,7 +61,8 @@ FUZZ_EXAMPLES ?= 20000
 
 fuzz: $(SETUP)
 	@UNDERSTUDY_FUZZ=long UNDERSTUDY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) UNDERSTUDY_FUZZ_RECORD=1 \
-		$(BIN)/python -m pytest host_tests/test_fuzz_codecs.py -q -p no:cacheprovider --durations=5 $(PYTEST_ARGS)
+		$(BIN)/python -m pytest host_tests/test_fuzz_codecs.py -q -p no:cacheprovider --timeout=3600 \
+		--durations=5 $(PYTEST_ARGS)
 	@$(BIN)/python host_tests/fuzz_corpus.py
 	@$(BIN)/python -m pytest host_tests/codec/test_corpus.py host_tests/test_codecs_micropython.py -q -p no:cacheprovider
 

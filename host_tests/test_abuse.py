@@ -30,7 +30,7 @@ from wire import concert_tlv as tlv
 from wire import synqpay_link as L
 
 HEAP_RE = re.compile(r"core done #(\d+) (\S+) .*heap=(\d+)")
-HEAP_SLACK = 3072  # bytes: what quiet floors differ by without abuse (measured up to ~2 KB: dict resizes, fragmentation)
+HEAP_SLACK = 3072  # bytes: quiet floors differ by up to ~2 KB without a leak (dict resizes, fragments)
 STATUS = b"CZ0040300CJ012012345678901CA00201CD001T"
 QUIET = 3.5  # s: past p3.idle_s and synqpay.idle_s (3 s here) and request_ms (1 s)
 
