@@ -9,7 +9,7 @@ MPY    := build/mpy/.stamp
 TLS    := build/tls/cert.der
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
 
-.PHONY: setup run test mpy tls clean help package deploy bench
+.PHONY: setup run test mpy tls clean help package deploy bench fuzz
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
@@ -19,6 +19,7 @@ help:
 	@echo "make package  rewrite package.json (what mip installs on a board)"
 	@echo "make deploy PORT=/dev/ttyUSB0 [ARGS=\"--ssid NET --password PW\"]  flash a board (understudy deploy)"
 	@echo "make bench  measure speed and memory against an echo floor (docs/BENCHMARKS.md, ~1 min)"
+	@echo "make fuzz   the long fuzzing run of every codec, corpus kept and replayed under micropython (docs/ROBUSTNESS.md)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
 setup: $(SETUP)
@@ -54,6 +55,17 @@ $(BENCH): $(SETUP) requirements-bench.txt
 
 bench: $(MPY) $(TLS) $(BENCH)
 	@PYTHONPATH=tools $(BIN)/python -m understudy bench $(ARGS)
+
+# the long fuzzing run (docs/ROBUSTNESS.md): new outcomes join host_tests/corpus,
+# which is then replayed on CPython and under micropython; FUZZ_EXAMPLES per property
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: $(SETUP)
+	@UNDERSTUDY_FUZZ=long UNDERSTUDY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) UNDERSTUDY_FUZZ_RECORD=1 \
+		$(BIN)/python -m pytest host_tests/test_fuzz_codecs.py -q -p no:cacheprovider --timeout=3600 \
+		--durations=5 $(PYTEST_ARGS)
+	@$(BIN)/python host_tests/fuzz_corpus.py
+	@$(BIN)/python -m pytest host_tests/codec/test_corpus.py host_tests/test_codecs_micropython.py -q -p no:cacheprovider
 
 clean:
 	rm -rf build state .pytest_cache

@@ -8,6 +8,7 @@ close.  A register that closed before the answer is marked "not delivered";
 one that only closed its sending half (nc, socat do) still gets its answer.
 """
 import asyncio
+import time
 
 from firmware import concert, log
 from firmware.tcp import peer_reset
@@ -20,14 +21,22 @@ async def _read_request(app, name, r, peer):
     limit = app.cfg["concert"]["max_request"]
     buf = bytearray()
     boundary = False
+    # the whole request within request_ms: a register that trickles bytes
+    # (one a second) must not hold a client slot for max_request seconds
+    due = time.ticks_add(time.ticks_ms(), to["request_ms"])
     while True:
-        wait = to["gap_ms"] if boundary else to["request_ms"]
+        left = time.ticks_diff(due, time.ticks_ms())
+        wait = min(to["gap_ms"], left) if boundary else left
         try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
             chunk = await asyncio.wait_for_ms(r.read(256), wait)
         except asyncio.TimeoutError:
             if not buf:
-                log.event(name, "silent", peer, "closed after %d ms" % wait)
+                log.event(name, "silent", peer, "closed after %d ms" % to["request_ms"])
                 return None
+            if not boundary:
+                log.event(name, "slow", peer, "%d bytes in %d ms" % (len(buf), to["request_ms"]))
             return buf  # incomplete: concert.serve answers AF 09
         if not chunk:
             if buf:

@@ -115,6 +115,9 @@ DEFAULTS = {
     "config_watch_s": 2,
 }
 
+# values never written in a problem line (the log is shown, kept, pasted in tickets)
+SECRET = ("wifi.password", "synqpay.api_key", "synqpay.otp", "p3.merchant_secret", "card.pan")
+
 _PORT = (1, 65535)
 _MS = (0, 600000)
 _BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -129,6 +132,18 @@ def _digits(n0, n1):
         return n0 <= len(v) <= n1 and v.isdigit()
 
     return ok
+
+
+def _ipv4(v):
+    if not isinstance(v, str):
+        return False
+    p = v.split(".")
+    if len(p) != 4:
+        return False
+    for x in p:
+        if not (0 < len(x) <= 3 and x.isdigit() and int(x) <= 255):
+            return False
+    return True
 
 
 def _hex8(v):
@@ -146,6 +161,7 @@ def _hex8(v):
 RULES = {
     "currency": (1, 999),
     "currencies.*": (1, 999),
+    "allowed_ips.*": (_ipv4, "an IPv4 address, as 192.168.1.20"),
     "listeners.*.port": _PORT,
     "listeners.*.baud": (lambda v: v in _BAUDS, "1200, 2400, 4800, 9600, 19200, 38400, 57600 or 115200"),
     "listeners.*.bits": (7, 8),
@@ -259,6 +275,11 @@ def _merge(d, u, path, problems):
             problems.append("%s: unknown key; ignored" % p)
             continue
         out[k] = _value(p, v, dv, problems)
+    if not path and u.get("allowed_ips") and not out["allowed_ips"]:
+        # an allow list was meant and none of it is usable: refusing every
+        # client is safe and says so in the log; allowing all would not be
+        problems.append("allowed_ips: no valid address; every TCP client is refused until it is fixed")
+        out["allowed_ips"] = ["0.0.0.0"]  # no peer has this address
     if path == "outcomes":
         for k in ALWAYS_APPROVE:
             if out.get(k) != "approve":
@@ -268,13 +289,26 @@ def _merge(d, u, path, problems):
 
 
 def _value(p, v, dv, problems):
+    if p in SECRET:  # checked as any other, but the problem line shows no value
+        quiet = []  # type: list
+        out = _checked(p, v, dv, quiet)
+        if quiet:
+            r = _rule(p)
+            problems.append("%s: the value set is not allowed (%s); using the default" % (
+                p, _allowed(r) if r and _same_type(v, dv) else "a " + type(dv).__name__))
+        return out
+    return _checked(p, v, dv, problems)
+
+
+def _checked(p, v, dv, problems):
     if isinstance(dv, dict):
         return _merge(dv, v, p, problems)
     if isinstance(dv, list):
         if not isinstance(v, list):
             problems.append("%s: %s is not a list; using %s" % (p, _show(v), _show(dv)))
             return dv
-        sample = dv[0] if dv else v[0] if v else None
+        # the default's type, else (an empty default) the rule's, else the first item's
+        sample = dv[0] if dv else None if _rule(p + ".*") else v[0] if v else None
         out = []
         for i, x in enumerate(v):
             if sample is not None and not _same_type(x, sample):

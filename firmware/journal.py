@@ -98,11 +98,17 @@ class Journal:
             st = os.statvfs(self.path)
             if st[1] * st[4] < self.min_free:
                 raise OSError(28, "journal: flash full")
+        # packed first: a record too long (ValueError) changes nothing
+        rec = records.pack(["B", self.next_no, self.batch, t.ts, t.op, t.amount, t.cur, t.src, t.ref,
+                            t.orig, t.data])
         t.no = self.next_no
         t.batch = self.batch
         self.next_no += 1
         self.in_batch += 1
-        self._append(["B", t.no, t.batch, t.ts, t.op, t.amount, t.cur, t.src, t.ref, t.orig, t.data])
+        if self.f is not None:
+            self.f.write(rec)
+            if self.flush:
+                self.f.flush()
         self._remember(t)
         self.saw(t.ref)
 
@@ -135,7 +141,7 @@ class Journal:
 
     def delivered(self, t, ok=True):
         t.delivered = ok
-        if ok:
+        if ok and t.no:  # (0: never begun, nothing on file)
             # not flushed: lost in a power cut, it reads "not delivered", the
             # safe side (the register is told again if it asks); the next
             # flush carries it

@@ -8,6 +8,7 @@ code.  Like TCP: p3.idle_s for the first byte of a frame, then
 timeouts.request_ms for the rest of it.
 """
 import asyncio
+import time
 
 from firmware import borrow, drop, log, p3
 from wire import ws
@@ -25,9 +26,13 @@ async def _handshake(app, name, s, peer):
     buf = b""
     end = -1
     had, http = borrow("wire.http")  # only needed while a connection opens
+    due = time.ticks_add(time.ticks_ms(), ms)  # the whole handshake, not each read
     try:
         while end < 0:
-            chunk = await asyncio.wait_for_ms(s.read(min(512, _MAX_HEAD + 1 - len(buf))), ms)
+            left = time.ticks_diff(due, time.ticks_ms())
+            if left <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for_ms(s.read(min(512, _MAX_HEAD + 1 - len(buf))), left)
             if not chunk:
                 return None
             buf += chunk

@@ -120,7 +120,10 @@ async def serve(app, name, s, peer, hello=None):
             except asyncio.TimeoutError:
                 if d.pending():
                     log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
-                    await _frame(me, d.expire())
+                    ev = d.expire()  # the cut frame's first byte; then the rest of it,
+                    while ev is not None:  # or frames found in it, as bytes that came
+                        await _frame(me, ev)
+                        ev = d.next()
                     continue
                 log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
                 break
@@ -160,8 +163,8 @@ def _reply(rid, result):
 async def _request(me, key, payload):
     app = me.app
     zero = key == L.ZERO_KEY
-    if not zero and key != _key:
-        log.frame(me.name, "rx", me.peer, "REQUEST with a wrong key")
+    if not zero and key != _key:  # an event, not a frame: refusals are logged whatever log.frames
+        log.event(me.name, "refused", me.peer, "wrong API key")
         await me.send(L.control(L.ERROR, L.E_AUTH), "ERROR 05")
         return
     log.frame(me.name, "rx", me.peer, payload)
@@ -171,6 +174,7 @@ async def _request(me, key, payload):
         msg = ValueError
     m = msg.get("method") if isinstance(msg, dict) else None
     if zero and m not in ("pair", "authenticate"):
+        log.event(me.name, "refused", me.peer, "zero API key for %s" % (m[:32] if type(m) is str else "?"))
         await me.send(L.control(L.ERROR, L.E_AUTH), "ERROR 05")
         return
     if not zero and not me.auth:
@@ -258,6 +262,8 @@ def _start(me, rid, p):
         amount, cur, orig, ref = o.amount, o.cur, o.no, None
     else:
         amount = _need(p, "amount", int, "amount")
+        if amount >= 10 ** 12:  # 12 digits, as P3 and the journal take
+            raise Err(103, "amount is invalid")
         cur = p.get("currency", app.cfg["synqpay"]["currency"])
         if type(cur) is not int or not 0 < cur < 1000:
             raise Err(103, "currency is invalid")

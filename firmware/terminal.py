@@ -106,14 +106,18 @@ class Terminal:
         except OSError as e:  # the journal cannot record it: refuse, approve nothing
             log.event("core", "journal-full", repr(e))
             t.result, t.reason = "error", "journal"
-        except Exception as e:  # a bug must not wedge the terminal
-            log.event("core", "error", repr(e))
+        except Exception as e:  # a bug, or a request the journal cannot hold (ValueError:
+            log.event("core", "error", repr(e))  # a record too long): it must not wedge the terminal
             t.result, t.reason = "error", "internal"
         try:
-            self.journal.decide(t)
+            if t.no:  # begun: the outcome is recorded
+                self.journal.decide(t)
         except OSError as e:  # cannot record the outcome: it must not stand
             log.event("core", "journal-full", repr(e))
             t.result, t.reason, t.auth, t.drop = "error", "journal", None, False
+        except Exception as e:  # (ValueError) the same, whatever the reason
+            log.event("core", "error", repr(e))
+            t.result, t.reason, t.auth, t.drop = "error", "internal", None, False
         self.current = None
         self._state(t, DONE)
         if self.cfg["log"]["heap"]:

@@ -98,3 +98,35 @@ def test_redact_hides_secrets_and_signatures():
     assert b"3cr3t" not in r and p3.redact(b'{"a":1}') == b'{"a":1}'
     assert p3.redact(b'{"merchantSecret":') == b'{"merchantSecret":'
     assert p3.redact(b'{"merchantSecret":"s3cr') == b'{"merchantSecret":"***'  # a cut log line
+
+
+def test_loads_refuses_json_nested_too_deep_with_its_own_error():
+    # CPython raised RecursionError; MicroPython runs out of memory (the adapter
+    # catches MemoryError), or reads it when its heap allows
+    for data in (b'{"a":' + b"[" * 3000 + b"]" * 3000 + b"}", b"[" * 3000):
+        try:
+            p3.loads(data)
+        except p3.P3Error as e:
+            assert e.kind == "MESSAGE_INVALID"
+        except MemoryError:
+            pass
+
+
+def test_minor_takes_ascii_digits_only():
+    # "²".isdigit() is True on CPython, and int() refused it: ValueError
+    for bad in ("\u00b2", "1\u00b2", "\u0661\u0662", "1.\u0662", "", ".5", "-1"):
+        assert p3.minor(bad, 2) is None, bad
+    assert p3.minor("12.5", 2) == 1250 and p3.minor(7, 0) == 7
+
+
+def test_dumps_escapes_keys_it_did_not_write_itself():
+    m = {"a\"b": 1, "\f": [], "": 2, "plain": 3}
+    assert p3.loads(p3.dumps(m)) == m
+
+
+def test_redact_hides_every_occurrence_of_a_secret_key():
+    data = b'{"merchantSecret":"first","x":1,"merchantSecret" : "s3cr3t\\"x","signature":"AAAA"}'
+    red = p3.redact(data)
+    assert b"first" not in red and b"s3cr3t" not in red and b"AAAA" not in red, red
+    assert red.count(b"***") == 3
+    assert p3.redact(b'{"merchantSecret":"abc') == b'{"merchantSecret":"***'

@@ -94,6 +94,8 @@ def loads(data):
         obj = json.loads(text)
     except ValueError:
         raise P3Error(MESSAGE_INVALID, "message is not valid JSON")
+    except RuntimeError:  # CPython's RecursionError: nested too deep (MicroPython: MemoryError)
+        raise P3Error(MESSAGE_INVALID, "message nested too deep")
     if not isinstance(obj, dict):
         raise P3Error(MESSAGE_INVALID, "message is not a JSON object")
     return obj
@@ -104,8 +106,8 @@ def _dump(v, put):
         put(b"{")
         sep = b""
         for k, x in v:
-            if x is not None:
-                put(sep + b'"' + k.encode() + b'":')
+            if x is not None:  # a key from a peer may need escapes: json writes it
+                put(sep + ('"' + k + '"' if k.isalpha() else json.dumps(k)).encode() + b":")
                 _dump(x, put)
                 sep = b","
         put(b"}")
@@ -199,12 +201,21 @@ def minor(v, places):
         return None
     i, _, f = v.partition(".")
     f = f.rstrip("0")
-    if not i.isdigit() or (f and not f.isdigit()) or len(f) > places:
+    if not i or not _ascii_digits(i) or not _ascii_digits(f) or len(f) > places:
         return None
     digits = i.lstrip("0") + f + "0" * (places - len(f))
     if len(digits) > 12:
         return None
     return int(i + f + "0" * (places - len(f)))
+
+
+def _ascii_digits(s):
+    """True if s is only 0-9 (str.isdigit() also takes superscripts, which
+    int() refuses, and other scripts' digits)."""
+    for c in s:
+        if not "0" <= c <= "9":
+            return False
+    return True
 
 
 def decimal(amount, places):
@@ -220,12 +231,14 @@ def redact(data, keys=(b'"merchantSecret"', b'"signature"')):
     by ***, up to the end when the message is cut inside one."""
     for k in keys:
         i = data.find(k)
-        c = data.find(b":", i + len(k)) if i >= 0 else -1
-        a = data.find(b'"', c) if c >= 0 else -1
-        if a < 0:
-            continue
-        z = a + 1
-        while z < len(data) and data[z] != 34:
-            z += 2 if data[z] == 92 else 1
-        data = data[:a + 1] + b"***" + data[z:]
+        while i >= 0:  # every occurrence: JSON lets a key repeat (the last one counts)
+            c = data.find(b":", i + len(k))
+            a = data.find(b'"', c) if c >= 0 else -1
+            if a < 0:
+                break
+            z = a + 1
+            while z < len(data) and data[z] != 34:
+                z += 2 if data[z] == 92 else 1
+            data = data[:a + 1] + b"***" + data[z:]
+            i = data.find(k, a + 4)
     return data
