@@ -497,3 +497,87 @@ def test_fields_too_long_for_the_journal_do_not_wedge_the_terminal(firmware, tmp
         reg.synqpay()
 
     twice(fw, reg, ("concert", "p3", "synqpay"), state, abuse)
+
+
+def test_the_control_api_under_abuse(firmware, tmp_path):
+    """The web port takes random bytes, cut and oversize heads, bodies that
+    are not JSON or too big, a burst of wrong tokens and a storm of
+    connections; afterwards the right token still drives the terminal (a
+    queued decline reaches the next Concert payment) and every refusal is
+    an HTTP status, not a crash."""
+    token = "t0ken-under-abuse"
+    state = paired(tmp_path)
+    fw = firmware(config({"web": {"token": token, "max_clients": 4}}), state_dir=state)
+    reg = Register(fw)
+    reg.warm()
+    web = fw.address("web")
+    rnd = random.Random(8)
+
+    def http(method, path, body=b"", tok=None, extra=b""):
+        head = b"%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path)
+        if tok is not None:
+            head += b"Authorization: Bearer %s\r\n" % tok
+        head += b"Content-Length: %d\r\n%s\r\n" % (len(body), extra)
+        s = connect(web, 3.0)
+        s.sendall(head + body)
+        got = b""
+        try:
+            while True:
+                c = s.recv(4096)
+                if not c:
+                    break
+                got += c
+        except OSError:
+            pass
+        s.close()
+        return int(got.split(b" ", 2)[1]) if got.startswith(b"HTTP/1.1 ") else None
+
+    statuses = {}
+
+    def abuse():
+        for _ in range(10):
+            blast(web, bytes(rnd.getrandbits(8) for _ in range(rnd.choice([1, 9, 300, 3000]))))
+        good = b"POST /api/queue HTTP/1.1\r\nHost: x\r\nContent-Length: 26\r\n\r\n"
+        for _ in range(5):
+            blast(web, good[:rnd.randrange(1, len(good))])  # cut heads
+        for case, want in (
+                ((b"GET", b"/api/" + b"x" * 3000), 431),  # a head over 2 KB
+                ((b"POST", b"/api/queue", b"{not json", token.encode()), 400),
+                ((b"POST", b"/api/queue", b"[1, 2]", token.encode()), 400),
+                ((b"POST", b"/api/queue", b"{}" + b" " * 5000, token.encode()), 413),
+                ((b"PUT", b"/api/config", b'{"web": {"port": "x"}}', token.encode()), 400),
+                ((b"DELETE", b"/api/state", b"", token.encode()), 405),
+                ((b"GET", b"/../../etc/passwd"), 404)):
+            got = http(*case)
+            statuses.setdefault(want, []).append(got)
+        for i in range(30):  # wrong tokens, each logged
+            statuses.setdefault(401, []).append(
+                http(b"POST", b"/api/reset", b"{}", tok=b"guess-%d" % i if i % 3 else None))
+        socks = []
+        for _ in range(40):  # more than max_clients at once
+            try:
+                socks.append(connect(web, 2.0))
+            except OSError:
+                pass
+        time.sleep(0.3)
+        for i, s in enumerate(socks):
+            rst(s) if i % 2 else s.close()
+        # the right token still works (once the storm's slots are given
+        # back: an extra client is closed at once), and the terminal does
+        # what it says
+        deadline = time.monotonic() + 3
+        while True:
+            got = http(b"POST", b"/api/queue", b'{"outcomes": ["decline"]}', tok=token.encode())
+            if got is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert got == 200, got
+        assert tlv.decode(exchange(fw.address("concert-ip"), odoo(1250)))["AE"] == "01"
+        reg.concert()
+
+    twice(fw, reg, ("concert",), state, abuse)
+    for want, got in statuses.items():
+        assert set(got) == {want}, (want, got)
+    out = fw.output()
+    assert out.count("401 wrong or missing token") >= 60
+    assert token not in out and "guess-" not in out
