@@ -116,7 +116,9 @@ DEFAULTS = {
 }
 
 # values never written in a problem line (the log is shown, kept, pasted in tickets)
-SECRET = ("wifi.password", "synqpay.api_key", "synqpay.otp", "p3.merchant_secret", "card.pan")
+# never shown: not in logs, problem lines, the control API or the page
+SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.merchant_secret",
+          "card.pan")
 
 _PORT = (1, 65535)
 _MS = (0, 600000)

@@ -8,10 +8,6 @@ import os
 from firmware import borrow, drop, log
 from firmware.web import _Answer, _dismiss, _int, _status, _txn
 
-_SECRETS = (("web", "token"), ("wifi", "password"), ("p3", "merchant_secret"),
-            ("synqpay", "otp"), ("synqpay", "api_key"))
-
-
 async def _transactions(app, name, s, method, q, body, headers):
     """The newest n (default 50) transactions of the journal, oldest first."""
     j = app.term.journal
@@ -109,8 +105,12 @@ async def _reset(app, name, s, method, q, body, headers):
 
 
 def _masked(cfg):
+    had, config = borrow("firmware.config")
+    secrets = config.SECRET
+    drop("firmware.config", had)
     out = dict(cfg)
-    for sec, key in _SECRETS:
+    for path in secrets:
+        sec, key = path.split(".")
         if out[sec][key]:
             out[sec] = dict(out[sec])
             out[sec][key] = "***"

@@ -12,6 +12,7 @@ import warnings
 import pytest
 
 import p3_client
+import web_client as web
 from concert_client import exchange, odoo
 from conftest import merge
 from synqpay_client import KEY, Link, request, unverified_context
@@ -19,7 +20,7 @@ from understudy import journal as journal_tool
 from wire import concert_tlv as tlv
 from wire import synqpay_link as L
 
-TCP_LISTENERS = ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls")
+TCP_LISTENERS = ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls", "web")
 
 
 @pytest.fixture
@@ -149,6 +150,7 @@ SECRETS = {
     "p3": "P3-s3cret-Q7",
     "wifi": "wifi-Pa55-Z9",
     "pan": "5413330089020011",
+    "token": "web-T0ken-x4",
 }
 
 
@@ -158,6 +160,7 @@ def test_no_secret_in_logs_traces_or_journal(firmware, tmp_path):
            "p3": {"merchant_secret": SECRETS["p3"]},
            "wifi": {"ssid": "shop", "password": SECRETS["wifi"]},
            "card": {"pan": SECRETS["pan"]},
+           "web": {"token": SECRETS["token"]},
            "log": {"frames": True, "heap": True}}
     fw = firmware(cfg, state_dir=state)
     key = bytes.fromhex(SECRETS["api_key"])
@@ -184,6 +187,14 @@ def test_no_secret_in_logs_traces_or_journal(firmware, tmp_path):
     got = link.call("authenticate", {"otp": "135790"}, key=L.ZERO_KEY)
     assert got["result"]["apiKey"] == SECRETS["api_key"]  # the POS gets it; the log must not
     link.close()
+    # the control API: a wrong token, the right one; what it shows holds no secret
+    assert web.post(fw, "/api/queue", {"outcomes": []}, token="x" + SECRETS["token"])[0] == 401
+    assert web.post(fw, "/api/queue", {"outcomes": []}, token=SECRETS["token"])[0] == 200
+    shown = "".join(json.dumps(web.get(fw, path, token=None)[1]) for path in
+                    ("/api/config", "/api/state", "/api/last", "/api/trace?since=0",
+                     "/api/transactions", "/api/receipt"))
+    for name, v in SECRETS.items():
+        assert v not in shown, "%s shown by the control API" % name
     # a config with secrets in wrong places and wrong shapes, reloaded live
     with open(fw.config_path) as f:
         running = json.load(f)
