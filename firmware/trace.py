@@ -18,7 +18,7 @@ class Trace:
     def __init__(self, app):
         self.app = app
         self.size = app.cfg["web"]["trace"]
-        self.ring = [None] * self.size  # type: list  # (seq, line)
+        self.ring = [None] * self.size  # type: list  # line number n is ring[n % size]
         self.seq = 0  # number of the newest line
         self.last = {}  # source -> [newest rx line, newest tx line]
         self.on = False  # recording: set by the first HTTP request
@@ -33,7 +33,7 @@ class Trace:
         if len(line) > MAX:
             line = line[:MAX] + "..."
         self.seq += 1
-        self.ring[self.seq % self.size] = (self.seq, line)
+        self.ring[self.seq % self.size] = line
         if what == "rx" or what == "tx":
             pair = self.last.get(source)
             if pair is None:
@@ -54,7 +54,7 @@ class Trace:
     def since(self, cursor):
         """[(seq, line)] newer than cursor, oldest first (what the ring still has)."""
         first = max(cursor + 1, self.seq - self.size + 1, 1)
-        return [self.ring[n % self.size] for n in range(first, self.seq + 1)]
+        return [(n, self.ring[n % self.size]) for n in range(first, self.seq + 1)]
 
     async def wait(self, ms):
         """Until the next line or state change, or ms."""
