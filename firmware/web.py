@@ -130,10 +130,10 @@ def _authorized(app, headers, ip, q):
 
 
 async def serve(app, name, s, ip):
-    app.trace.on = True  # somebody watches: the trace records from now on
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
     try:
+        app.trace.record()  # somebody watches: the trace records from now on
         head, early = await _read_head(s, ms)
         if head is None:
             return
