@@ -41,21 +41,21 @@ class Trace:
     def __init__(self, app):
         self.app = app
         self.size = app.cfg["web"]["trace"]
-        self.buf = None  # size slots of SLOT bytes: line n is slot n % size; made by record()
+        self.buf = bytearray(0)  # size slots of SLOT bytes: line n is slot n % size; made by record()
         self.lens = bytearray(self.size)  # bytes used in each slot
         self.seq = 0  # number of the newest line
         self.last = {}  # source -> [bytearray(2 slots): rx, tx; [rx length, tx length]]
         self.on = False  # recording: set by the first HTTP request
         self.news = 0  # counts changes: lines and transaction states
         self._ev = None  # set on news; made only while someone waits
-        log.watch(self.on_log)
         app.term.watchers.append(self.on_txn)
 
     def record(self):
         """Start recording (the first HTTP request): MemoryError if no room."""
-        if self.buf is None:
+        if not self.on:
             self.buf = bytearray(self.size * SLOT)
-        self.on = True
+            log.watch(self.on_log)  # (until then log.frame renders no frame for us)
+            self.on = True
 
     def on_log(self, source, what, line):
         if not self.on:
