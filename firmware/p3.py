@@ -62,7 +62,7 @@ class Conn:
                         first.append(b)
                     self.s.write(b)
 
-                w.pieces(data, put)
+                w.pieces(data, put, 256)  # a 512-byte hole is not always there
                 data = first[0] if first else b""
             elif data:
                 self.s.write(data)

@@ -116,7 +116,7 @@ async def serve(app, name, s, peer, hello=None):
         while True:
             wait = app.cfg["timeouts"]["request_ms"] if hello or d.pending() else sc["idle_s"] * 1000
             try:
-                data = await (asyncio.wait_for_ms(s.read(512), wait) if wait else s.read(512))
+                data = await (asyncio.wait_for_ms(s.read(256), wait) if wait else s.read(256))
             except asyncio.TimeoutError:
                 if d.pending():
                     log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
