@@ -7,7 +7,7 @@ import os
 from firmware import log
 from wire import records, records_reader
 
-_CHUNK = 256
+_CHUNK = 128  # with what is left of a record, reads need a hole of at most ~260 bytes
 
 
 def _read(path, reader):
