@@ -130,10 +130,10 @@ def _authorized(app, headers, ip, q):
 
 
 async def serve(app, name, s, ip):
+    app.trace.record()  # somebody watches: the trace records from now on
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
     try:
-        app.trace.record()  # somebody watches: the trace records from now on
         head, early = await _read_head(s, ms)
         if head is None:
             return
@@ -293,21 +293,20 @@ async def _events(app, name, s, method, q, body, headers):
                      b"Connection: close\r\n\r\nretry: 2000\n\n")
         cursor = _int(headers.get("last-event-id") or q.get("since"), 0)
         while True:
-            n = max(cursor + 1, tr.seq - tr.size + 1, 1)  # the oldest line to send
+            lines = tr.since(cursor)  # (seq, line) pairs: the lines themselves are not copied
             cursor = tr.seq
             news = tr.news
-            # written in pieces, one line at a time read from the ring, never
-            # as one JSON text: with the ring full an event is ~5 KB, which a
-            # small fragmented heap may have no room for
+            # written in pieces, never as one JSON text: with the ring full an
+            # event is ~5 KB, three copies of which (text, bytes, framed) a
+            # small fragmented heap may not have room for
             head = 'id: %d\ndata: {"state": %s, "trace": [' % (cursor, json.dumps(_status(app)))
             await _write(s, head.encode())
             head = ""
             sep = ""
-            while n <= cursor:
-                if n > tr.seq - tr.size:  # (not overwritten while we wrote)
-                    await _write(s, ("%s[%d, %s]" % (sep, n, json.dumps(tr.line(n)))).encode())
-                    sep = ", "
-                n += 1
+            while lines:
+                n, line = lines.pop(0)
+                await _write(s, ("%s[%d, %s]" % (sep, n, json.dumps(line))).encode())
+                sep = ", "
             await _write(s, b"]}\n\n")
             quiet = 0
             while tr.news == news and not _readable(s):

@@ -29,12 +29,8 @@ async def _transactions(app, name, s, method, q, body, headers):
 
 
 async def _last(app, name, s, method, q, body, headers):
-    tr = app.trace
-    out = {}
-    for src in (tr.last if tr else ()):
-        p = tr.newest(src)
-        out[src] = {"request": p[0], "answer": p[1]}
-    return out
+    last = app.trace.last if app.trace else {}
+    return {src: {"request": p[0], "answer": p[1]} for src, p in last.items()}
 
 
 
