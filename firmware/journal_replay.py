@@ -133,7 +133,7 @@ def scan(j, want, open_batch, every=False, ref=None):
     """Newest transaction in the file for which want(t) holds (final state);
     with every, all of them, oldest first.  With ref (want holds only for
     that reference), only the transactions carrying it, and voids (which may
-    void one of them), are built: a Synqpay or Concert register re-using a
+    void one of them), are built: a Synqpay or P3 register re-using a
     reference makes the terminal read the whole file mid-traffic, and a
     transaction object per record would churn a small heap."""
     kept = {}  # type: dict
