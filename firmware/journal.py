@@ -187,14 +187,15 @@ class Journal:
     def last(self):
         return self.recent[-1] if self.recent else None
 
-    def _find(self, want, open_batch=False):
-        """Newest transaction for which want(t) holds: RAM first, then the file."""
+    def _find(self, want, open_batch=False, ref=None):
+        """Newest transaction for which want(t) holds: RAM first, then the file
+        (with ref: want holds only for transactions with that reference)."""
         for i in range(len(self.recent) - 1, -1, -1):
             t = self.recent[i]
             if want(t) and (not open_batch or t.batch == self.batch):
                 return t
         if self.path and (not self.recent or self.recent[0].no > 1):
-            return self._cold("scan", want, open_batch)
+            return self._cold("scan", want, open_batch, False, ref)
         return None
 
     def get(self, no):
@@ -204,7 +205,7 @@ class Journal:
         """Newest transaction with this register reference (and personality)."""
         if not ref or not self._maybe(ref):  # never seen: no need to read the file
             return None
-        return self._find(lambda t: t.ref == ref and src in (None, t.src))
+        return self._find(lambda t: t.ref == ref and src in (None, t.src), False, ref)
 
     def select(self, want):
         """Every transaction of the open batch for which want(t) holds, oldest first."""

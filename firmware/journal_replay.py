@@ -7,7 +7,7 @@ import os
 from firmware import log
 from wire import records, records_reader
 
-_CHUNK = 256
+_CHUNK = 128  # with what is left of a record, reads need a hole of at most ~260 bytes
 
 
 def _read(path, reader):
@@ -129,15 +129,19 @@ def replay(j):
                   "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
 
 
-def scan(j, want, open_batch, every=False):
+def scan(j, want, open_batch, every=False, ref=None):
     """Newest transaction in the file for which want(t) holds (final state);
-    with every, all of them, oldest first."""
+    with every, all of them, oldest first.  With ref (want holds only for
+    that reference), only the transactions carrying it, and voids (which may
+    void one of them), are built: a Synqpay or P3 register re-using a
+    reference makes the terminal read the whole file mid-traffic, and a
+    transaction object per record would churn a small heap."""
     kept = {}  # type: dict
     t = None
     for r in _read(j.path, records_reader.Reader()):
         k = r[0]
         if k == "B":
-            t = _begun(r)
+            t = _begun(r) if ref is None or r[8] == ref or r[4] == "void" else None
         elif k == "D":
             if t is not None and t.no == r[1]:
                 _decided(t, r)

@@ -33,6 +33,8 @@ def frame(source, direction, peer, data):
     """A protocol frame, rx (from the register) or tx (to it)."""
     if not frames and not _observers:
         return
+    if not frames:  # only the live trace wants it, and keeps at most 200 characters
+        data = data[:200]
     if not isinstance(data, str):
         data = printable(data)
     line = "%s %s %s %s" % (source, direction, peer, data)

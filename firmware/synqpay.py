@@ -53,7 +53,11 @@ class Session:
     async def send(self, data, shown):
         try:
             async with self.lock:
-                self.s.write(data)
+                if isinstance(data, tuple):  # a frame's parts (L.parts): no copy of a long answer
+                    for part in data:
+                        self.s.write(part)
+                else:
+                    self.s.write(data)
                 await asyncio.wait_for_ms(self.s.drain(), self.app.cfg["timeouts"]["request_ms"])
         except Exception as e:  # OSError, TimeoutError: the client is gone or stuck
             log.event(self.name, "send-failed", self.peer, repr(e))
@@ -116,7 +120,7 @@ async def serve(app, name, s, peer, hello=None):
         while True:
             wait = app.cfg["timeouts"]["request_ms"] if hello or d.pending() else sc["idle_s"] * 1000
             try:
-                data = await (asyncio.wait_for_ms(s.read(512), wait) if wait else s.read(512))
+                data = await (asyncio.wait_for_ms(s.read(256), wait) if wait else s.read(256))
             except asyncio.TimeoutError:
                 if d.pending():
                     log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
@@ -213,7 +217,7 @@ async def _request(me, key, payload):
         a = e.args
         body = shown = '{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%s%s}}' % (
             json.dumps(rid), a[0], json.dumps(a[1]), ',"data":%s' % json.dumps(a[2]) if len(a) > 2 else "")
-    await me.send(L.frame(L.RESPONSE, body.encode()), shown)
+    await me.send(L.parts(L.RESPONSE, body.encode()), shown)
 
 
 def _status(app):
@@ -346,7 +350,7 @@ async def _deliver(app, t):
     if c is None:
         return False
     body = _reply(t.data["id"], txresult(app, t))
-    return await c.send(L.frame(L.RESPONSE, body.encode()), body)
+    return await c.send(L.parts(L.RESPONSE, body.encode()), body)
 
 
 async def _flush(me):

@@ -1,7 +1,7 @@
 """The live trace behind the web page: the newest log lines in a small ring.
 
 Made when the web listener starts; it records from the first HTTP request
-on (`on`), so a terminal nobody watches keeps no lines (and its heap does
+on (`record()`), so a terminal nobody watches keeps no lines (and its heap does
 not carry their varying sizes).  It keeps the lines log.py already made
 (cut to MAX characters), the last frame each way per personality, and
 wakes whoever waits for news (the page's event stream).  Bounded:
@@ -18,14 +18,20 @@ class Trace:
     def __init__(self, app):
         self.app = app
         self.size = app.cfg["web"]["trace"]
-        self.ring = [None] * self.size  # type: list  # (seq, line)
+        self.ring = [None] * self.size  # type: list  # line number n is ring[n % size]
         self.seq = 0  # number of the newest line
         self.last = {}  # source -> [newest rx line, newest tx line]
-        self.on = False  # recording: set by the first HTTP request
+        self.on = False  # recording: set by the first HTTP request (record())
         self.news = 0  # counts changes: lines and transaction states
         self._ev = None  # set on news; made only while someone waits
-        log.watch(self.on_log)
         app.term.watchers.append(self.on_txn)
+
+    def record(self):
+        """Record from now on (the first HTTP request); until then log.frame
+        renders no frame for the trace."""
+        if not self.on:
+            log.watch(self.on_log)
+            self.on = True
 
     def on_log(self, source, what, line):
         if not self.on:
@@ -33,7 +39,7 @@ class Trace:
         if len(line) > MAX:
             line = line[:MAX] + "..."
         self.seq += 1
-        self.ring[self.seq % self.size] = (self.seq, line)
+        self.ring[self.seq % self.size] = line
         if what == "rx" or what == "tx":
             pair = self.last.get(source)
             if pair is None:
@@ -54,7 +60,7 @@ class Trace:
     def since(self, cursor):
         """[(seq, line)] newer than cursor, oldest first (what the ring still has)."""
         first = max(cursor + 1, self.seq - self.size + 1, 1)
-        return [self.ring[n % self.size] for n in range(first, self.seq + 1)]
+        return [(n, self.ring[n % self.size]) for n in range(first, self.seq + 1)]
 
     async def wait(self, ms):
         """Until the next line or state change, or ms."""

@@ -130,7 +130,7 @@ def _authorized(app, headers, ip, q):
 
 
 async def serve(app, name, s, ip):
-    app.trace.on = True  # somebody watches: the trace records from now on
+    app.trace.record()  # somebody watches: the trace records from now on
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
     try:
@@ -293,11 +293,21 @@ async def _events(app, name, s, method, q, body, headers):
                      b"Connection: close\r\n\r\nretry: 2000\n\n")
         cursor = _int(headers.get("last-event-id") or q.get("since"), 0)
         while True:
-            lines = tr.since(cursor)
+            lines = tr.since(cursor)  # (seq, line) pairs: the lines themselves are not copied
             cursor = tr.seq
             news = tr.news
-            data = json.dumps({"state": _status(app), "trace": lines})
-            await _write(s, b"id: %d\ndata: %s\n\n" % (cursor, data.encode()))
+            # written in pieces, never as one JSON text: with the ring full an
+            # event is ~5 KB, three copies of which (text, bytes, framed) a
+            # small fragmented heap may not have room for
+            head = 'id: %d\ndata: {"state": %s, "trace": [' % (cursor, json.dumps(_status(app)))
+            await _write(s, head.encode())
+            head = ""
+            sep = ""
+            while lines:
+                n, line = lines.pop(0)
+                await _write(s, ("%s[%d, %s]" % (sep, n, json.dumps(line))).encode())
+                sep = ", "
+            await _write(s, b"]}\n\n")
             quiet = 0
             while tr.news == news and not _readable(s):
                 await tr.wait(2000)

@@ -24,7 +24,7 @@ class Reader:
         self._bad = False  # inside a damaged stretch
 
     def feed(self, data):
-        self.buf += data
+        self.buf.extend(data)  # in place: the buffer keeps its room from chunk to chunk
         return self._parse(False)
 
     def end(self):
@@ -60,7 +60,7 @@ class Reader:
                         break
             self._skip()
             i += 1
-        self.buf = buf[i:]
+        buf[:i] = b""  # in place, not a new copy of the rest for each chunk
         return out
 
     def _tail(self, buf, i):

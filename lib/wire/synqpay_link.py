@@ -52,9 +52,15 @@ def crc16(data, start=0, end=None, crc=0xFFFF):
 def frame(ftype, payload, key=None):
     """A Request (key given), Response or Event frame around payload (bytes).
     The payload is copied once, into the frame."""
+    return b"".join(parts(ftype, payload, key))
+
+
+def parts(ftype, payload, key=None):
+    """The same frame as (head, payload, tail), for a sender that writes them
+    one after the other: the payload is not copied."""
     head = bytes((STX, ftype)) + (key or b"") + len(payload).to_bytes(4, "big")
     c = crc16(payload, 0, None, crc16(head, len(head) - 4))
-    return b"".join((head, payload, bytes((c >> 8, c & 255, ETX))))
+    return head, payload, bytes((c >> 8, c & 255, ETX))
 
 
 def control(ftype, code=None):
