@@ -126,11 +126,18 @@ class Synqpay:
                             cafile=None)
         self.c = ecr_synqpay.Caller(a, Trace(), bytes.fromhex(KEY))
 
+    sales = 0  # every sale of the run a reference of its own, whatever its link
+
     def pay(self):
-        return self.c.call("startTransaction", {"paymentMethod": "CREDIT_CARD",
-                                                "transactionType": "SALE",
-                                                "referenceId": "b%d-%d" % (os.getpid(), self.c.n),
-                                                "amount": 1250})
+        Synqpay.sales += 1
+        got = self.c.call("startTransaction", {"paymentMethod": "CREDIT_CARD",
+                                               "transactionType": "SALE",
+                                               "referenceId": "b%d-%d" % (os.getpid(), Synqpay.sales),
+                                               "amount": 1250})
+        err = got.get("error") or {}
+        if "result" not in got and err.get("code") != 201:  # busy is an answer; the rest is no sale
+            raise RuntimeError("Synqpay sale refused: %s" % (err or got))
+        return got
 
     def echo(self):
         self.c.link.send(L.frame(L.REQUEST, b'{"jsonrpc":"2.0","id":"1","method":"getStatus"}',
