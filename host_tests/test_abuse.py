@@ -65,9 +65,13 @@ class Register:
         self.done = {}  # transaction number -> result, from the firmware's own lines
 
     def _heap(self, mark):
-        i = self.fw.wait_for("heap=", 10, mark)
-        assert i is not None, self.fw.output()[-3000:]
-        m = HEAP_RE.search(self.fw.lines[i])
+        while True:
+            i = self.fw.wait_for("heap=", 10, mark)
+            assert i is not None, self.fw.output()[-3000:]
+            m = HEAP_RE.search(self.fw.lines[i])
+            if m.group(1) != "0":  # not a request refused before it was recorded, logged late
+                break
+            mark = i + 1
         self.done[int(m.group(1))] = m.group(2)
         return int(m.group(3))
 
