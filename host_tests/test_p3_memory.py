@@ -78,9 +78,11 @@ def test_p3_soak_within_budget_and_without_leak(tmp_path):
 
         # ten rounds of a crowded soak then a quiet spell.  A quiet heap
         # sits on a floor with a few KB above it now and then (the loop's
-        # socket tables, a stale pointer the conservative GC must honour),
-        # so compare the floors of the first and the last five rounds: a leak
-        # of one 16-byte block per sale would lift the second by ~8 KB.
+        # socket tables, a stale pointer the conservative GC must honour;
+        # the levels are ~0.4-1.2 KB apart, and five rounds do not always
+        # touch the lowest), so compare the floors of the first and the last
+        # five rounds with 2 KB of slack: a leak of one 16-byte block per
+        # sale would lift the second by ~8 KB.
         qs = []
         for _ in range(10):
             counts["approved"] += soak(100)
@@ -95,4 +97,4 @@ def test_p3_soak_within_budget_and_without_leak(tmp_path):
     heaps = [int(h) for _, h in HEAP_RE.findall(out)]
     print("p3 soak: quiet heaps %s, peak live: %d, %s" % (qs, max(heaps), counts))
     assert counts["busy"] > 10, counts  # the hammering POS did hear "busy"
-    assert late - early <= 1024, (early, late)
+    assert late - early <= 2048, (early, late)
