@@ -16,15 +16,16 @@ NAME = "unix"
 DEFAULT_HOST = "127.0.0.1"
 CONFIG_PATH = os.getenv("UNDERSTUDY_CONFIG") or "config.json"
 STATE_DIR = os.getenv("UNDERSTUDY_STATE") or "state"
-if os.getenv("UNDERSTUDY_FLASH"):
+_FLASH = os.getenv("UNDERSTUDY_FLASH")
+if _FLASH:
     from firmware.board import unix_flash
 
-    STATE_DIR = unix_flash.mount(os.getenv("UNDERSTUDY_FLASH"))
+    STATE_DIR = unix_flash.mount(_FLASH)
 TLS_DIR = os.getenv("UNDERSTUDY_TLS") or "build/tls"
 # a record written to a host file is the kernel's at once and survives the
 # process being killed; flushing (an fsync) only adds surviving the PC losing
 # power (journal.fsync).  littlefs keeps records cached until a flush.
-JOURNAL_FLUSH = bool(os.getenv("UNDERSTUDY_FLASH"))
+JOURNAL_FLUSH = bool(_FLASH)
 
 _c = os.getenv("UNDERSTUDY_CLOCK")
 if _c:
@@ -32,7 +33,7 @@ if _c:
 
 
 def stopped():
-    if os.getenv("UNDERSTUDY_FLASH"):
+    if _FLASH:
         unix_flash.report()
 
 

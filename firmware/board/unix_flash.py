@@ -46,9 +46,15 @@ class FileBlocks:
 
 
 def report():
-    """Printed at a clean stop (not from sys.atexit: an exception there, which
-    the unix port does not catch, ends the process with "FATAL: uncaught NLR")."""
-    print("flash wear %d bytes in %d programs" % (wear[0], wear[1]))
+    """Printed at a clean stop, allocating nothing: a Ctrl-C that lands while
+    the garbage collector runs a littlefs file's finaliser (which calls our
+    Python block device) can leave the unix port's heap locked, and then any
+    allocation fails (from sys.atexit, which nothing catches, that was a
+    "FATAL: uncaught NLR")."""
+    try:
+        print("flash wear", wear[0], "bytes in", wear[1], "programs")
+    except MemoryError:
+        pass
 
 
 def mount(spec):
