@@ -8,10 +8,9 @@ close.  A register that closed before the answer is marked "not delivered";
 one that only closed its sending half (nc, socat do) still gets its answer.
 """
 import asyncio
-import time
 
 from firmware import concert, log
-from firmware.tcp import peer_reset
+from firmware.tcp import deadline, peer_reset, read_by
 from wire import concert_tlv as tlv
 
 
@@ -23,14 +22,10 @@ async def _read_request(app, name, r, peer):
     boundary = False
     # the whole request within request_ms: a register that trickles bytes
     # (one a second) must not hold a client slot for max_request seconds
-    due = time.ticks_add(time.ticks_ms(), to["request_ms"])
+    due = deadline(to["request_ms"])
     while True:
-        left = time.ticks_diff(due, time.ticks_ms())
-        wait = min(to["gap_ms"], left) if boundary else left
         try:
-            if wait <= 0:
-                raise asyncio.TimeoutError
-            chunk = await asyncio.wait_for_ms(r.read(256), wait)
+            chunk = await read_by(r, 256, due, to["gap_ms"] if boundary else 0)
         except asyncio.TimeoutError:
             if not buf:
                 log.event(name, "silent", peer, "closed after %d ms" % to["request_ms"])

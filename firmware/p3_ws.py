@@ -8,9 +8,8 @@ code.  Like TCP: p3.idle_s for the first byte of a frame, then
 timeouts.request_ms for the rest of it.
 """
 import asyncio
-import time
 
-from firmware import borrow, drop, log, p3
+from firmware import borrow, drop, log, p3, tcp
 from wire import ws
 
 _MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
@@ -23,29 +22,18 @@ def _text(n):
 async def _handshake(app, name, s, peer):
     """Bytes that followed the handshake, or None if it failed."""
     ms = app.cfg["timeouts"]["request_ms"]
-    buf = b""
-    end = -1
     had, http = borrow("wire.http")  # only needed while a connection opens
-    due = time.ticks_add(time.ticks_ms(), ms)  # the whole handshake, not each read
     try:
-        while end < 0:
-            left = time.ticks_diff(due, time.ticks_ms())
-            if left <= 0:
-                raise asyncio.TimeoutError
-            chunk = await asyncio.wait_for_ms(s.read(min(512, _MAX_HEAD + 1 - len(buf))), left)
-            if not chunk:
-                return None
-            buf += chunk
-            end = http.head_end(buf)
-            if end < 0 and len(buf) > _MAX_HEAD:
-                raise http.HTTPError(431, "Request Header Fields Too Large")
-        method, target, version, headers = http.parse_head(buf[:end])
+        head, early = await tcp.read_head(s, tcp.deadline(ms), http, _MAX_HEAD)  # the whole handshake
+        if head is None:
+            return None
+        method, target, version, headers = http.parse_head(head)
         ans = ws.handshake(method, target, version, headers, app.cfg["listeners"][name]["path"])
     except asyncio.TimeoutError:
         log.event(name, "silent", peer, "no handshake within %d ms" % ms)
         return None
     except MemoryError:
-        log.event(name, "out-of-memory", peer, "handshake of %d bytes; closed" % len(buf))
+        log.event(name, "out-of-memory", peer, "handshake; closed")
         return None
     except http.HTTPError as e:
         log.event(name, "refused", peer, e.status, e.reason)
@@ -58,7 +46,7 @@ async def _handshake(app, name, s, peer):
     s.write(ans)
     await s.drain()
     log.event(name, "open", peer, target)
-    return buf[end:]
+    return early
 
 
 class _In:

@@ -15,6 +15,7 @@ import gc
 import select
 import socket
 import sys
+import time
 
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's loop internals
 
@@ -52,6 +53,39 @@ def nodelay(s):
         s.setsockopt(6, _NODELAY, 1)  # IPPROTO_TCP
     except (OSError, TypeError):  # a port without the option: Nagle stays
         pass
+
+
+def deadline(ms):
+    return time.ticks_add(time.ticks_ms(), ms)
+
+
+async def read_by(s, n, due, cap=0):
+    """s.read(n), given up with asyncio.TimeoutError at ticks `due` (a whole
+    request's deadline: a peer trickling one byte a second must not hold a
+    client slot for long), or after `cap` ms if that comes first."""
+    ms = time.ticks_diff(due, time.ticks_ms())
+    if cap and cap < ms:
+        ms = cap
+    if ms <= 0:
+        raise asyncio.TimeoutError
+    return await asyncio.wait_for_ms(s.read(n), ms)
+
+
+async def read_head(s, due, http, limit):
+    """An HTTP request head by `due`: (head, the bytes after it), or (None,
+    b"") if the peer left; http.HTTPError 431 past `limit` bytes.  `http` is
+    wire.http, passed in by callers that borrow it."""
+    buf = b""
+    while True:
+        chunk = await read_by(s, min(512, limit + 1 - len(buf)), due)
+        if not chunk:
+            return None, b""
+        buf += chunk
+        end = http.head_end(buf)
+        if end >= 0:
+            return buf[:end], buf[end:]
+        if len(buf) > limit:
+            raise http.HTTPError(431, "Request Header Fields Too Large")
 
 
 async def close(s):

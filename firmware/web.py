@@ -14,7 +14,7 @@ import json
 import os
 import select
 
-from firmware import borrow, drop, log
+from firmware import borrow, drop, log, tcp
 from wire import http
 
 _MAX_HEAD = 2048
@@ -69,21 +69,7 @@ async def _write(s, data):
     await asyncio.wait_for_ms(s.drain(), _WRITE_MS)
 
 
-async def _read_head(s, ms):
-    buf = b""
-    while True:
-        chunk = await asyncio.wait_for_ms(s.read(_CHUNK), ms)
-        if not chunk:
-            return None, b""
-        buf += chunk
-        end = http.head_end(buf)
-        if end >= 0:
-            return buf[:end], buf[end:]
-        if len(buf) > _MAX_HEAD:
-            raise http.HTTPError(431, "Request Header Fields Too Large")
-
-
-async def _read_body(s, headers, early, limit, ms):
+async def _read_body(s, headers, early, limit, due):
     if "transfer-encoding" in headers:
         raise http.HTTPError(411, "Length Required")
     try:
@@ -96,7 +82,7 @@ async def _read_body(s, headers, early, limit, ms):
         raise http.HTTPError(413, "Content Too Large")
     body = early[:n]
     while len(body) < n:
-        chunk = await asyncio.wait_for_ms(s.read(n - len(body)), ms)
+        chunk = await tcp.read_by(s, n - len(body), due)
         if not chunk:
             raise http.HTTPError(400, "Bad Request")
         body += chunk
@@ -133,8 +119,9 @@ async def serve(app, name, s, ip):
     app.trace.record()  # somebody watches: the trace records from now on
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
+    due = tcp.deadline(ms)  # the whole request, head and body, within request_ms
     try:
-        head, early = await _read_head(s, ms)
+        head, early = await tcp.read_head(s, due, http, _MAX_HEAD)
         if head is None:
             return
         method, target, _, headers = http.parse_head(head)
@@ -147,7 +134,7 @@ async def serve(app, name, s, ip):
         write = method != "GET"
         body = None
         if write:
-            body = await _read_body(s, headers, early, app.cfg["web"]["max_body"], ms)
+            body = await _read_body(s, headers, early, app.cfg["web"]["max_body"], due)
         private = write or not (app.cfg["web"]["open_reads"] or route[1] == "page")  # the page holds no data
         if private and not _authorized(app, headers, ip, q):
             log.event(name, "refused", ip, method, path, "401 wrong or missing token")
