@@ -113,7 +113,7 @@ async def _answer(app, s, ans, gone):
             s.write(ans[:half])
             await s.drain()
             await asyncio.sleep_ms(f["split_answer_ms"])
-        s.write(ans[half:])
+        s.write(ans[half:] if half else ans)  # ans[0:] would copy it
         await s.drain()
         if gone[0]:  # it closed its side before the answer: half, or whole?
             await asyncio.sleep_ms(50)

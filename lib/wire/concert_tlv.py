@@ -27,7 +27,7 @@ def _head(buf, i):
     d2 = buf[i + 4] - 48
     if not (0 <= d0 <= 9 and 0 <= d1 <= 9 and 0 <= d2 <= 9):
         raise TLVError("bad length at offset %d" % i)
-    return bytes(buf[i:i + 2]).decode(), d0 * 100 + d1 * 10 + d2
+    return chr(a) + chr(b), d0 * 100 + d1 * 10 + d2
 
 
 def scan(buf, end=None):
@@ -77,12 +77,12 @@ def _walk(buf, i, end, nested):
         else:
             if tag in out:
                 raise TLVError("%s repeated" % tag)
-            raw = bytes(buf[v:v + n])
+            raw = buf[v:v + n]  # one copy, whether buf is bytes or a bytearray
             if min(raw) < 32 or max(raw) > 127:  # C loops, not a Python one per byte
                 for k in range(n):
                     if not 32 <= raw[k] <= 127:
                         raise TLVError("byte %d at offset %d is not ASCII text" % (raw[k], v + k))
-            out[tag] = raw.decode()
+            out[tag] = str(raw, "ascii")
         i = v + n
     return out
 

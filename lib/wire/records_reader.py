@@ -74,7 +74,7 @@ class Reader:
 
     def _check(self, buf, i, end):
         want = (buf[end - 4] << 24) | (buf[end - 3] << 16) | (buf[end - 2] << 8) | buf[end - 1]
-        if crc32(bytes(buf[i + 1:end - 4])) & 0xFFFFFFFF != want:
+        if crc32(buf[i + 1:end - 4]) & 0xFFFFFFFF != want:
             return None
         try:
             return json.loads(bytes(buf[i + 3:end - 4]))
