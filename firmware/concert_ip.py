@@ -88,7 +88,7 @@ async def serve(app, name, s, peer):
         log.frame(name, "tx", peer, ans)
         if not ok:
             log.event(name, "gone", peer, "closed before the answer")
-        if t is not None and (ok or not t.delivered):
+        if t is not None:
             app.term.delivered(t, ok)
         if ok and not gone[0]:
             # the register closes once it has the answer; do not wait forever

@@ -128,6 +128,8 @@ class Terminal:
         return t
 
     def delivered(self, t, ok=True):
+        if t.delivered:  # told once already: answering it again changes nothing
+            return
         self.journal.delivered(t, ok)
         if not ok:
             log.event("core", "undelivered", "#%d" % t.no, t.result)
