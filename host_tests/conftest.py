@@ -5,8 +5,6 @@ mpy-cross build that boards run.  Teardown fails a test whose firmware
 printed a Traceback or a MemoryError, or died.
 """
 import os
-import random
-import socket
 import sys
 
 import pytest
@@ -19,6 +17,10 @@ for p in (os.path.join(ROOT, "tools"), os.path.join(ROOT, "lib"), os.path.join(H
 
 from understudy import paths  # noqa: E402
 from understudy.launch import Firmware  # noqa: E402
+# ports below the ephemeral range (no outgoing connection takes one before
+# the firmware binds it), and the config merge, as the test kit has them
+from understudy.testkit import free_port as quiet_port  # noqa: E402
+from understudy.testkit import merge  # noqa: E402
 
 collect_ignore = ["mp", "fakes"]  # MicroPython-only code, run by the tests that need it
 
@@ -27,46 +29,12 @@ SOURCE_HEAP = "512K"  # compiling .py on the fly needs room; boards run .mpy
 MPY_HEAP = "256K"  # the board budget (README, docs/MEMORY.md)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def quiet_port():
-    """A free port below the ephemeral range (32768+ on Linux): a port from
-    free_port() can be taken by any outgoing connection on the machine
-    before the firmware binds it; one picked here cannot."""
-    while True:
-        port = random.randint(20000, 32000)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            pass
-        finally:
-            s.close()
-
-
-def merge(base, extra):
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def base_config():
     """Fast time-outs so unhappy paths take seconds, not minutes."""
     return {
-        "listeners": {"concert-ip": {"port": free_port()}, "p3-tcp": {"port": quiet_port()},
+        "listeners": {"concert-ip": {"port": quiet_port()}, "p3-tcp": {"port": quiet_port()},
                       "p3-ws": {"port": quiet_port()},
-                      "synqpay": {"port": free_port()}, "synqpay-tls": {"port": free_port()},
+                      "synqpay": {"port": quiet_port()}, "synqpay-tls": {"port": quiet_port()},
                       "concert-serial": {"reply_ms": 1000, "byte_ms": 500},
                       "synqpay-serial": {}},  # every listener named: tests switch them off by name
         "timeouts": {"card_s": 2, "pin_s": 2, "auth_s": 5, "request_ms": 2000, "gap_ms": 100},

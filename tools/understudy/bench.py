@@ -35,7 +35,7 @@ from understudy.ecr import p3 as ecr_p3
 from understudy.ecr import synqpay as ecr_synqpay
 from understudy.launch import Firmware, micropython
 from understudy.nullmodem import NullModem
-from understudy.testkit import free_port
+from understudy.testkit import TCP, free_port, merge
 
 HEAP = "256K"
 KEY = "1234abcd"
@@ -200,22 +200,19 @@ ROOT = [paths.MPY]  # where main.py (and, unless frozen into the binary, the .mp
 
 def start(config, heap=HEAP, root=None, **kw):
     """The firmware with every TCP listener on a free port, Synqpay paired,
-    `config` merged on top (one level deep)."""
-    base = {"listeners": {}, "synqpay": {"api_key": KEY, "otp": "123456"},
-            "config_watch_s": 0}
-    for name in ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls"):
-        base["listeners"][name] = {"port": free_port()}
-    base["web"] = {"port": free_port()}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            base.setdefault(k, {}).update(v)
-        else:
-            base[k] = v
-    state = tempfile.mkdtemp(prefix="bench-")
-    with open(os.path.join(state, "synqpay.key"), "w") as f:
+    `config` merged on top; its flash a temporary directory it removes at
+    cleanup()."""
+    base = {"listeners": {name: {"port": free_port()} for name in TCP},
+            "web": {"port": free_port()},
+            "synqpay": {"api_key": KEY, "otp": "123456"}, "config_watch_s": 0}
+    fw = Firmware(root=root or ROOT[0], heap=heap, config=merge(base, config), **kw)
+    with open(os.path.join(fw.state_dir, "synqpay.key"), "w") as f:
         f.write(KEY + "\n")
-    return Firmware(root=root or ROOT[0], heap=heap, config=base, state_dir=state,
-                    **kw).start(timeout=30)
+    try:
+        return fw.start(timeout=30)
+    except Exception:
+        fw.cleanup()
+        raise
 
 
 def personalities(n):
@@ -617,8 +614,8 @@ def main(argv=None, prog="understudy bench"):
     a = p.parse_args(argv)
     ecr_p3.progress = ecr_synqpay.progress = lambda text: None  # the registers' chatter
     tls.make()
-    n_mpy, size = build.build(quiet=True)
-    r = {"mpy": (n_mpy, size), "leak_n": a.leak, "n": a.n, "rounds": a.rounds, "frozen": a.frozen}
+    r = {"mpy": build.stats(build.ensure()), "leak_n": a.leak, "n": a.n, "rounds": a.rounds,
+         "frozen": a.frozen}
     if a.frozen:
         ROOT[0] = frozen_root()
     r["rows"] = personalities(a.n)
@@ -635,14 +632,15 @@ def main(argv=None, prog="understudy bench"):
     before, after, _ = leak(a.leak)
     r["leak"] = (before, after)
     say("boot times...")
-    r["boot_mpy"] = boot_ms(paths.MPY, HEAP)
+    r["boot_mpy"] = boot_ms(ROOT[0], HEAP)
     r["boot_py"] = None if a.frozen else boot_ms(paths.SOURCE, "512K")
     say("serial link efficiency at 9600 baud...")
     from understudy import bench_serial
 
-    e = bench_serial.measure(9600, 20)
+    e = bench_serial.measure(9600, 20, ROOT[0])
     r["serial"] = "%.3f (%.1f ms for %.1f ms of wire)" % (e["efficiency"], e["whole_ms"],
                                                         e["wire_ms"])
+    os.makedirs(a.out, exist_ok=True)
     r["charts"] = charts(r["series"], r["rows"], a.out)
     text = report(r)
     with open(os.path.join(a.out, "BENCHMARKS.md"), "w") as f:

@@ -50,10 +50,10 @@ def one(s, char_s):
     return turns, time.monotonic() - start
 
 
-def start(baud, frames=False):
+def start(baud, frames=False, root=paths.MPY):
     cfg = {"listeners": {"concert-ip": {"enabled": False}, "concert-serial": {"baud": baud}},
            "log": {"frames": frames}}
-    return Firmware(root=paths.MPY, heap="128K", config=cfg, line_baud=baud).start()
+    return Firmware(root=root, heap="256K", config=cfg, line_baud=baud).start()  # the budget
 
 
 def runs(fw, baud, n):
@@ -65,9 +65,9 @@ def runs(fw, baud, n):
         return [one(s, 10.0 / baud) for _ in range(n + 2)][2:]
 
 
-def measure(baud=9600, n=30):
+def measure(baud=9600, n=30, root=paths.MPY):
     """{"efficiency", "whole_ms", "wire_ms"}: the median payment."""
-    fw = start(baud)
+    fw = start(baud, root=root)
     try:
         r = runs(fw, baud, n)
     finally:

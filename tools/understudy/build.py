@@ -76,6 +76,13 @@ def digest():
     return h.hexdigest()
 
 
+def stats(out=paths.MPY):
+    """(modules, bytes of .mpy) of the build in out/, from its stamp."""
+    with open(os.path.join(out, ".stamp")) as f:
+        n, size = f.read().split()[:2]
+    return int(n), int(size)
+
+
 def ensure(out=paths.MPY):
     """The .mpy build in out/, made (quietly) if missing or stale; returns out."""
     try:

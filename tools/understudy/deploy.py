@@ -186,10 +186,9 @@ def deploy(a):
     cfg = load_config(a)
     say("config checked (%d top-level keys)" % len(cfg))
     root = build.ensure()
-    with open(os.path.join(root, ".stamp")) as f:
-        n, size = f.read().split()[:2]
+    n, size = build.stats(root)
     ver = mpy_header(root)
-    say("built %s modules, %.1f KB of .mpy v%d (bytecode only)" % (n, int(size) / 1024.0, ver[0]))
+    say("built %d modules, %.1f KB of .mpy v%d (bytecode only)" % (n, size / 1024.0, ver[0]))
     find_port(a.port)
     say("asking the board on %s..." % a.port)
     probe = "import sys; print('BOARD', sys.platform, getattr(sys.implementation, '_mpy', -1), sys.version)"

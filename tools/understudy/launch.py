@@ -92,6 +92,7 @@ class Firmware:
         os.replace(tmp, self.config_path)
 
     def start(self, timeout=15):
+        self.killed = False  # a restart after kill(): its own death counts again
         if not os.path.exists(os.path.join(self.root, "main.py")):
             raise FirmwareError("no firmware in %s (run `make mpy`)" % self.root)
         env = dict(os.environ)

@@ -212,9 +212,14 @@ class Control:
 
     def __init__(self, terminal):
         self.t = terminal
-        self.fw = terminal.fw
-        self.url = terminal.web
-        self.token = terminal.config["web"]["token"]
+
+    @property
+    def url(self):  # read each time: configure() may move the port or change the token
+        return self.t.web
+
+    @property
+    def token(self):
+        return self.t.token
 
     def call(self, method, path, body=None, timeout=10):
         """(status, decoded JSON or text) of one API call."""
