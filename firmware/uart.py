@@ -10,6 +10,7 @@ bytes arrive (a line nobody talks on costs no RAM for its protocol); its
 listener stops, reading with read() below.
 """
 import asyncio
+import gc
 import sys
 
 from firmware import log
@@ -61,14 +62,21 @@ class UARTListener:
                 pass
 
     async def _run(self, st, lc):
-        try:
-            first = b""
-            while not first:
-                first = await read(st, 1000)
-            mod = __import__(self.module, None, None, ["serve"])
-            await mod.serve(self.app, self.name, st, lc, first)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a bug: say so loudly; the line stays dead until a restart
-            log.event(self.name, "error", repr(e))
-            sys.print_exception(e)
+        while True:
+            try:
+                first = b""
+                while not first:
+                    first = await read(st, 1000)
+                mod = __import__(self.module, None, None, ["serve"])
+                await mod.serve(self.app, self.name, st, lc, first)
+                return
+            except asyncio.CancelledError:
+                raise
+            except MemoryError as e:  # a heap too small at this peak: as TCP drops one client,
+                mod = None  # the line drops this session and serves the next
+                gc.collect()
+                log.event(self.name, "out-of-memory", repr(e), "session dropped")
+            except Exception as e:  # a bug: say so loudly; the line stays dead until a restart
+                log.event(self.name, "error", repr(e))
+                sys.print_exception(e)
+                return
