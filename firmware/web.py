@@ -14,14 +14,13 @@ import json
 import os
 import select
 
-from firmware import borrow, drop, log, tcp
+from firmware import borrow, drop, log, receipt, tcp
 from wire import http
 
 _MAX_HEAD = 2048
 _WRITE_MS = 5000
 _CHUNK = 512
 _PAGE = ("www/index.html.gz", "www/index.html")
-_CUR = {978: "EUR", 840: "USD", 826: "GBP", 756: "CHF", 376: "ILS", 953: "XPF"}
 _RESULT = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "CANCELLED",
            "timeout": "TIME-OUT", "error": "NOT COMPLETED"}
 _SCREEN = {"wait_card": "PRESENT CARD", "card_read": "CARD READ", "wait_continue": "PLEASE WAIT",
@@ -156,6 +155,8 @@ async def serve(app, name, s, ip):
                 drop("firmware.web_admin", had)
         else:
             out = await globals()["_" + what](app, name, s, method, q, body, headers)
+        if write:  # whatever it changed (queue, mode, delay, config...), open pages hear of it
+            app.trace.kick()
         if out is not None:
             await _json(s, 200, out)
         if write:
@@ -203,8 +204,7 @@ def _txn(t):
 
 
 def _money(t):
-    c = _CUR.get(t.cur, str(t.cur))
-    return "%d.%02d %s" % (t.amount // 100, t.amount % 100, c)
+    return receipt.money(t.amount, t.cur)  # the receipts' own table: 1250 XPF is not 12.50
 
 
 def screen(app):
@@ -371,8 +371,6 @@ async def _remove(app, name, s, method, q, body, headers):
     term.card_in = False
     if term.current is None:
         _dismiss(app)
-    if app.trace:
-        app.trace.kick()
     return _status(app)
 
 

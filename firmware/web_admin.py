@@ -83,8 +83,6 @@ async def _mode(app, name, s, method, q, body, headers):
     if m not in ("auto", "interactive"):
         raise _Answer(400, "Bad Request", "mode: auto or interactive")
     app.term.mode = m
-    if app.trace:
-        app.trace.kick()
     return _status(app)
 
 
@@ -96,8 +94,6 @@ async def _reset(app, name, s, method, q, body, headers):
     term.mode = app.cfg["web"]["mode"]
     term.card_in = False
     _dismiss(app)
-    if app.trace:
-        app.trace.kick()
     return _status(app)
 
 
@@ -143,8 +139,10 @@ async def _put_config(app, patch, replace):
     try:
         with open(path) as f:  # noqa: ASYNC230
             user = json.load(f)
-    except (OSError, ValueError):
+    except OSError:  # no file yet: the defaults
         user = {}
+    except ValueError:  # a hand-edited file that is not JSON: never overwrite it with the patch
+        raise _Answer(409, "Conflict", "%s is not valid JSON: fix it first" % path)
     if not isinstance(user, dict):
         user = {}
     for k in replace:
