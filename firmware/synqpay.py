@@ -318,10 +318,10 @@ def _post(frame, shown):
 def _progress(app, t, ev):
     if t.state == "wait_continue":
         body = _reply(t.data["id"], txresult(app, t, "UPDATE"))
-        _post(L.frame(L.RESPONSE, body.encode()), body)
+        _post(L.parts(L.RESPONSE, body.encode()), body)
     elif ev and t.state in _EVENTS:
         body = '{"jsonrpc":"2.0","method":"transactionEvent","params":{"type":"%s"}}' % _EVENTS[t.state]
-        _post(L.frame(L.EVENT, body.encode()), body)
+        _post(L.parts(L.EVENT, body.encode()), body)
 
 
 async def _run(app, t):
@@ -334,23 +334,29 @@ async def _run(app, t):
     else:
         _sending = t.no
         await asyncio.sleep_ms(0)  # events posted last go out first
-        try:
-            # if that client went away meanwhile, a newer one may hold the key
-            ok = await _deliver(app, t) or await _deliver(app, t)
-        except MemoryError:  # no room for the answer now: drop the link; it is resent on the next
-            gc.collect()
-            if _cur is not None:
-                _cur.drop("no memory for the answer #%d; resent on reconnect" % t.no)
+        # if that client went away meanwhile, a newer one may hold the key
+        ok = await _deliver(app, t)
+        if ok is False:
+            ok = await _deliver(app, t)
         _sending = 0
-    app.term.delivered(t, ok)
+    app.term.delivered(t, bool(ok))
 
 
 async def _deliver(app, t):
+    """True: the answer went out; False: no client or it failed; None: no
+    room to build it now (the link is dropped: it is resent on reconnect)."""
     c = client()
     if c is None:
         return False
-    body = _reply(t.data["id"], txresult(app, t))
-    return await c.send(L.parts(L.RESPONSE, body.encode()), body)
+    try:
+        body = _reply(t.data["id"], txresult(app, t))
+        parts = L.parts(L.RESPONSE, body.encode())
+    except MemoryError:
+        body = parts = None
+        gc.collect()
+        c.drop("no memory for the answer #%d; resent on reconnect" % t.no)
+        return None
+    return await c.send(parts, body)
 
 
 async def _flush(me):
@@ -362,7 +368,7 @@ async def _flush(me):
         if t.no != _sending and t.data and "id" in t.data:
             log.event(me.name, "resend", me.peer, "#%d" % t.no)
             ok = await _deliver(app, t)
-            app.term.delivered(t, ok)
+            app.term.delivered(t, bool(ok))
             if not ok:
                 return
 
