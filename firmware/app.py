@@ -70,17 +70,13 @@ class App:
             from firmware import uart
 
             return uart.UARTListener(self, name, module)
-        if kind == "http":
-            from firmware import tcp, trace
-
-            if self.trace is None:
-                self.trace = trace.Trace(self)
-            lst = tcp.TCPListener(self, name, module)
-            lst.kind = kind
-            return lst
-        if kind in ("tcp", "tls", "ws"):
+        if kind in ("tcp", "tls", "ws", "http"):
             from firmware import tcp
 
+            if kind == "http" and self.trace is None:  # the web face shows the trace
+                from firmware import trace
+
+                self.trace = trace.Trace(self)
             lst = (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
             lst.kind = kind
             return lst
