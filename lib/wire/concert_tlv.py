@@ -27,7 +27,10 @@ def _head(buf, i):
     d2 = buf[i + 4] - 48
     if not (0 <= d0 <= 9 and 0 <= d1 <= 9 and 0 <= d2 <= 9):
         raise TLVError("bad length at offset %d" % i)
-    return chr(a) + chr(b), d0 * 100 + d1 * 10 + d2
+    # decode(), not chr(a) + chr(b): MicroPython hands back the interned
+    # name ("CA", "CB"... are names in the firmware) without allocating, where
+    # a concatenation makes a new string per tag (a 112K Concert soak failed)
+    return bytes(buf[i:i + 2]).decode(), d0 * 100 + d1 * 10 + d2
 
 
 def scan(buf, end=None):
