@@ -1,6 +1,9 @@
 """Understudy: a payment terminal stand-in for MicroPython."""
 
 VERSION = "0.1.0"
+# settings never shown: not in logs, config problem lines, the control API or the page
+SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.merchant_secret",
+          "card.pan")
 
 
 def borrow(name):
@@ -24,3 +27,15 @@ def drop(name, had=False):
         parent = sys.modules.get(name[:i])
         if parent is not None and hasattr(parent, name[i + 1:]):
             delattr(parent, name[i + 1:])
+
+
+def room(need):
+    """True if `need` bytes are free (after a collection if they are not
+    yet): work is refused before it starts, with the protocol's busy
+    answer, rather than dropped half done when the heap runs out."""
+    import gc
+
+    if gc.mem_free() >= need:
+        return True
+    gc.collect()
+    return gc.mem_free() >= need

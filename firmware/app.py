@@ -109,10 +109,19 @@ class App:
 
 
 def _signature(path):
-    """CRC of the file: mtime is too coarse (1 s) and littlefs may lack it."""
+    """CRC of the file: mtime is too coarse (1 s) and littlefs may lack it.
+    Read in small pieces: the watcher runs every few seconds, whatever the
+    heap, and a config file is a few KB."""
+    buf = bytearray(128)
+    mv = memoryview(buf)
+    crc = 0
     try:
         with open(path, "rb") as f:
-            return crc32(f.read())
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    return crc
+                crc = crc32(mv[:n], crc)
     except OSError:
         return None
 
@@ -131,17 +140,24 @@ def load_config(path, running=None):
 
 async def _watch_config(app, path):
     """Reload the config when the file changes (app.seen: the CRC of the one
-    loaded; the control API's PUT /api/config writes the file and sets it)."""
+    loaded; the control API's PUT /api/config writes the file and sets it).
+    A check that finds no room (MemoryError) is tried again at the next
+    tick: it must not end the terminal."""
     while app.cfg["config_watch_s"]:
         await asyncio.sleep(app.cfg["config_watch_s"])
-        now = _signature(path)
-        if now == app.seen:
-            continue
-        app.seen = now
-        log.event("config", "reloaded", path)
-        cfg = load_config(path, app.cfg)
-        if cfg is not app.cfg:
-            await app.apply(cfg)
+        try:
+            now = _signature(path)
+            if now == app.seen:
+                continue
+            cfg = load_config(path, app.cfg)
+            app.seen = now
+            log.event("config", "reloaded", path)
+            if cfg is not app.cfg:
+                await app.apply(cfg)
+        except MemoryError:
+            drop("firmware.config")
+            gc.collect()
+            log.event("config", "deferred", "no room to read %s now" % path)
 
 
 async def _main():
@@ -171,7 +187,14 @@ async def _main():
 _app = None
 
 
+def _orphan(loop, context):
+    """A task failed after whoever awaited it had gone (a time-out that won
+    the race, a connection already closed): one line, not a traceback."""
+    log.event("app", "orphan", repr(context.get("exception")))
+
+
 def main():
+    asyncio.get_event_loop().set_exception_handler(_orphan)
     try:
         asyncio.run(_main())
     except KeyboardInterrupt:

@@ -7,6 +7,8 @@ module: the app drops it afterwards to give its RAM back.
 """
 import json
 
+from firmware import SECRET
+
 # What happens to a transaction, chosen by the amount's last two digits (the
 # `outcomes` table).  Adapters map results to their protocol's codes.
 OUTCOMES = (
@@ -107,6 +109,8 @@ DEFAULTS = {
                 "fsync": False},
     "faults": {"answer_delay_ms": 0, "split_answer_ms": 0},
     "log": {"frames": True, "heap": False},
+    # a transaction starts only with this much heap free; else the register hears "busy"
+    "memory": {"headroom": 6144},
     "board": {"led": -1, "led_active_low": False},
     "wifi": {"ssid": "", "password": "", "hostname": "understudy", "connect_s": 20, "retry_s": 30},
     # the web page and control API (docs/CONTROL.md); token "": only loopback may change state
@@ -114,11 +118,6 @@ DEFAULTS = {
             "open_reads": True, "mode": "auto", "events": 2, "trace": 24, "max_body": 4096},
     "config_watch_s": 2,
 }
-
-# values never written in a problem line (the log is shown, kept, pasted in tickets)
-# never shown: not in logs, problem lines, the control API or the page
-SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.merchant_secret",
-          "card.pan")
 
 _PORT = (1, 65535)
 _MS = (0, 600000)
@@ -196,6 +195,7 @@ RULES = {
     "journal.max_batch": (0, 100000),
     "journal.recent": (1, 64),
     "journal.min_free": (0, 1048576),
+    "memory.headroom": (0, 1048576),
     "synqpay.currency": (1, 999),
     "synqpay.crc": ("be", "either", "off"),
     "synqpay.max_payload": (256, 65536),

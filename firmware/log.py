@@ -21,27 +21,43 @@ def unwatch(fn):
 
 
 def event(source, what, *details):
-    line = source + " " + what
-    if details:
-        line += " " + " ".join([str(d) for d in details])
-    print(line)
-    for fn in _observers:
-        fn(source, what, line)
+    """Never raises: a MemoryError here (the heap is short, which is often
+    why there is something to log) must not kill the task that logs it.
+    Then the line goes out in pieces, without its details."""
+    try:
+        line = source + " " + what
+        if details:
+            line += " " + " ".join([str(d) for d in details])
+        print(line)
+        for fn in _observers:
+            fn(source, what, line)
+    except MemoryError:
+        _short(source, what)
+
+
+def _short(source, what):
+    try:
+        print(source, what, "(details dropped: out of memory)")
+    except MemoryError:
+        pass
 
 
 def frame(source, direction, peer, data):
-    """A protocol frame, rx (from the register) or tx (to it)."""
+    """A protocol frame, rx (from the register) or tx (to it); never raises."""
     if not frames and not _observers:
         return
-    if not frames:  # only the live trace wants it, and keeps at most 200 characters
-        data = data[:200]
-    if not isinstance(data, str):
-        data = printable(data)
-    line = "%s %s %s %s" % (source, direction, peer, data)
-    if frames:
-        print(line)
-    for fn in _observers:
-        fn(source, direction, line)
+    try:
+        if not frames:  # only the live trace wants it, and keeps at most 200 characters
+            data = data[:200]
+        if not isinstance(data, str):
+            data = printable(data)
+        line = "%s %s %s %s" % (source, direction, peer, data)
+        if frames:
+            print(line)
+        for fn in _observers:
+            fn(source, direction, line)
+    except MemoryError:
+        _short(source, direction)
 
 
 def printable(data):

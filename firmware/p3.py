@@ -11,12 +11,14 @@ request (firmware.borrow()).  Every decision where the sources are silent is in
 docs/P3.md.
 """
 import asyncio
+import gc
 
 from firmware import borrow, clock, drop, log
 from firmware.terminal import Busy
 from wire import p3 as w
 
 SRC = "p3"  # the journal's personality for both transports
+BUSY = "ACCESSORY_BUSY"  # another transaction runs, or the heap is short: try again
 _LOG = 512  # the frame log shows this much of a long received message
 login = None  # merchant identifier of the last accepted login (per server)
 
@@ -53,6 +55,8 @@ class Conn:
 
     async def _put(self, head, data):
         async with self.lock:
+            if not self.open:  # closed by the writer before us (it failed)
+                return None
             self.s.write(head)
             if isinstance(data, tuple):  # a message: written in pieces
                 first = []  # type: list
@@ -296,9 +300,10 @@ async def handle(conn, data):
     except w.P3Error as e:
         log.event(conn.name, "error", conn.peer, e.kind, str(e))
         await conn.send(w.error(rtype, tag, res, e))
-    except MemoryError:  # e.g. JSON nested thousands deep: refuse it, carry on
+    except MemoryError:  # the heap is short now: not the POS's fault; busy, try again
         log.event(conn.name, "out-of-memory", conn.peer, "%d-byte message not handled" % n)
-        err = w.P3Error(w.MESSAGE_INVALID, "no room to handle this message", "nested too deep?")
+        gc.collect()
+        err = w.P3Error(BUSY, "the terminal is short of memory now", "try again in a moment")
         await conn.send(w.error(rtype, tag, res, err))
 
 
@@ -344,6 +349,6 @@ async def start(conn, op, a, cur, tp, path, orig, tag, rtype, res, updates):
         t = conn.app.term.start(op, a, cur, SRC, ref=ref, orig=orig,
                                 data={"subject": subject[:64]} if subject else None)
     except Busy:
-        raise w.P3Error("ACCESSORY_BUSY", "the terminal is busy with another transaction")
+        raise w.P3Error(BUSY, "the terminal is busy with another transaction")
     t.hold = ("signature",)
     asyncio.create_task(drive(conn, t, rtype, tag, res, updates))

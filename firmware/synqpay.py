@@ -69,9 +69,13 @@ class Session:
         return True
 
     def drop(self, why):
-        """End the link from outside its own task (the reader's)."""
+        """End the link.  From another task, its reader is cancelled; from the
+        reader itself (an answer resent on reconnect), CancelledError
+        unwinds to serve(), which ends the link as for an eviction."""
         log.event(self.name, "drop", self.peer, why)
         task = self.task
+        if task is asyncio.current_task():
+            raise asyncio.CancelledError
         if task is not None:
             task.cancel()
 

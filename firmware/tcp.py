@@ -19,7 +19,7 @@ import time
 
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's loop internals
 
-from firmware import log
+from firmware import log, room
 
 
 def peer_ip(addr):
@@ -46,6 +46,9 @@ def peer_reset(st):
 # pieces would wait that long.  Terminals answer at once.  (The constant is
 # the port's own: lwIP's differs from Linux's 1.)
 _NODELAY = getattr(socket, "TCP_NODELAY", 1)
+
+
+_BACKLOG = 8
 
 
 def nodelay(s):
@@ -89,10 +92,12 @@ async def read_head(s, due, http, limit):
             raise http.HTTPError(431, "Request Header Fields Too Large")
 
 
-async def close(s):
+def close(st):
+    """Close a stream's socket now: asyncio's Stream.close() does nothing,
+    and awaiting wait_closed() needs a coroutine object, which a short heap
+    may not have room for."""
     try:
-        s.close()
-        await s.wait_closed()
+        st.s.close()
     except Exception:
         pass
 
@@ -116,7 +121,9 @@ class TCPListener:
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(socket.getaddrinfo(host, lc["port"])[0][-1])
-            s.listen(4)
+            # a burst of registers connecting at once waits in the kernel's queue rather
+            # than for a SYN resent a second later (lwIP: a pointer per slot)
+            s.listen(_BACKLOG)
             s.setblocking(False)
         except OSError:
             s.close()
@@ -139,21 +146,25 @@ class TCPListener:
     async def _serve(self, s):
         while True:
             yield core._io_queue.queue_read(s)
+            s2 = raw = addr = None
             try:
                 s2, addr = s.accept()
-            except OSError:
-                continue
-            raw = s2  # a TLS socket that failed does not close the one it wraps
-            try:
+                raw = s2  # a TLS socket that failed does not close the one it wraps
+                # before any work: a client taken on now would starve those being served
+                # (half the headroom: its transaction, if any, must find all of it)
+                if not room(self.app.cfg["memory"]["headroom"] // 2):
+                    raise MemoryError("heap short")
                 nodelay(s2)
                 if self.ssl is not None:
                     s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)
                 s2.setblocking(False)
                 st = asyncio.StreamReader(s2, {"peername": addr})
                 asyncio.create_task(self._client(st, peer_ip(addr), raw))
-            except Exception as e:  # MemoryError, a failed TLS setup...
-                s2.close()
-                raw.close()
+            except Exception as e:  # MemoryError, a failed TLS setup, a vanished peer...
+                for x in (s2, raw):  # whatever was made of this client goes
+                    if x is not None:
+                        x.close()
+                s2 = raw = st = None
                 gc.collect()
                 log.event(self.name, "refused", peer_ip(addr), repr(e))
 
@@ -173,13 +184,18 @@ class TCPListener:
             except OSError as e:  # the peer reset or vanished
                 log.event(self.name, "closed", ip, repr(e))
             except MemoryError as e:  # a heap too small for this client now: it is dropped,
-                gc.collect()  # what was decided is in the journal (the register may ask)
+                h = None  # what was decided is in the journal (the register may ask)
+                gc.collect()
                 log.event(self.name, "closed", ip, repr(e))
             except Exception as e:  # a bug: say so loudly
                 log.event(self.name, "error", ip, repr(e))
-                sys.print_exception(e)
-            self.clients -= 1
-        await close(st)
+                try:
+                    sys.print_exception(e)
+                except MemoryError:
+                    pass
+            finally:
+                self.clients -= 1
+        close(st)
         raw.close()
 
 

@@ -16,7 +16,7 @@ forbidden, host_error, signature (see the README for what each does).
 import asyncio
 import gc
 
-from firmware import clock, log
+from firmware import clock, log, room
 from firmware.journal import Journal
 
 # states
@@ -79,6 +79,9 @@ class Terminal:
         """Claim the terminal for a new transaction, or raise Busy at once."""
         if self.current:
             log.event("core", "busy", src, op, "refused; running", self.current.src)
+            raise Busy
+        if not room(self.cfg["memory"]["headroom"]):
+            log.event("core", "busy", src, op, "refused; heap short (%d bytes free)" % gc.mem_free())
             raise Busy
         t = self.current = Txn(op, amount, cur, src, ref, orig, data)
         rules = self.cfg["outcomes"]

@@ -1,0 +1,111 @@
+"""What a short heap does to the firmware's own code, under MicroPython:
+micropython.heap_lock() makes every allocation raise MemoryError, exactly
+where it would on a board whose heap ran out.
+
+Run by host_tests/test_core_micropython.py through mp_runner.
+"""
+import asyncio
+import micropython
+
+from firmware import app, config, log
+from firmware.terminal import Busy, Terminal
+
+log.frames = True
+
+
+def _locked(fn):
+    """fn() with every allocation refused; what it raised, or None.  (fn
+    takes no arguments: a call with *args allocates in the caller.)"""
+    micropython.heap_lock()
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 (MicroPython: what was raised is the answer)
+        micropython.heap_unlock()
+        return e
+    micropython.heap_unlock()
+    return None
+
+
+def test_logging_never_raises_when_the_heap_is_gone():
+    seen = []
+    log.watch(lambda src, what, line: seen.append(line))
+    try:
+        # (the details of log.event(source, what, *details) are a tuple the caller
+        # makes: with the heap locked that call fails before log runs)
+        assert _locked(lambda: log.event("concert-ip", "closed")) is None
+        assert _locked(lambda: log.frame("p3-tcp", "tx", "127.0.0.1", b"{\"type\":\"x\"}")) is None
+        log.event("concert-ip", "closed", "127.0.0.1")  # and it still logs afterwards
+    finally:
+        log._observers.clear()
+    assert seen and seen[-1] == "concert-ip closed 127.0.0.1", seen
+
+
+def test_a_transaction_is_refused_as_busy_before_it_starts_when_the_heap_is_short():
+    cfg, problems = config.merge({"memory": {"headroom": 1 << 20}})  # more than this heap has
+    assert not problems, problems
+    term = Terminal(cfg)
+    try:
+        term.start("pay", 1250, 978, "test")
+        raise AssertionError("started")
+    except Busy:
+        pass
+    assert term.current is None and term.journal.next_no == 1  # nothing begun, nothing recorded
+
+
+class _App:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.seen = None
+        self.applied = 0
+
+    async def apply(self, cfg):
+        self.applied += 1
+
+
+def test_the_config_watcher_outlives_a_memory_error(tmp=None):
+    import os
+
+    path = (os.getenv("TMPDIR") or "/tmp") + "/short_heap_config.json"
+    with open(path, "w") as f:
+        f.write('{"delays": {"card_ms": 1}}')
+    cfg, _ = config.merge({"config_watch_s": 1})
+    a = _App(cfg)
+    real = app._signature
+    calls = [0]
+
+    def failing(p):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise MemoryError("memory allocation failed")
+        return real(p)
+
+    app._signature = failing
+    try:
+        async def go():
+            task = asyncio.create_task(app._watch_config(a, path))
+            await asyncio.sleep_ms(2300)  # two ticks: the first fails, the second reads
+            done = task.done()
+            task.cancel()
+            return done
+
+        assert asyncio.run(go()) is False  # still watching
+    finally:
+        app._signature = real
+    assert calls[0] >= 2 and a.seen == real(path), (calls, a.seen)
+
+
+def test_a_synqpay_link_dropped_from_its_own_task_ends_cleanly():
+    from firmware import synqpay
+
+    cfg, _ = config.merge({})
+    a = _App(cfg)
+
+    async def link():
+        me = synqpay.Session(a, "synqpay", None, "127.0.0.1")
+        try:
+            me.drop("no memory for the answer")  # was RuntimeError: can't cancel self
+        except asyncio.CancelledError:
+            return "ended"
+        return "went on"
+
+    assert asyncio.run(link()) == "ended"
