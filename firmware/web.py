@@ -14,11 +14,18 @@ import json
 import os
 import select
 
-from firmware import borrow, drop, log, receipt, tcp
+from firmware import borrow, drop, log, receipt, room, tcp
 from wire import http
 
 _MAX_HEAD = 2048
 _WRITE_MS = 5000
+# answers when the heap is short, made once so that sending them needs no room:
+# nothing was done (try again), or the change was made but its answer has no room
+_SHORT = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+          b"Content-Length: 39\r\nConnection: close\r\n\r\nout of memory: nothing done; try again\n")
+_DONE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+         b"Content-Length: 61\r\nConnection: close\r\n\r\n"
+         b'{"ok": true, "note": "done; no room for the full answer now"}')
 _CHUNK = 512
 _PAGE = ("www/index.html.gz", "www/index.html")
 _RESULT = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "CANCELLED",
@@ -118,6 +125,7 @@ async def serve(app, name, s, ip):
     app.trace.record()  # somebody watches: the trace records from now on
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
+    stage = 0  # 1: a write was made; 2: its answer's head went out (no other status now)
     due = tcp.deadline(ms)  # the whole request, head and body, within request_ms
     try:
         head, early = await tcp.read_head(s, due, http, _MAX_HEAD)
@@ -145,6 +153,8 @@ async def serve(app, name, s, ip):
                 raise _Answer(400, "Bad Request", "the body is not JSON")
             if not isinstance(body, dict):
                 raise _Answer(400, "Bad Request", "the body must be a JSON object")
+        if write and not room(app.cfg["memory"]["headroom"]):  # refused before it changes anything
+            raise MemoryError
         what = route[1]
         if what in _ADMIN:  # borrowed for this request only
             had, mod = borrow("firmware.web_admin")
@@ -155,9 +165,11 @@ async def serve(app, name, s, ip):
                 drop("firmware.web_admin", had)
         else:
             out = await globals()["_" + what](app, name, s, method, q, body, headers)
+        stage = 1 if write else 0  # from here on a MemoryError must not say "nothing done"
         if write:  # whatever it changed (queue, mode, delay, config...), open pages hear of it
             app.trace.kick()
         if out is not None:
+            stage = 2
             await _json(s, 200, out)
         if write:
             log.event(name, method.lower(), ip, path, "ok")
@@ -168,13 +180,21 @@ async def serve(app, name, s, ip):
     except _Answer as e:
         await _error(app, name, s, ip, method, path, e.status, e.reason, (), e.text)
     except MemoryError:
-        log.event(name, "out-of-memory", ip, method, path)
-        await _error(app, name, s, ip, method, path, 503, "Service Unavailable", (), "out of memory")
+        if stage == 2:  # the client sees the answer cut short (not JSON): it asks again
+            log.event(name, "out-of-memory", ip, method, path, "200 cut short")
+            return
+        log.event(name, "out-of-memory", ip, method, path, "200 (done)" if stage else "503")
+        try:
+            await _write(s, _DONE if stage else _SHORT)
+        except Exception:  # the client went away
+            pass
 
 
 async def _error(app, name, s, ip, method, path, status, reason, headers, text):
     if status not in (401,):
         log.event(name, "answered", ip, method, path, status)
+    if status == 503:  # a passing state: say when to come back
+        headers = tuple(headers) + (("Retry-After", "1"),)
     try:
         await _write(s, http.response(status, reason, headers, (text + "\n").encode()))
     except Exception:  # the client went away
@@ -182,10 +202,26 @@ async def _error(app, name, s, ip, method, path, status, reason, headers, text):
 
 
 async def _json(s, status, obj):
-    body = json.dumps(obj).encode()
+    """The answer ends when the connection closes, written a top-level key
+    or list item at a time: a long one (the config, the journal) never
+    needs a block of its whole size, which a busy heap may not have."""
     await _write(s, b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, len(body)))
-    await _write(s, body)
+                 b"Connection: close\r\n\r\n" % status)
+    if isinstance(obj, dict):
+        sep = "{"
+        for k, v in obj.items():
+            await _write(s, (sep + json.dumps(k) + ": ").encode())
+            await _write(s, json.dumps(v).encode())
+            sep = ", "
+        await _write(s, b"}" if sep == ", " else b"{}")
+    elif isinstance(obj, list):
+        sep = "["
+        for v in obj:
+            await _write(s, (sep + json.dumps(v)).encode())
+            sep = ", "
+        await _write(s, b"]" if sep == ", " else b"[]")
+    else:
+        await _write(s, json.dumps(obj).encode())
 
 
 # ---- reads -------------------------------------------------------------

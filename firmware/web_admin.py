@@ -5,7 +5,7 @@ terminal whose page only watches does not keep it in RAM."""
 import json
 import os
 
-from firmware import borrow, drop, log
+from firmware import SECRET, borrow, drop, log
 from firmware.web import _Answer, _dismiss, _int, _status, _txn
 
 async def _transactions(app, name, s, method, q, body, headers):
@@ -101,11 +101,8 @@ async def _reset(app, name, s, method, q, body, headers):
 
 
 def _masked(cfg):
-    had, config = borrow("firmware.config")
-    secrets = config.SECRET
-    drop("firmware.config", had)
     out = dict(cfg)
-    for path in secrets:
+    for path in SECRET:
         sec, key = path.split(".")
         if out[sec][key]:
             out[sec] = dict(out[sec])
