@@ -101,15 +101,18 @@ def test_redact_hides_secrets_and_signatures():
 
 
 def test_loads_refuses_json_nested_too_deep_with_its_own_error():
-    # CPython raised RecursionError; MicroPython runs out of memory (the adapter
-    # catches MemoryError), or reads it when its heap allows
-    for data in (b'{"a":' + b"[" * 3000 + b"]" * 3000 + b"}", b"[" * 3000):
+    # refused before json sees it: json needs a stack, or a heap, for each level
+    for data in (b'{"a":' + b"[" * 3000 + b"]" * 3000 + b"}", b"[" * 3000,
+                 b'{"a":' + b"[" * (p3.MAX_DEPTH) + b"]" * (p3.MAX_DEPTH) + b"}"):
         try:
             p3.loads(data)
         except p3.P3Error as e:
-            assert e.kind == "MESSAGE_INVALID"
-        except MemoryError:
-            pass
+            assert e.kind == "MESSAGE_INVALID" and "deep" in str(e)
+        else:
+            raise AssertionError("accepted %r" % data[:40])
+    # as deep as allowed, brackets inside strings not counted
+    deep = b"[" * (p3.MAX_DEPTH - 1) + b"]" * (p3.MAX_DEPTH - 1)
+    assert p3.loads(b'{"a":' + deep + b',"b":"' + b"[{" * 40 + b'\\"x"}')["b"] == "[{" * 40 + '"x'
 
 
 def test_minor_takes_ascii_digits_only():

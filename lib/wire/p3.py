@@ -82,8 +82,41 @@ def _quote_decimals(b):
     return b"".join(out)
 
 
+MAX_DEPTH = 64  # far deeper than any P3 message; json needs heap for every level
+
+
+def _too_deep(data):
+    """True if arrays and objects nest deeper than MAX_DEPTH (strings skipped).
+    Most messages have fewer brackets than that in all: no scan for them."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    quoted = escaped = False
+    for c in data:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == 92:  # backslash
+                escaped = True
+            elif c == 34:
+                quoted = False
+        elif c == 34:
+            quoted = True
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif c == 93 or c == 125:
+            depth -= 1
+    return False
+
+
 def loads(data):
     """The JSON object a message holds; P3Error(MESSAGE_INVALID) if none."""
+    if not hasattr(data, "count"):  # a memoryview
+        data = bytes(data)
+    if _too_deep(data):
+        raise P3Error(MESSAGE_INVALID, "message nested too deep")
     if b"." in data or b"e" in data or b"E" in data:
         data = _quote_decimals(data)
     try:
