@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-HEAP   ?= 256K
+HEAP   ?= 2M
 SETUP  := $(VENV)/.setup-done
 MPY    := build/mpy/.stamp
 TLS    := build/tls/cert.der
