@@ -1,0 +1,86 @@
+"""A short heap never kills the terminal, and never reaches a client as a
+silent close: work is refused before it starts, with each protocol's busy
+answer (Concert AE=01 AF=00, P3 ACCESSORY_BUSY, Synqpay 201, HTTP 503 with
+Retry-After), and everything else is answered (docs/MEMORY.md).
+
+The .mpy build (what boards run), every listener on, over real sockets.
+"""
+import json
+import re
+
+from concert_client import exchange, odoo
+from understudy import bench, load
+from wire import concert_tlv as tlv
+
+from test_memory import HEAP_RE
+
+HEAP = "256K"  # the budget every personality is tested in (docs/MEMORY.md)
+
+
+def _free_at_ready():
+    fw = bench.start({"log": {"heap": True, "frames": False}}, heap="512K")
+    try:
+        out = fw.output()
+    finally:
+        fw.stop()
+        fw.cleanup()
+    total = int(re.search(r"heap (\d+) bytes", out).group(1))
+    return total - int(re.search(r"app heap alloc=(\d+)", out).group(1))
+
+
+def test_a_short_heap_refuses_work_before_it_starts_on_every_protocol():
+    # a headroom above what the heap has free: connections are still taken
+    # (they need half of it) but no transaction or control-API write may start
+    headroom = _free_at_ready() * 11 // 10
+    fw = bench.start({"memory": {"headroom": headroom}, "log": {"frames": False}}, heap="512K")
+    try:
+        a = tlv.decode(exchange(fw.address("concert-ip"), odoo(1250)))
+        assert (a["AE"], a["AF"]) == ("01", "00"), a
+        p3 = bench.P3(fw.address("p3-ws"), True)
+        p3.login()
+        m = p3.pay()
+        p3.close()
+        assert m["status"] == "ERROR" and m["error"]["type"] == "ACCESSORY_BUSY", m
+        sq = bench.Synqpay(fw.address("synqpay"), False)
+        got = sq.pay()
+        sq.close()
+        assert got["error"]["code"] == 201, got
+        status, answer = load._http(fw.address("web"), "PUT", "/api/config", "",
+                                    {"delays": {"card_ms": 7}})
+        assert status == 503 and b"\r\nRetry-After: 1\r\n" in answer, answer
+        status, answer = load._http(fw.address("web"), "GET", "/api/config", "")
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert status == 200 and body["delays"]["card_ms"] == 0  # not applied
+        status, answer = load._http(fw.address("web"), "GET", "/api/transactions", "")
+        assert status == 200 and json.loads(answer.split(b"\r\n\r\n", 1)[1])["transactions"] == []
+    finally:
+        fw.stop()
+        problems = fw.problems()
+        out = fw.output()
+        fw.cleanup()
+    assert not problems, problems
+    assert len(re.findall(r"core busy .* heap short", out)) == 3, out[-3000:]
+
+
+def test_ordinary_use_gets_every_request_answered():
+    """Four Concert registers, a P3 POS on TCP and one on WebSocket, a
+    Synqpay POS, the page open with its event stream, a script reading and
+    writing the control API, all at once with a 2 ms authorisation: in the
+    board budget every request gets an answer (busy is one) and the log has
+    no MemoryError or traceback."""
+    fw = bench.start({"log": {"heap": True, "frames": False}, "delays": {"auth_ms": 2}}, heap=HEAP)
+    try:
+        tallies, events = load.mixed_use(fw, 8, concert=4)
+        a = tlv.decode(exchange(fw.address("concert-ip"), odoo(1250)))  # and it still pays
+    finally:
+        fw.stop()
+        problems = fw.problems()
+        out = fw.output()
+        fw.cleanup()
+    heard = {name: t.n for name, t in tallies.items()}
+    assert not load.unanswered(tallies), (load.unanswered(tallies), heard)
+    for name, n in heard.items():
+        assert n["approved"] > 0 and n["other"] == 0, (name, n)
+    assert a["AE"] == "10" and events > 0
+    assert not problems, problems[:5]
+    assert HEAP_RE.search(out)

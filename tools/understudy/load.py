@@ -1,0 +1,177 @@
+"""Ordinary use, all at once: registers of every protocol paying concurrently
+while a tester's page is open and a script reads and writes the control API.
+
+Every request must get an answer: approved, declined or busy all count; a
+connection closed without one, or no answer in time, is "unanswered" (the
+register must then assume the worst).  Used by `understudy bench` (the
+mixed-use figures and the fit rate per heap size) and by the memory tests,
+with a smaller count.
+"""
+import contextlib
+import io
+import json
+import socket
+import threading
+
+from understudy.bench import CONCERT, P3, Synqpay, Watcher, concert_once
+from understudy.codecs import concert_tlv as tlv
+
+
+class Tally:
+    """What one register heard, by kind."""
+
+    def __init__(self, name):
+        self.name = name
+        self.n = {"approved": 0, "busy": 0, "other": 0, "unanswered": 0}
+        self.why = []  # the first few unanswered requests, in words
+
+    def add(self, kind, why=None):
+        self.n[kind] += 1
+        if why and len(self.why) < 3:
+            self.why.append("%s: %s" % (self.name, why))
+
+
+def _concert(addr, tally, stop, pause):
+    while not stop.is_set():
+        try:
+            a = tlv.decode(concert_once(addr, CONCERT))
+        except (OSError, tlv.TLVError) as e:
+            tally.add("unanswered", repr(e))
+            continue
+        if not a:
+            tally.add("unanswered", "closed without an answer")
+        elif a.get("AE") == "10":
+            tally.add("approved")
+        elif a.get("AF") == "00":
+            tally.add("busy")
+        else:
+            tally.add("other")
+        stop.wait(pause)
+
+
+def _p3(addr, websocket, tally, stop, pause):
+    pos = None
+    while not stop.is_set():
+        try:
+            if pos is None:
+                pos = P3(addr, websocket)
+                pos.login()
+            with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
+                m = pos.pay()
+        except Exception as e:  # NoAnswer, a reset, a time-out: a new connection next
+            tally.add("unanswered", repr(e))
+            if pos is not None:
+                pos.close()
+            pos = None
+            stop.wait(pause)
+            continue
+        body = json.dumps(m)
+        if '"APPROVED"' in body:
+            tally.add("approved")
+        elif "BUSY" in body:
+            tally.add("busy")
+        else:
+            tally.add("other")
+        stop.wait(pause)
+    if pos is not None:
+        pos.close()
+
+
+def _synqpay(addr, tally, stop, pause):
+    pos = None
+    while not stop.is_set():
+        try:
+            if pos is None:
+                pos = Synqpay(addr, False)
+            got = pos.pay()
+        except Exception as e:
+            tally.add("unanswered", repr(e))
+            if pos is not None:
+                pos.close()
+            pos = None
+            stop.wait(pause)
+            continue
+        if "result" in got:
+            tally.add("approved" if '"CAPTURED"' in json.dumps(got) else "other")
+        else:
+            tally.add("busy")
+        stop.wait(pause)
+    if pos is not None:
+        pos.close()
+
+
+def _http(addr, method, path, token, body=None):
+    """(status, headers+body bytes) of one control-API call."""
+    s = socket.create_connection(addr, timeout=10)
+    try:
+        data = json.dumps(body).encode() if body is not None else b""
+        s.sendall(("%s %s HTTP/1.1\r\nHost: load\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: %d\r\n\r\n" % (method, path, token, len(data))).encode() + data)
+        buf = b""
+        while True:
+            c = s.recv(4096)
+            if not c:
+                break
+            buf += c
+    finally:
+        s.close()
+    return int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/1.") else 0, buf
+
+
+def _api(addr, token, tally, stop, pause):
+    """A tester's script: reads state, the journal and the config; now and
+    then writes the config.  503 with Retry-After counts as busy."""
+    reads = ("/api/state", "/api/transactions?n=10", "/api/config")
+    i = 0
+    while not stop.is_set():
+        i += 1
+        if i % 10 == 0:
+            method, path, body = "PUT", "/api/config", {"delays": {"card_ms": i % 3}}
+        else:
+            method, path, body = "GET", reads[i % 3], None
+        try:
+            status, buf = _http(addr, method, path, token, body)
+        except OSError as e:
+            tally.add("unanswered", "%s %s: %r" % (method, path, e))
+            continue
+        if status == 200:
+            tally.add("approved")
+        elif status == 503 and b"Retry-After:" in buf:
+            tally.add("busy")
+        else:
+            tally.add("unanswered" if status == 0 else "other", "%s %s: %d" % (method, path, status))
+        stop.wait(pause)
+
+
+def mixed_use(fw, seconds, concert=2, token="", pause=0.005):
+    """Run the mixed use against a started firmware (every listener on,
+    Synqpay paired) for `seconds`: {register name: Tally}, and the page's
+    event count."""
+    stop = threading.Event()
+    tallies = {}
+    jobs = []
+
+    def job(name, fn, *args):
+        tallies[name] = t = Tally(name)
+        jobs.append(threading.Thread(target=fn, args=args + (t, stop, pause), daemon=True))
+
+    for i in range(concert):
+        job("concert-%d" % (i + 1), _concert, fw.address("concert-ip"))
+    job("p3-tcp", _p3, fw.address("p3-tcp"), False)
+    job("p3-ws", _p3, fw.address("p3-ws"), True)
+    job("synqpay", _synqpay, fw.address("synqpay"))
+    job("api", _api, fw.address("web"), token)
+    page = Watcher(fw.address("web"))
+    for th in jobs:
+        th.start()
+    stop.wait(seconds)
+    stop.set()
+    for th in jobs:
+        th.join(15)
+    page.close()
+    return tallies, page.events
+
+
+def unanswered(tallies):
+    """Every unanswered request's register, with the first few reasons."""
+    return [w for t in tallies.values() for w in t.why if t.n["unanswered"]]
