@@ -14,6 +14,21 @@ def borrow(name):
     return name in sys.modules, __import__(name, None, None, ["_"])
 
 
+def load(name):
+    """A personality's module, imported on its first use (a listener's
+    first client or bytes), after a collection: its code needs contiguous
+    blocks, which the garbage of a busy terminal may be holding."""
+    import sys
+
+    m = sys.modules.get(name)
+    if m is None:
+        import gc
+
+        gc.collect()
+        m = __import__(name, None, None, ["_"])
+    return m
+
+
 def drop(name, had=False):
     """Forget a module imported for a one-off job (boot, replay, a rare
     request), unless it was loaded before (had), so the garbage collector

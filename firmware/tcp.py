@@ -19,7 +19,7 @@ import time
 
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's loop internals
 
-from firmware import log, room
+from firmware import load, log, room
 
 
 def peer_ip(addr):
@@ -179,7 +179,7 @@ class TCPListener:
             try:
                 h = self.handler
                 if isinstance(h, str):
-                    h = self.handler = __import__(h, None, None, ["serve"]).serve
+                    h = self.handler = load(h).serve
                 await h(self.app, self.name, st, ip)
             except OSError as e:  # the peer reset or vanished
                 log.event(self.name, "closed", ip, repr(e))

@@ -13,7 +13,7 @@ import asyncio
 import gc
 import sys
 
-from firmware import log
+from firmware import load, log
 
 
 async def read(st, ms, n=128):
@@ -67,7 +67,7 @@ class UARTListener:
                 first = b""
                 while not first:
                     first = await read(st, 1000)
-                mod = __import__(self.module, None, None, ["serve"])
+                mod = load(self.module)
                 await mod.serve(self.app, self.name, st, lc, first)
                 return
             except asyncio.CancelledError:
