@@ -19,7 +19,7 @@ def _locked(fn):
     micropython.heap_lock()
     try:
         fn()
-    except Exception as e:  # noqa: BLE001 (MicroPython: what was raised is the answer)
+    except Exception as e:  # what was raised is the answer
         micropython.heap_unlock()
         return e
     micropython.heap_unlock()

@@ -451,7 +451,7 @@ def max_free(out, bits):
 
 # ---- the report ----------------------------------------------------------
 
-def charts(series, rows, where):
+def charts(series, rows, where, mixed=()):
     try:
         import matplotlib
 
@@ -479,6 +479,17 @@ def charts(series, rows, where):
     fig.tight_layout()
     fig.savefig(os.path.join(where, "bench-latency.png"), dpi=110)
     out.append("bench-latency.png")
+    if mixed:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.bar([size for size, _ in mixed],
+               [100.0 * sum(x["fits"] for x in runs) / len(runs) for _, runs in mixed])
+        ax.set_xlabel("heap (-X heapsize)")
+        ax.set_ylabel("runs with every request answered, %")
+        ax.set_ylim(0, 100)
+        ax.set_title("Mixed use: every protocol at once, the page open")
+        fig.tight_layout()
+        fig.savefig(os.path.join(where, "bench-mixed.png"), dpi=110)
+        out.append("bench-mixed.png")
     return out
 
 
@@ -550,6 +561,8 @@ def report(r):
     if r.get("serial"):
         L_ += ["| Concert serial link efficiency at 9600 baud (wire time / whole payment) | %s |"
                % r["serial"]]
+    if r.get("mixed"):
+        L_ += mixed_table(r["mixed"], r["seconds"])
     for c in r["charts"]:
         L_ += ["", "![%s](%s)" % (c, c)]
     c = ratio.get("Concert V3, TCP", 0)
@@ -569,6 +582,38 @@ def report(r):
     ):
         L_.append("| %s | %s | %s |" % (what, got, "yes" if ok else "**no**"))
     return "\n".join(L_) + "\n"
+
+
+def _median(values):
+    v = sorted(x for x in values if x is not None)
+    return v[len(v) // 2] if v else None
+
+
+def mixed_table(mixed, seconds):
+    """Markdown lines: the fit rate per heap size of load.fit_rates()."""
+    out = ["", "## Mixed use, per heap size", "",
+           ("Two Concert registers, a P3 POS on TCP and one on WebSocket, a Synqpay POS, a "
+            "script reading and writing the control API, the page's event stream, all at once "
+            "with a 2 ms authorisation, %d runs of %.0f s per size.  A run fits when every "
+            "request got an answer (busy is one) and the log shows no MemoryError or traceback.  "
+            "Counts and figures: medians over the runs that booted.") % (len(mixed[0][1]), seconds),
+           "",
+           ("| heap | fits | answered / unanswered per run | busy | CPU ms per request | "
+            "live heap median / peak KB | why a run failed |"),
+           "|---|---|---|---|---|---|---|"]
+    for size, runs in mixed:
+        ran = [x["n"] for x in runs if "n" in x]
+        cpu = _median([x.get("cpu_ms") for x in runs])
+        med_kb = [_median([x.get(k) for x in runs]) for k in ("heap_median", "heap_peak")]
+        why = next((x["why"] for x in runs if not x["fits"]), "")
+        out.append("| %s | %d of %d | %s / %s | %s | %s | %s | %s |" % (
+            size, sum(x["fits"] for x in runs), len(runs),
+            _median([n["approved"] + n["busy"] + n["other"] for n in ran]),
+            _median([n["unanswered"] for n in ran]), _median([n["busy"] for n in ran]),
+            "%.2f" % cpu if cpu is not None else "?",
+            " / ".join("%.0f" % (v / 1024.0) if v is not None else "?" for v in med_kb),
+            why[:80].replace("|", "/")))
+    return out
 
 
 def frozen_root():
@@ -593,6 +638,7 @@ def _kb(kb):
 
 FIT_ALL = (64, 96, 128, 160, 192, 224, 256, 320)
 FIT_CONCERT = (24, 32, 48, 64, 80, 96, 128)
+MIXED_SIZES = (96, 128, 160, 192, 256)
 
 
 def main(argv=None, prog="understudy bench"):
@@ -609,13 +655,19 @@ def main(argv=None, prog="understudy bench"):
     p.add_argument("--frozen", action="store_true",
                    help="$MICROPYTHON has the firmware frozen in (built with manifest.py): run it "
                    "from there, not from the .mpy build")
+    p.add_argument("--runs", type=int, default=10,
+                   help="mixed-use runs per heap size (default 10): a fit rate, not one lucky run")
+    p.add_argument("--seconds", type=float, default=5,
+                   help="length of each mixed-use run in seconds (default 5)")
+    p.add_argument("--sizes", default=",".join("%dK" % k for k in MIXED_SIZES),
+                   help="heap sizes of the mixed-use runs (default %(default)s)")
     p.add_argument("--out", default=os.path.join(paths.ROOT, "docs"),
                    help="where BENCHMARKS.md and the charts go (default docs/)")
     a = p.parse_args(argv)
     ecr_p3.progress = ecr_synqpay.progress = lambda text: None  # the registers' chatter
     tls.make()
     r = {"mpy": build.stats(build.ensure()), "leak_n": a.leak, "n": a.n, "rounds": a.rounds,
-         "frozen": a.frozen}
+         "frozen": a.frozen, "seconds": a.seconds}
     if a.frozen:
         ROOT[0] = frozen_root()
     r["rows"] = personalities(a.n)
@@ -628,6 +680,10 @@ def main(argv=None, prog="understudy bench"):
     r["fit_all"] = smallest_heap(lambda heap: mixed_soak(10, heap, False)[3], FIT_ALL)
     say("the smallest heap Concert alone runs in (200 payments a try)...")
     r["fit_concert"] = smallest_heap(lambda heap: concert_soak(200, heap), FIT_CONCERT)
+    from understudy import load
+
+    say("mixed use: every protocol at once, %d runs of %.0f s per heap size..." % (a.runs, a.seconds))
+    r["mixed"] = load.fit_rates(a.sizes.split(","), a.runs, a.seconds, root=ROOT[0], say=say)
     say("leak run, %d transactions..." % a.leak)
     before, after, _ = leak(a.leak)
     r["leak"] = (before, after)
@@ -641,7 +697,7 @@ def main(argv=None, prog="understudy bench"):
     r["serial"] = "%.3f (%.1f ms for %.1f ms of wire)" % (e["efficiency"], e["whole_ms"],
                                                         e["wire_ms"])
     os.makedirs(a.out, exist_ok=True)
-    r["charts"] = charts(r["series"], r["rows"], a.out)
+    r["charts"] = charts(r["series"], r["rows"], a.out, r["mixed"])
     text = report(r)
     with open(os.path.join(a.out, "BENCHMARKS.md"), "w") as f:
         f.write(text)

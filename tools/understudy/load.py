@@ -10,6 +10,7 @@ with a smaller count.
 import contextlib
 import io
 import json
+import os
 import socket
 import threading
 
@@ -175,3 +176,51 @@ def mixed_use(fw, seconds, concert=2, token="", pause=0.005):
 def unanswered(tallies):
     """Every unanswered request's register, with the first few reasons."""
     return [w for t in tallies.values() for w in t.why if t.n["unanswered"]]
+
+
+def _cpu_s(pid):
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def one_run(heap, seconds, concert, root=None):
+    """The mixed use once in `heap`: a dict of what it gave (fits: every
+    request answered, no MemoryError or traceback in the log)."""
+    from understudy.bench import HEAP_RE, start
+
+    try:
+        fw = start({"log": {"heap": True, "frames": False}, "delays": {"auth_ms": 2}},
+                   heap=heap, root=root)
+    except Exception as e:  # it did not even boot in this heap
+        return {"fits": False, "why": "no boot: %s" % str(e).splitlines()[0]}
+    try:
+        tallies, events = mixed_use(fw, seconds, concert)
+        cpu = _cpu_s(fw.proc.pid)
+    finally:
+        fw.stop()
+        problems = fw.problems()
+        out = fw.output()
+        fw.cleanup()
+    n = {k: sum(t.n[k] for t in tallies.values()) for k in ("approved", "busy", "other", "unanswered")}
+    heaps = sorted(int(h) for _, h in HEAP_RE.findall(out))
+    why = (unanswered(tallies) + problems)[:1]
+    return {"fits": not why and not n["other"], "why": why[0] if why else "", "n": n,
+            "events": events, "cpu_ms": 1000.0 * cpu / max(1, sum(n.values())),
+            "heap_median": heaps[len(heaps) // 2] if heaps else None,
+            "heap_peak": heaps[-1] if heaps else None}
+
+
+def fit_rates(sizes, runs, seconds, concert=2, root=None, say=print):
+    """[(size, [one_run results])] for each heap size."""
+    table = []
+    for size in sizes:
+        results = []
+        for i in range(runs):
+            r = one_run(size, seconds, concert, root)
+            results.append(r)
+            say("mixed use in %s, run %d of %d: %s" % (
+                size, i + 1, runs, "fits" if r["fits"] else "fails: " + r["why"][:90]))
+        table.append((size, results))
+    return table
