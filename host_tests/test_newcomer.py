@@ -1,0 +1,86 @@
+"""What a new user met following the README (issue 19), end to end: the
+terminal's screen shows the Synqpay pairing code, a busy device says how
+long to wait, boot names its config file, a client without gzip gets the
+page as text."""
+import os
+import socket
+import time
+
+from synqpay_client import Link
+from understudy import paths
+from understudy.launch import Firmware
+from web_client import TOKEN, ok, raw, split
+
+ZERO = b"\x00" * 4
+CFG = {"web": {"token": TOKEN}, "synqpay": {"otp": "", "api_key": ""}}
+
+
+def events(fw, until, timeout=5.0):
+    """Read the event stream until `until(text so far)`; the text."""
+    s = socket.create_connection(fw.address("web"), timeout=timeout)
+    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n")
+    buf = b""
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end and not until(buf.decode("utf-8", "replace")):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    return buf.decode("utf-8", "replace")
+
+
+def test_the_pairing_code_is_on_the_screen_while_it_is_valid(firmware):
+    fw = firmware(CFG)
+    assert ok(fw, "GET", "/api/state")["screen"][0] == "WELCOME"
+    link = Link(fw.address("synqpay"))
+    mark = len(fw.lines)
+    assert link.call("pair", {"serialNumber": "UST00001"}, key=ZERO)["result"] is None
+    code = fw.lines[fw.wait_for("synqpay pairing code ", 2, mark)].split()[3]
+    # the three faces of the screen: the state, the event stream, (the page draws both)
+    assert ok(fw, "GET", "/api/state")["screen"] == ["SYNQPAY PAIRING", "CODE " + code]
+    assert '"CODE %s"' % code in events(fw, lambda t: "CODE " in t)
+    # a wrong code keeps the pairing open; a second pair says how long it stays
+    wrong = "%06d" % ((int(code) + 1) % 1000000)
+    assert link.call("authenticate", {"otp": wrong}, key=ZERO)["error"]["code"] == 103
+    err = link.call("pair", {"serialNumber": "UST00001"}, key=ZERO)["error"]
+    assert err["code"] == 201
+    left = int(err["message"].split(" s more")[0].split()[-1])
+    assert "pairing" in err["message"] and 25 <= left <= 30, err
+    assert link.call("authenticate", {"otp": code}, key=ZERO)["result"]["apiKey"]
+    assert ok(fw, "GET", "/api/state")["screen"][0] == "WELCOME"  # paired: the code is gone
+    link.close()
+
+
+def test_boot_names_the_config_file_it_read(firmware):
+    fw = firmware(CFG)
+    assert fw.wait_for("config read " + fw.config_path, 1) is not None
+
+
+def test_boot_says_when_it_uses_the_built_in_defaults(tmp_path):
+    # no file: every default, so the default ports (held for a moment)
+    fw = Firmware(root=paths.MPY, heap="256K", state_dir=str(tmp_path / "state"))
+    try:
+        fw.start()
+        missing = os.path.join(str(tmp_path / "state"), "config.json")
+        assert fw.wait_for("config built-in defaults (no file %s)" % missing, 1) is not None
+        assert not fw.problems()
+    finally:
+        fw.stop()
+        fw.cleanup()
+
+
+def test_the_page_as_text_for_a_client_without_gzip(firmware, fw_root):
+    fw = firmware(CFG)
+    with open(os.path.join(paths.ROOT, paths.PAGE), "rb") as f:
+        page = f.read()
+    for head in (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",  # plain curl sends no Accept-Encoding
+                 b"GET / HTTP/1.1\r\nHost: t\r\nAccept-Encoding: identity\r\n\r\n"):
+        status, headers, body = split(raw(fw, head))
+        assert status == 200 and "content-encoding" not in headers
+        assert body == page
+    status, headers, body = split(raw(fw, b"GET / HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n\r\n"))
+    if fw_root == "mpy":
+        assert headers["content-encoding"] == "gzip" and int(headers["content-length"]) == len(body)
