@@ -4,7 +4,11 @@ long to wait, boot names its config file, a client without gzip gets the
 page as text."""
 import os
 import socket
+import subprocess
+import sys
 import time
+
+import pytest
 
 from synqpay_client import Link
 from understudy import paths
@@ -84,3 +88,53 @@ def test_the_page_as_text_for_a_client_without_gzip(firmware, fw_root):
     status, headers, body = split(raw(fw, b"GET / HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n\r\n"))
     if fw_root == "mpy":
         assert headers["content-encoding"] == "gzip" and int(headers["content-length"]) == len(body)
+
+
+# ---------------------------------------------------------------- the ecr command
+
+def understudy(*args, env=None, timeout=60):
+    """The command as a person runs it (stdin not a terminal)."""
+    e = dict(os.environ, PYTHONPATH=os.path.join(paths.ROOT, "tools"))
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "understudy", *args], stdin=subprocess.DEVNULL,
+                          env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def at(addr, terminal):
+    return ["--host", addr[0], "--port", str(addr[1]), "--web", terminal.web.rsplit(":", 1)[1]]
+
+
+@pytest.mark.understudy(config={"timeouts": {"card_s": 6}})
+def test_ecr_shows_progress_while_the_terminal_waits_and_q_is_quiet(terminal):
+    r = understudy("ecr", "concert", "pay", "12.03", *at(terminal.concert, terminal))  # no card: 6 s
+    assert r.returncode == 1 and "AF 08" in r.stdout
+    assert "... waited 5 s, the terminal shows: 12.03 EUR / PRESENT CARD; giving up in 11" in r.stderr, r.stderr
+    r = understudy("ecr", "concert", "pay", "12.03", *at(terminal.concert, terminal), "-q")
+    assert (r.returncode, r.stdout, r.stderr) == (1, "declined  12.03 EUR  (AF 08: input time-out)\n", "")
+    for proto, addr in (("p3", terminal.p3_tcp), ("synqpay", terminal.synqpay)):
+        key = ["--key", terminal.synqpay_key] if proto == "synqpay" else []
+        r = understudy("ecr", proto, "pay", "12.10", *at(addr, terminal), *key, "-q")  # updates, events
+        assert r.returncode == 0 and r.stdout.startswith("approved") and r.stderr == "", r
+
+
+def test_ecr_p3_names_the_transaction_at_once_and_status_alone_asks_for_it(terminal, tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    r = understudy("ecr", "p3", "status", *at(terminal.p3_tcp, terminal), env=env)
+    assert r.returncode == 2 and "no transaction with this terminal seen yet" in r.stderr
+    terminal.control.queue("lost")
+    r = understudy("ecr", "p3", "pay", "12.50", *at(terminal.p3_tcp, terminal), "--custom", "order-17",
+                   env=env)
+    assert r.returncode == 3, r  # the answer is lost: what was it?
+    assert "... transaction UST00001-000001 (customIdentifier order-17)" in r.stderr.splitlines()[0]
+    r = understudy("ecr", "p3", "status", *at(terminal.p3_tcp, terminal), "-q", env=env)
+    assert r.returncode == 0 and r.stdout.startswith("approved  12.50 EUR  UST00001-000001"), r
+
+
+def test_ecr_synqpay_pairs_in_two_steps_with_the_code_from_the_screen(terminal):
+    where = at(terminal.synqpay, terminal)
+    r = understudy("ecr", "synqpay", "pair", *where)
+    assert r.returncode == 0 and "CODE 123456" in r.stdout and "pair --otp CODE" in r.stdout, r
+    r = understudy("ecr", "synqpay", "pair", *where)  # again, at once
+    assert r.returncode == 1 and "pairing, its code is on the screen" in r.stdout, r
+    r = understudy("ecr", "synqpay", "pair", "--otp", "123456", *where)
+    assert r.returncode == 0 and r.stdout.startswith("paired: API key %s" % terminal.synqpay_key), r

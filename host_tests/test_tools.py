@@ -64,7 +64,7 @@ def test_concert_over_serial_v3_and_v2(terminal):
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
 def test_p3(terminal, transport):
     where = at(terminal.p3_tcp) if transport == "tcp" else ["--ws", terminal.p3_ws]
-    r = understudy("ecr", "p3", "pay", "12.10", *where, "--custom", "order-17", "--trace", "-q")
+    r = understudy("ecr", "p3", "pay", "12.10", *where, "--custom", "order-17", "--trace")
     assert r.returncode == 0, r.stderr
     assert "signature asked: signed on the receipt" in r.stderr
     assert '"merchantSecret":"***"' in r.stderr and '"understudy"}' not in r.stderr.split("Secret")[1][:20]
@@ -95,7 +95,7 @@ def test_synqpay_tcp_tls_pairing_and_a_lost_result(terminal):
     r = understudy("ecr", "synqpay", "pay", "12.07", *at(terminal.synqpay), *key, "--ref", "s2")
     assert r.returncode == 3, r  # lost: the link drops
     r = understudy("ecr", "synqpay", "status", "s2", *at(terminal.synqpay_tls), "--tls",
-                   "--cafile", terminal.tls_ca, *key, "-q")
+                   "--cafile", terminal.tls_ca, *key)
     assert r.returncode == 0 and "missed earlier arrived: s2 SALE CAPTURED" in r.stderr, r.stderr
     r = understudy("ecr", "synqpay", "void", "s1", *at(terminal.synqpay), *key, "-q")
     assert r.returncode == 0 and r.stdout.startswith("voided  12.50 ILS  s1")
