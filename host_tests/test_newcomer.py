@@ -138,3 +138,18 @@ def test_ecr_synqpay_pairs_in_two_steps_with_the_code_from_the_screen(terminal):
     assert r.returncode == 1 and "pairing, its code is on the screen" in r.stdout, r
     r = understudy("ecr", "synqpay", "pair", "--otp", "123456", *where)
     assert r.returncode == 0 and r.stdout.startswith("paired: API key %s" % terminal.synqpay_key), r
+
+
+def test_trace_decodes_each_log_line_with_its_listeners_protocol(terminal):
+    for proto, addr, key in (("concert", terminal.concert, []), ("p3", terminal.p3_tcp, []),
+                             ("synqpay", terminal.synqpay, ["--key", terminal.synqpay_key])):
+        assert understudy("ecr", proto, "pay", "12.50", *at(addr, terminal), *key, "-q").returncode == 0
+    assert understudy("ecr", "concert", "pay", "12.50", "--serial", terminal.concert_serial,
+                      "-q").returncode == 0
+    r = subprocess.run([sys.executable, "-m", "understudy", "trace", "-"], input=terminal.output(),
+                       env=dict(os.environ, PYTHONPATH=os.path.join(paths.ROOT, "tools")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "no known protocol" not in r.stdout, r.stdout
+    for head in ("> concert V3 request, 56 bytes", "> P3 message, ", ": EXECUTE_TRANSACTION_REQUEST",
+                 "> Synqpay JSON-RPC, ", "params.transactionType  SALE", "> frame: STX, 56 characters"):
+        assert head in r.stdout, head
