@@ -35,8 +35,8 @@ def parse(argv, prog):
                    help="keep the state in a littlefs image of this size (e.g. 64K) inside "
                    "the state dir, as a board does (default: plain files)")
     p.add_argument("--source", action="store_true",
-                   help="run the .py sources instead of build/mpy (needs --heap 256K or so: "
-                   "compiling on the fly costs RAM)")
+                   help="run the .py sources instead of build/mpy (needs --heap 512K: compiling "
+                   "on the fly costs RAM; 256K runs out with every personality in use)")
     return p.parse_args(argv)
 
 
