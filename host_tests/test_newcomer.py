@@ -108,7 +108,8 @@ def at(addr, terminal):
 def test_ecr_shows_progress_while_the_terminal_waits_and_q_is_quiet(terminal):
     r = understudy("ecr", "concert", "pay", "12.03", *at(terminal.concert, terminal))  # no card: 6 s
     assert r.returncode == 1 and "AF 08" in r.stdout
-    assert "... waited 5 s, the terminal shows: 12.03 EUR / PRESENT CARD; giving up in 11" in r.stderr, r.stderr
+    want = "... waited 5 s, the terminal shows: 12.03 EUR / PRESENT CARD; giving up in 11"
+    assert want in r.stderr, r.stderr
     r = understudy("ecr", "concert", "pay", "12.03", *at(terminal.concert, terminal), "-q")
     assert (r.returncode, r.stdout, r.stderr) == (1, "declined  12.03 EUR  (AF 08: input time-out)\n", "")
     for proto, addr in (("p3", terminal.p3_tcp), ("synqpay", terminal.synqpay)):
