@@ -86,9 +86,10 @@ def pairing():
 
 def busy():
     """201's message; while a pairing code is shown, how long it stays valid."""
-    if pairing():
+    o = _otp if pairing() else None
+    if o is not None:
         return "device is busy: pairing, its code is on the screen %d s more" % (
-            (time.ticks_diff(_otp[1], time.ticks_ms()) + 999) // 1000)
+            (time.ticks_diff(o[1], time.ticks_ms()) + 999) // 1000)
     return "device is busy"
 
 
