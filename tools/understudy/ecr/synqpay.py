@@ -218,12 +218,14 @@ def run(a, trace):
             # 201 with a code in hand: a pairing is open already (an earlier try), use it
             if "result" not in m and not (otp and err.get("code") == 201):
                 return _error(m, "pairing refused")
-            if otp is None and not sys.stdin.isatty():  # the first of two steps
+            if otp is None:  # where to read it; then a second step, or typed here
                 shown = a.wait.screen()
-                return Result(True, "pairing: the terminal shows the code%s; within 30 s run "
-                              "`understudy ecr synqpay pair --otp CODE`" % (
-                                  " (%s)" % shown if shown else " on its screen"))
-            if otp is None:
+                said = ("pairing: the terminal shows the code%s; within 30 s run "
+                        "`understudy ecr synqpay pair --otp CODE`" % (
+                            " (%s)" % shown if shown else " on its screen"))
+                if not sys.stdin.isatty():
+                    return Result(True, said)
+                print(said + ", or type it here")
                 otp = input("code shown on the terminal: ").strip()
             m = c.call("authenticate", {"otp": otp})
             if "result" not in m:
