@@ -8,9 +8,10 @@ Three things differ on this machine from the reader's, and are mapped: the
 ports (other terminals may hold the defaults: the terminal gets free ones
 and the commands are pointed at them), the ptys (the README's /dev/pts/N
 becomes the one this run printed), and the values a terminal makes at
-random (a pairing code, an API key): a word of 6 or more characters with a
-digit in it may differ from the README's, and what it became is used for
-the README's word in the commands that follow.  In an expected line `...`
+random (a pairing code, an API key): such a word (6 or more characters
+with a digit in it, shown after `CODE` or `API key`) may differ from the
+README's, and what it became is used for the README's word in the commands
+that follow.  In an expected line `...`
 stands for any text; a line of `...` alone for any lines.
 """
 import os
@@ -216,6 +217,10 @@ def test_the_sessions_run_as_shown(running, tmp_path, page):
                            stderr=subprocess.STDOUT, text=True, timeout=90)
         why = lines_match(want, r.stdout.splitlines(), values)
         assert why is None, "%s: command `%s` (run as `%s`): %s" % (page, cmd, real, why)
+    # only what the terminal makes at random may differ: a pairing code, an API key
+    random = set(re.findall(r"(?:CODE|API key) (\w+)", text))
+    wrong = {k: v for k, v in values.items() if k not in random}
+    assert not wrong, "%s shows values the terminal does not print (README: this run): %r" % (page, wrong)
 
 
 def test_the_readme_shows_what_make_run_prints(running):
