@@ -93,25 +93,34 @@ class Waiting:
 
     EVERY = 5.0
 
-    def __init__(self, host, web_port):
+    def __init__(self, host=None, web_port=0, every=EVERY):
+        """every=None: no progress at all (the clients used as a library)."""
         self.url = "http://%s:%d/api/state" % (host, web_port) if web_port else None
+        self.every = every
         self.begin(0)
+
+    @staticmethod
+    def of(a):
+        """The command line's Waiting (set by `ecr`), else a silent one."""
+        return getattr(a, "wait", None) or Waiting(every=None)
 
     def begin(self, timeout):
         """A new wait of at most timeout seconds starts."""
         self.t0 = time.monotonic()
         self.timeout = timeout
-        self.next = self.t0 + self.EVERY
+        self.next = self.t0 + (self.every or 0)
 
     def slice(self, left):
         """How long to block before the next tick (at most left)."""
+        if self.every is None:
+            return max(0.01, left)
         return max(0.01, min(left, self.next - time.monotonic()))
 
     def tick(self):
         now = time.monotonic()
-        if now < self.next:
+        if self.every is None or now < self.next:
             return
-        self.next = now + self.EVERY
+        self.next = now + self.every
         screen = self.screen()
         progress("waited %d s%s; giving up in %d s" % (
             now - self.t0, ", the terminal shows: " + screen if screen else "",

@@ -17,7 +17,7 @@ import time
 from understudy import names
 from understudy.codecs import concert_link as link
 from understudy.codecs import concert_tlv as tlv
-from understudy.ecr import NoAnswer, Result, Usage, major, minor, progress
+from understudy.ecr import NoAnswer, Result, Usage, Waiting, major, minor, progress
 
 ACTIONS = {"pay": "0", "refund": "1", "void": "2", "status": "T", "settle": "B", "ping": "I"}
 V2_TYPES = {"pay": "0", "refund": "1", "void": "2"}
@@ -118,7 +118,8 @@ def _tcp(a, trace, request):
         trace.sent(request)
         buf = b""
         deadline = time.monotonic() + a.timeout
-        a.wait.begin(a.timeout)
+        wait = Waiting.of(a)
+        wait.begin(a.timeout)
         while True:
             done = _complete(buf)
             left = deadline - time.monotonic()
@@ -126,13 +127,13 @@ def _tcp(a, trace, request):
                 if done:
                     break
                 raise NoAnswer("no answer within %g s" % a.timeout + (" (got %r)" % buf if buf else ""))
-            s.settimeout(min(left, a.gap) if done else a.wait.slice(left))
+            s.settimeout(min(left, a.gap) if done else wait.slice(left))
             try:
                 chunk = s.recv(4096)
             except socket.timeout:
                 if done:
                     break
-                a.wait.tick()
+                wait.tick()
                 continue
             except ConnectionResetError:
                 chunk = b""
@@ -225,14 +226,15 @@ class Line:
     def receive(self, timeout):
         """The terminal's answer session: its message, or NoAnswer."""
         deadline = time.monotonic() + timeout
-        self.a.wait.begin(timeout)
+        wait = Waiting.of(self.a)
+        wait.begin(timeout)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NoAnswer("no answer session within %g s: the outcome is unknown" % timeout)
-            if self.read(self.a.wait.slice(left)) == link.ENQ:
+            if self.read(wait.slice(left)) == link.ENQ:
                 break
-            self.a.wait.tick()
+            wait.tick()
         self.write(bytes((link.ACK,)))
         msg = b""
         bad = 0

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from understudy import names
 from understudy.codecs import p3 as wire
 from understudy.codecs import ws
-from understudy.ecr import NoAnswer, Result, Usage, minor, progress
+from understudy.ecr import NoAnswer, Result, Usage, Waiting, minor, progress
 from understudy.wiretext import to_text
 
 MAX_MESSAGE = 1 << 20  # a terminal's answer above this is refused, never allocated
@@ -231,6 +231,7 @@ class POS:
     def __init__(self, a, trace):
         self.a = a
         self.ident = None  # the transaction's identifier, once a message names it
+        self.wait = Waiting.of(a)
         if a.ws is not None:
             url = a.ws or "ws://%s:%d/" % (a.host, a.port or 8080)
             self.t = WS(url, a.timeout, trace)
@@ -248,7 +249,7 @@ class POS:
         return tag
 
     def recv(self):
-        w = self.a.wait
+        w = self.wait
         w.begin(self.a.timeout)
         end = time.monotonic() + self.a.timeout
         try:
@@ -288,8 +289,8 @@ class POS:
             body = m.get(wire.camel(typ)) or {}
             if m.get("tag") == tag and typ.endswith("_RESPONSE"):
                 t = body.get("transaction")
-                if isinstance(t, dict) and t.get("identifier") and t["identifier"] != self.ident:
-                    remember(self.a, t["identifier"])  # shown with the result
+                if isinstance(t, dict) and t.get("identifier"):
+                    self.ident = t["identifier"]  # shown with the result
                 return m
             self.known(body.get("transaction"))
             if typ.endswith("_UPDATE"):
@@ -309,14 +310,12 @@ class POS:
 
     def known(self, t):
         """The first message that names the transaction: its identifiers on
-        stderr at once (a lost answer is then asked for by them) and kept
-        for `p3 status` without arguments."""
+        stderr at once (a lost answer is then asked for by them)."""
         if not isinstance(t, dict) or not t.get("identifier") or t["identifier"] == self.ident:
             return
         self.ident = t["identifier"]
         custom = t.get("customIdentifier")
         progress("transaction %s%s" % (self.ident, " (customIdentifier %s)" % custom if custom else ""))
-        remember(self.a, self.ident)
 
     def close(self):
         self.t.close()
@@ -409,6 +408,8 @@ def run(a, trace):
             tag = pos.request("GET_TRANSACTION", body)
         return _result(a, pos.final(tag, "final response"))
     finally:
+        if pos.ident:  # kept for `p3 status` without arguments, answered or not
+            remember(a, pos.ident)
         pos.close()
 
 

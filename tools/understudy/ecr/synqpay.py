@@ -15,7 +15,7 @@ import time
 
 from understudy import names, paths
 from understudy.codecs import synqpay_link as L
-from understudy.ecr import NoAnswer, Result, Usage, major, minor, progress
+from understudy.ecr import NoAnswer, Result, Usage, Waiting, major, minor, progress
 from understudy.wiretext import to_text
 
 CLIENT_TYPES = (L.RESPONSE, L.EVENT, L.ACK, L.ERROR, L.KEEPALIVE)
@@ -68,7 +68,7 @@ class Link:
                 raise NoAnswer("TLS with %s:%d failed: %s (--cafile ROOT to trust its root, or "
                                "--insecure)" % (a.host, port, e))
         self.s = s
-        self.wait = a.wait
+        self.wait = Waiting.of(a)
         self.d = L.Decoder(limit=MAX_PAYLOAD, accept=CLIENT_TYPES)
 
     def send(self, data):
@@ -219,7 +219,7 @@ def run(a, trace):
             if "result" not in m and not (otp and err.get("code") == 201):
                 return _error(m, "pairing refused")
             if otp is None:  # where to read it; then a second step, or typed here
-                shown = a.wait.screen()
+                shown = Waiting.of(a).screen()
                 said = ("pairing: the terminal shows the code%s; within 30 s run "
                         "`understudy ecr synqpay pair --otp CODE`" % (
                             " (%s)" % shown if shown else " on its screen"))
