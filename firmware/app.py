@@ -164,8 +164,13 @@ async def _main():
     board = load_board()
     gc.collect()
     print("understudy %s on %s, heap %d bytes" % (VERSION, board.NAME, gc.mem_free() + gc.mem_alloc()))
-    cfg = load_config(board.CONFIG_PATH)
     seen = _signature(board.CONFIG_PATH)  # now: a change after READY must be seen
+    # which file: PUT /api/config writes there too, and the next boot reads it
+    if seen is None:
+        log.event("config", "built-in defaults", "(no file %s)" % board.CONFIG_PATH)
+    else:
+        log.event("config", "read", board.CONFIG_PATH)
+    cfg = load_config(board.CONFIG_PATH)
     log.frames = cfg["log"]["frames"]
     board.setup(cfg)
     global _app

@@ -88,6 +88,15 @@ def pairing():
     return _otp is not None
 
 
+def busy():
+    """201's message; while a pairing code is shown, how long it stays valid."""
+    o = _otp if pairing() else None
+    if o is not None:
+        return "device is busy: pairing, its code is on the screen %d s more" % (
+            (time.ticks_diff(o[1], time.ticks_ms()) + 999) // 1000)
+    return "device is busy"
+
+
 def client():
     """The client results go to: the connected one, once it showed the key."""
     return _cur if _cur is not None and _cur.auth else None
@@ -259,7 +268,7 @@ def _start(me, rid, p):
     if not 0 < len(ref) <= 64 or ref.strip(_REF_CHARS):
         raise Err(103, "reference id is invalid")
     if term.current or pairing():
-        raise Err(201, "device is busy")
+        raise Err(201, busy())
     orig = None
     if op == "void":
         o = term.find_void_target(pred=lambda t: t.ref == ref and t.src == SRC)

@@ -4,6 +4,7 @@ settlement and batch, device and terminal information.
 call(app, method, params) returns the JSON text of the result, or raises
 synqpay.Err.  The transaction path stays in synqpay.py.
 """
+import asyncio
 import os
 import sys
 import time
@@ -38,7 +39,7 @@ def call(app, m, p):
 
 def _idle(app):
     if app.term.current or S.pairing():
-        raise S.Err(201, "device is busy")
+        raise S.Err(201, S.busy())
 
 
 def _pair(app, p):
@@ -48,9 +49,18 @@ def _pair(app, p):
     _idle(app)
     code = app.cfg["synqpay"]["otp"] or "%06d" % (int.from_bytes(os.urandom(4), "big") % 1000000)
     S._otp = [code, time.ticks_add(time.ticks_ms(), PAIRING_MS)]
-    # the code a real terminal shows on its screen: the log is our screen
+    # the code a real terminal shows on its screen: ours is the web page's
+    # (web.screen) and the log; this line also tells open pages
     log.event(S.SRC, "pairing", "code", code, "valid %d s" % (PAIRING_MS // 1000))
+    asyncio.create_task(_expire(app))
     return "null"
+
+
+async def _expire(app):
+    """Open pages hear when the code is gone from the screen."""
+    await asyncio.sleep_ms(PAIRING_MS + 20)
+    if app.trace is not None and not S.pairing():
+        app.trace.kick()
 
 
 def _authenticate(app, p):

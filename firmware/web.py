@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import select
+import sys
 
 from firmware import borrow, drop, log, receipt, room, tcp
 from wire import http
@@ -27,6 +28,7 @@ _DONE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: n
          b"Content-Length: 61\r\nConnection: close\r\n\r\n"
          b'{"ok": true, "note": "done; no room for the full answer now"}')
 _CHUNK = 512
+_WINDOW = 10  # log2 of the page's deflate window (tools/understudy/build.py)
 _PAGE = ("www/index.html.gz", "www/index.html")
 _RESULT = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "CANCELLED",
            "timeout": "TIME-OUT", "error": "NOT COMPLETED"}
@@ -245,6 +247,9 @@ def _money(t):
 
 def screen(app):
     """The cardholder's screen: two lines."""
+    sq = sys.modules.get("firmware.synqpay")  # never loaded here: only read if in use
+    if sq is not None and sq.pairing():  # a Synqpay device shows its pairing code
+        return ["SYNQPAY PAIRING", "CODE " + sq._otp[0]]
     term = app.term
     t = term.current
     if t is not None:
@@ -284,15 +289,21 @@ async def _page(app, name, s, method, q, body, headers):
             f = open(path, "rb")  # noqa: ASYNC230  (flash: no async file I/O in MicroPython)
         except OSError:
             continue
+        src = f
         try:
             enc = "Content-Encoding: gzip\r\n" if path.endswith(".gz") else ""
-            await _write(s, ("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n%s"
-                             "Content-Length: %d\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
-                             % (enc, size)).encode())
+            head = "Content-Length: %d\r\n" % size
+            if enc and "gzip" not in headers.get("accept-encoding", ""):
+                src = _inflate(f)  # a client without gzip (plain curl): the page as text
+                if src is not f:  # its length unknown: the end of the connection ends it
+                    enc = head = ""
+            await _write(s, ("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n%s%s"
+                             "Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+                             % (enc, head)).encode())
             buf = bytearray(_CHUNK)
             mv = memoryview(buf)
             while True:
-                n = f.readinto(buf)
+                n = src.readinto(buf)
                 if not n:
                     break
                 await _write(s, bytes(mv[:n]))
@@ -300,6 +311,17 @@ async def _page(app, name, s, method, q, body, headers):
             f.close()
         return None
     raise _Answer(404, "Not Found", "the page is not on this board's flash (www/index.html.gz)")
+
+
+def _inflate(f):
+    """The gzipped page read as text (the build compresses it with a 1 KB
+    window: about 2.4 KB of RAM while it is sent); f itself where the port
+    has no deflate module."""
+    try:
+        import deflate
+    except ImportError:
+        return f
+    return deflate.DeflateIO(f, deflate.GZIP, _WINDOW)
 
 
 async def _events(app, name, s, method, q, body, headers):

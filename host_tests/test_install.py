@@ -4,8 +4,9 @@ work in a fresh venv, with the firmware that travels inside the package.
 The wheel is built from a copy of what pyproject.toml names (so the checkout
 stays clean and nothing else is needed), installed with its pinned
 dependencies (pip's cache makes this a few seconds), and used from a
-directory that knows nothing of this repository: the README's POS example
-runs there through the plugin's entry point, with no conftest.py.
+directory that knows nothing of this repository: the POS example of
+docs/TESTING.md runs there through the plugin's entry point, with no
+conftest.py.
 """
 import os
 import shutil

@@ -4,6 +4,7 @@ takes a payment."""
 import functools
 import http.server
 import os
+import socket
 import subprocess
 import threading
 
@@ -37,7 +38,7 @@ def test_mip_installs_a_firmware_that_boots(tmp_path):
     finally:
         server.shutdown()
     assert r.returncode == 0 and "Done" in r.stdout, r.stdout + r.stderr
-    installed = sorted(str(p.relative_to(board)) for p in board.rglob("*.py"))
+    installed = sorted(str(p.relative_to(board)) for p in board.rglob("*") if p.is_file())
     assert installed == sorted(u[0] for u in package.contents()["urls"])
     # the unix board module is not shipped: give the installed tree the one from here
     for name in ("unix.py", "unix_flash.py"):
@@ -47,6 +48,9 @@ def test_mip_installs_a_firmware_that_boots(tmp_path):
                   state_dir=str(tmp_path / "state")).start()
     try:
         assert tlv.decode(exchange(fw.address("concert-ip"), odoo(1250)))["AE"] == "10"
+        with socket.create_connection(fw.address("web"), timeout=10) as s:  # the page came too
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert s.recv(12) == b"HTTP/1.1 200"
     finally:
         out = fw.stop()
         fw.cleanup()

@@ -1,4 +1,4 @@
-"""A POS developer's test, exactly as the README shows it: their register
+"""A POS developer's test, exactly as docs/TESTING.md shows it: their register
 (here a small Concert one) against the `terminal` fixture."""
 import socket
 

@@ -79,6 +79,38 @@ def board_stubs(pip):
             stop("pip could not install %s:\n%s" % (req, tail))
 
 
+COMMAND = """#!{python}
+# The `understudy` command of this checkout, written by tools/setup_env.py:
+# the host tools in tools/understudy, run with this venv's python.
+import sys
+
+sys.path.insert(0, {tools!r})
+from understudy.cli import entry
+
+entry()
+"""
+
+
+def command():
+    """.venv/bin/understudy: the host tools from this checkout, without
+    installing it (an installed copy would register the pytest plugin a
+    second time beside host_tests/conftest.py)."""
+    path = os.path.join(VENV, "bin", "understudy")
+    text = COMMAND.format(python=os.path.join(VENV, "bin", "python"),
+                          tools=os.path.join(ROOT, "tools"))
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.chmod(path + ".tmp", 0o755)
+    os.replace(path + ".tmp", path)
+    say("the understudy command: .venv/bin/understudy")
+
+
 def main():
     own_mp = os.environ.get("MICROPYTHON")
     machine = platform.machine()
@@ -108,6 +140,7 @@ make test MICROPYTHON=/path/to/micropython
         exe = sys.executable
     want = digest()
     if os.path.exists(STAMP):
+        command()  # a checkout set up before the command existed gets it too
         with open(STAMP) as f:
             if f.read().strip() == want:
                 return
@@ -143,6 +176,7 @@ make test MICROPYTHON=/path/to/micropython
         stop("pip could not install requirements.txt:\n%s%s\nFix the cause above and run make again."
              % (tail, hint))
     board_stubs(pip)
+    command()
     with open(STAMP, "w") as f:
         f.write(want + "\n")
     say("ready (.venv)")

@@ -2,16 +2,22 @@
 
 build/mpy/ gets boot.py and main.py as source (boards only run those two as
 .py), every module of lib/ and firmware/ as .mpy, and the web page gzipped
-(www/index.html.gz: the terminal streams it as is, Content-Encoding: gzip).
+(www/index.html.gz: the terminal streams it as is, Content-Encoding: gzip,
+and inflates it for a client that does not take gzip).
 """
-import gzip
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import zlib
 
 from understudy import paths
+
+# log2 of the page's deflate window: a board inflating the page for a client
+# without gzip needs a buffer this size (1 KB; gzip's usual 32 KB would not
+# fit).  firmware/web.py's _WINDOW must be the same.
+PAGE_WINDOW = 10
 
 
 def mpy_cross():
@@ -62,7 +68,8 @@ def page(out):
     dst = os.path.join(out, paths.PAGE + ".gz")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     with open(dst, "wb") as f:
-        f.write(gzip.compress(raw, 9, mtime=0))
+        z = zlib.compressobj(9, zlib.DEFLATED, 16 + PAGE_WINDOW)  # gzip, no time stamp
+        f.write(z.compress(raw) + z.flush())
     return os.path.getsize(dst)
 
 

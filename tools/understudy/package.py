@@ -19,6 +19,7 @@ PATH = os.path.join(paths.ROOT, "package.json")
 def contents():
     # the unix-port board modules never run on a board
     files = list(paths.FIRMWARE_FILES) + [f for f in sources() if "/board/unix" not in f]
+    files.append(paths.PAGE)  # the web page, as text (without it `/` is 404 on the board)
     return {
         "urls": [[f, f] for f in files],
         "version": VERSION,

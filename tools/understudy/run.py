@@ -38,8 +38,9 @@ def parse(argv, prog):
                    help="keep the state in a littlefs image of this size (e.g. 64K) inside "
                    "the state dir, as a board does (default: plain files)")
     p.add_argument("--source", action="store_true",
-                   help="run the .py sources instead of build/mpy (compiling on the fly costs "
-                   "RAM: fine in the default heap)")
+                   help="run the .py sources instead of build/mpy (needs --heap 512K, which the "
+                   "default has: compiling on the fly costs RAM; 256K runs out with every "
+                   "personality in use)")
     return p.parse_args(argv)
 
 

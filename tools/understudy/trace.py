@@ -7,7 +7,8 @@ Input, from a file or stdin:
   `ecr --trace` output (`> 0.002 CZ0040300...`), golden transcripts
   (`> ...`, `< ...`), and the firmware's own frame log
   (`concert-ip rx 127.0.0.1 CZ0040300...`); each line is one message, its
-  direction kept.
+  direction kept, and a log line is decoded with the protocol of the
+  listener it names (a terminal's log mixes them all).
 
 The protocol is recognised from the first bytes, or named with --protocol.
 Decoding uses the firmware's codecs (lib/wire/); secrets (P3 merchant secret,
@@ -62,8 +63,16 @@ class Out:
                 self.stream.write(("    %-*s  %-*s  %s" % (wn, r[0] + r[1], wv, r[2], r[3])).rstrip() + "\n")
 
 
+# the firmware's log names the listener on each line: its protocol, and what
+# the log keeps of a message (P3 and Synqpay: the JSON, without its framing)
+LISTENERS = {"concert-ip": "concert", "concert-serial": "concert-serial", "p3-tcp": "p3-logged",
+             "p3-ws": "p3-logged", "synqpay": "synqpay-logged", "synqpay-tls": "synqpay-logged",
+             "synqpay-serial": "synqpay-logged"}
+
+
 def messages(data):
-    """[(direction ">" "<" or "", bytes)] from what was read."""
+    """[(direction ">" "<" or "", bytes, protocol or None)] from what was read;
+    the protocol is known for a line of the firmware's log (its listener)."""
     text = None
     try:
         text = data.decode("ascii")
@@ -75,18 +84,19 @@ def messages(data):
         for ln in lines:
             m = _TRACE_LINE.match(ln)
             if m:
-                out.append((m.group(1), from_text(m.group(2))))
+                out.append((m.group(1), from_text(m.group(2)), None))
                 continue
             m = _LOG_LINE.match(ln)
             if m and m.group(2) in ("rx", "tx"):
-                out.append((">" if m.group(2) == "rx" else "<", from_text(m.group(4))))
+                out.append((">" if m.group(2) == "rx" else "<", from_text(m.group(4)),
+                            LISTENERS.get(m.group(1))))
         if out:  # other lines (ecr's progress, notes, comments) are not bytes
             return out
         if _HEXCHARS.match(data) and len(re.sub(rb"[\s:,]", b"", data)) % 2 == 0:
-            return [("", bytes.fromhex(re.sub(r"[\s:,]", "", text)))]
+            return [("", bytes.fromhex(re.sub(r"[\s:,]", "", text)), None)]
         if "<" in text and re.search(r"<[0-9a-fA-F]{2}>", text):
-            return [("", from_text(text.strip()))]
-    return [("", data)]
+            return [("", from_text(text.strip()), None)]
+    return [("", data, None)]
 
 
 def detect(b):
@@ -255,6 +265,20 @@ def _p3_type(payload):
     return m.group(1).decode() if m else ""
 
 
+def p3_logged(mark, b, out):
+    """A P3 message as the firmware logs it: the JSON alone, a long one cut
+    to its start and `...(N bytes)`."""
+    m = re.search(rb"\.\.\.\((\d+) bytes\)$", b)
+    body = b[:m.start()] if m else b
+    typ = _p3_type(body)
+    size = "%s bytes, the log keeps the start" % m.group(1).decode() if m else "%d bytes" % len(b)
+    out.head(mark, "P3 message, %s%s" % (size, ": " + typ if typ else ""))
+    if m:
+        out.line(to_text(bytes(p3w.redact(bytes(body)))[:300]))
+    else:
+        _json_fields(body, out)
+
+
 def p3_ws(mark, b, out):
     i = 0
     if b[:4] in (b"GET ", b"HTTP"):
@@ -326,15 +350,28 @@ def synqpay(mark, b, out):
             _json_fields(re.sub(rb'("apiKey"\s*:\s*")[^"]*', rb"\1********", payload), out)
 
 
+def synqpay_logged(mark, b, out):
+    """A Synqpay message as the firmware logs it: a frame's JSON alone, or
+    the name of a control frame (KEEPALIVE, ACK, ERROR 03)."""
+    if b[:1] == b"{":
+        out.head(mark, "Synqpay JSON-RPC, %d bytes" % len(b))
+        _json_fields(re.sub(rb'("apiKey"\s*:\s*")[^"]*', rb"\1********", b), out)
+    elif b[:1] == bytes((L.STX,)):
+        synqpay(mark, b, out)
+    else:
+        out.head(mark, "Synqpay %s frame" % to_text(b))
+
+
 DECODERS = {"concert": concert, "concert-v2": concert_v2, "concert-serial": concert_serial, "p3": p3,
-            "p3-ws": p3_ws, "synqpay": synqpay}
+            "p3-ws": p3_ws, "synqpay": synqpay, "p3-logged": p3_logged, "synqpay-logged": synqpay_logged}
 
 
 def decode(msgs, protocol, out):
-    """Decode each (direction, bytes); True if every one was recognised."""
+    """Decode each (direction, bytes, listener's protocol); True if every one
+    was recognised.  A log line is decoded with its own listener's protocol."""
     known = True
-    for mark, b in msgs:
-        proto = protocol if protocol != "auto" else detect(b)
+    for mark, b, own in msgs:
+        proto = protocol if protocol != "auto" else own or detect(b)
         if proto is None:
             known = False
             out.head(mark, "%d bytes of no known protocol (say which with --protocol):" % len(b))

@@ -74,10 +74,72 @@ class Result:
             out.write(n + "\n")
 
 
+QUIET = False  # -q: the one-line summary only, no progress either
+
+
 def progress(text):
     """What the terminal shows while it works (updates, events), on stderr."""
+    if QUIET:
+        return
     sys.stderr.write("... %s\n" % text)
     sys.stderr.flush()
+
+
+class Waiting:
+    """While the terminal works and says nothing (a card nobody presents, a
+    slow bank): every EVERY seconds a progress line, how long the register has
+    waited and when it gives up, with what the terminal's screen shows when
+    its control API answers (Understudy's web port; --web 0: never asked)."""
+
+    EVERY = 5.0
+
+    def __init__(self, host=None, web_port=0, every=EVERY):
+        """every=None: no progress at all (the clients used as a library)."""
+        self.url = "http://%s:%d/api/state" % (host, web_port) if web_port else None
+        self.every = every
+        self.begin(0)
+
+    @staticmethod
+    def of(a):
+        """The command line's Waiting (set by `ecr`), else a silent one."""
+        return getattr(a, "wait", None) or Waiting(every=None)
+
+    def begin(self, timeout):
+        """A new wait of at most timeout seconds starts."""
+        self.t0 = time.monotonic()
+        self.timeout = timeout
+        self.next = self.t0 + (self.every or 0)
+
+    def slice(self, left):
+        """How long to block before the next tick (at most left)."""
+        if self.every is None:
+            return max(0.01, left)
+        return max(0.01, min(left, self.next - time.monotonic()))
+
+    def tick(self):
+        now = time.monotonic()
+        if self.every is None or now < self.next:
+            return
+        self.next = now + self.every
+        screen = self.screen()
+        progress("waited %d s%s; giving up in %d s" % (
+            now - self.t0, ", the terminal shows: " + screen if screen else "",
+            max(0, self.timeout - (now - self.t0))))
+
+    def screen(self):
+        """The terminal's two screen lines ("12.03 EUR / PRESENT CARD"), or ""."""
+        if not self.url or QUIET:
+            return ""
+        import json
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url, timeout=0.5) as r:
+                lines = json.loads(r.read()).get("screen") or []
+        except (OSError, ValueError):
+            self.url = None  # not Understudy, or not reachable: not asked again
+            return ""
+        return " / ".join(ln for ln in lines if ln)
 
 
 def minor(text, decimals):

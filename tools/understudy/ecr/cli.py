@@ -3,6 +3,7 @@ import argparse
 import sys
 
 from understudy.ecr import APPROVED, NO_ANSWER, USAGE, NoAnswer, Trace, Usage, __doc__ as CODES
+from understudy import ecr
 from understudy.ecr import concert, p3, synqpay
 
 PROTOCOLS = {"concert": concert, "p3": p3, "synqpay": synqpay}
@@ -18,7 +19,11 @@ def parser(prog="understudy ecr"):
     common.add_argument("--trace", action="store_true",
                         help="print every byte both ways on stderr (> sent, < received; the "
                         "register's WebSocket frames unmasked, secrets and keys hidden)")
-    common.add_argument("-q", "--quiet", action="store_true", help="print the one-line summary only")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="print the one-line summary only (no progress on stderr either)")
+    common.add_argument("--web", type=int, default=8088, metavar="PORT",
+                        help="while waiting, show what the terminal's screen says, asked from "
+                        "Understudy's control API on this port (default %(default)s; 0: never)")
     sub = p.add_subparsers(dest="protocol", metavar="PROTOCOL")
     sub.required = True
     for m in PROTOCOLS.values():
@@ -41,6 +46,8 @@ def main(argv=None, prog="understudy ecr"):
     p = parser(prog)
     a = p.parse_args(argv)
     trace = Trace(sys.stderr if a.trace else None)
+    ecr.QUIET = a.quiet
+    a.wait = ecr.Waiting(a.host, a.web)
     try:
         result = PROTOCOLS[a.protocol].run(a, trace)
     except Usage as e:

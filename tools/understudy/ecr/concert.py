@@ -12,13 +12,12 @@ the firmware's own link codec.
 """
 import base64
 import socket
-import sys
 import time
 
 from understudy import names
 from understudy.codecs import concert_link as link
 from understudy.codecs import concert_tlv as tlv
-from understudy.ecr import NoAnswer, Result, Usage, major, minor
+from understudy.ecr import NoAnswer, Result, Usage, Waiting, major, minor, progress
 
 ACTIONS = {"pay": "0", "refund": "1", "void": "2", "status": "T", "settle": "B", "ping": "I"}
 V2_TYPES = {"pay": "0", "refund": "1", "void": "2"}
@@ -119,6 +118,8 @@ def _tcp(a, trace, request):
         trace.sent(request)
         buf = b""
         deadline = time.monotonic() + a.timeout
+        wait = Waiting.of(a)
+        wait.begin(a.timeout)
         while True:
             done = _complete(buf)
             left = deadline - time.monotonic()
@@ -126,12 +127,13 @@ def _tcp(a, trace, request):
                 if done:
                     break
                 raise NoAnswer("no answer within %g s" % a.timeout + (" (got %r)" % buf if buf else ""))
-            s.settimeout(min(left, a.gap) if done else left)
+            s.settimeout(min(left, a.gap) if done else wait.slice(left))
             try:
                 chunk = s.recv(4096)
             except socket.timeout:
                 if done:
                     break
+                wait.tick()
                 continue
             except ConnectionResetError:
                 chunk = b""
@@ -161,11 +163,12 @@ class Line:
             except termios.error:
                 # a pty (`understudy run`'s null modem) takes no 7-bit setting; every
                 # Concert byte is 7-bit, so 8N1 carries the same bytes
-                sys.stderr.write("note: %s does not take %s (a pty?): using 8N1\n" % (a.serial, a.line))
+                progress("note: %s does not take %s (a pty?): using 8N1" % (a.serial, a.line))
                 self.s = serial.Serial(a.serial, a.baud, timeout=0.05)
         except (serial.SerialException, ValueError, termios.error) as e:
             raise NoAnswer("cannot open %s: %s" % (a.serial, e))
         self.trace = trace
+        self.a = a
         self.reply_s = 3.0
         self.rx = bytearray()  # received, not traced yet: traced as one line per turn
 
@@ -223,12 +226,15 @@ class Line:
     def receive(self, timeout):
         """The terminal's answer session: its message, or NoAnswer."""
         deadline = time.monotonic() + timeout
+        wait = Waiting.of(self.a)
+        wait.begin(timeout)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NoAnswer("no answer session within %g s: the outcome is unknown" % timeout)
-            if self.read(left) == link.ENQ:
+            if self.read(wait.slice(left)) == link.ENQ:
                 break
+            wait.tick()
         self.write(bytes((link.ACK,)))
         msg = b""
         bad = 0

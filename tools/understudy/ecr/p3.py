@@ -9,15 +9,18 @@ codecs (lib/wire/p3.py, ws.py); the WebSocket client itself is the few lines
 a client needs (masked frames, pings answered), so --trace shows every byte.
 """
 import base64
+import json
 import os
+import select
 import socket
+import time
 import uuid
 from urllib.parse import urlsplit
 
 from understudy import names
 from understudy.codecs import p3 as wire
 from understudy.codecs import ws
-from understudy.ecr import NoAnswer, Result, Usage, minor, progress
+from understudy.ecr import NoAnswer, Result, Usage, Waiting, minor, progress
 from understudy.wiretext import to_text
 
 MAX_MESSAGE = 1 << 20  # a terminal's answer above this is refused, never allocated
@@ -29,8 +32,9 @@ def add_parser(sub):
         description="Act as a P3 POS: log in, send one request, follow the transaction, print "
         "the final response.",
         epilog="Actions: pay AMOUNT; refund AMOUNT (a card refund) or refund [AMOUNT] --of "
-        "IDENTIFIER (refund of a payment); void IDENTIFIER (REVERSAL); status IDENTIFIER or "
-        "status --custom REF (GET_TRANSACTION).  P3 has no settlement request.  Ctrl-C while "
+        "IDENTIFIER (refund of a payment); void IDENTIFIER (REVERSAL); status IDENTIFIER, "
+        "status --custom REF, or status alone: the last transaction this command saw on that "
+        "terminal (GET_TRANSACTION).  P3 has no settlement request.  Ctrl-C while "
         "the terminal waits for the card or PIN aborts the transaction.")
     p.add_argument("action", choices=("pay", "refund", "void", "status", "settle"))
     p.add_argument("value", nargs="?", help="amount in major units (pay, refund) or a transaction "
@@ -84,6 +88,10 @@ class TCP:
         self.trace.received(head + payload)
         return payload
 
+    def ready(self, seconds):
+        """Bytes to read within seconds (or the end of the connection)?"""
+        return bool(select.select([self.s], [], [], seconds)[0])
+
     def close(self):
         self.s.close()
 
@@ -121,6 +129,9 @@ class WS:
         if accept != [ws.accept(key)]:
             raise NoAnswer("wrong Sec-WebSocket-Accept in the handshake answer")
         self.parts = []
+
+    def ready(self, seconds):
+        return bool(self.rest) or bool(select.select([self.s], [], [], seconds)[0])
 
     def _recv(self, n):
         try:
@@ -219,6 +230,8 @@ def _exact(s, n):
 class POS:
     def __init__(self, a, trace):
         self.a = a
+        self.ident = None  # the transaction's identifier, once a message names it
+        self.wait = Waiting.of(a)
         if a.ws is not None:
             url = a.ws or "ws://%s:%d/" % (a.host, a.port or 8080)
             self.t = WS(url, a.timeout, trace)
@@ -236,7 +249,14 @@ class POS:
         return tag
 
     def recv(self):
+        w = self.wait
+        w.begin(self.a.timeout)
+        end = time.monotonic() + self.a.timeout
         try:
+            while not self.t.ready(w.slice(end - time.monotonic())):  # silence: say so
+                if time.monotonic() >= end:
+                    raise socket.timeout()
+                w.tick()
             raw = self.t.recv(self.a.timeout)
         except socket.timeout:
             raise NoAnswer("no message within %g s: the outcome is unknown (ask `p3 status`)"
@@ -266,9 +286,13 @@ class POS:
                 raise NoAnswer("the terminal closed the connection before the %s: the outcome is "
                                "unknown, ask with `p3 status`" % what)
             typ = m.get("type", "")
-            if m.get("tag") == tag and typ.endswith("_RESPONSE"):
-                return m
             body = m.get(wire.camel(typ)) or {}
+            if m.get("tag") == tag and typ.endswith("_RESPONSE"):
+                t = body.get("transaction")
+                if isinstance(t, dict) and t.get("identifier"):
+                    self.ident = t["identifier"]  # shown with the result
+                return m
+            self.known(body.get("transaction"))
             if typ.endswith("_UPDATE"):
                 d = body.get("transactionProcessDetails") or {}
                 progress("%s %s" % (d.get("state", "?"), " / ".join(d.get("information") or [])))
@@ -284,8 +308,52 @@ class POS:
                 err = m.get("error") or {}
                 progress("%s: %s %s" % (typ, err.get("type"), err.get("message")))
 
+    def known(self, t):
+        """The first message that names the transaction: its identifiers on
+        stderr at once (a lost answer is then asked for by them)."""
+        if not isinstance(t, dict) or not t.get("identifier") or t["identifier"] == self.ident:
+            return
+        self.ident = t["identifier"]
+        custom = t.get("customIdentifier")
+        progress("transaction %s%s" % (self.ident, " (customIdentifier %s)" % custom if custom else ""))
+
     def close(self):
         self.t.close()
+
+
+def _last_file():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "understudy", "p3-last.json")
+
+
+def remember(a, ident):
+    """The newest identifier seen per terminal (host:port), for `status`."""
+    path = _last_file()
+    try:
+        with open(path) as f:
+            seen = json.load(f)
+    except (OSError, ValueError):
+        seen = {}
+    seen[_where(a)] = ident
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(seen, f)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # nowhere to keep it: status then needs the identifier
+
+
+def last(a):
+    try:
+        with open(_last_file()) as f:
+            return json.load(f).get(_where(a))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _where(a):
+    return a.ws or "%s:%d" % (a.host, a.port or (8080 if a.ws is not None else 4245))
 
 
 def run(a, trace):
@@ -301,7 +369,11 @@ def run(a, trace):
     if a.action == "void" and not a.value:
         raise Usage("p3 void needs the identifier of the transaction (e.g. UST00001-000001)")
     if a.action == "status" and not (a.value or a.custom):
-        raise Usage("p3 status needs an identifier, or --custom REF (P3 has no `last transaction`)")
+        a.value = last(a)  # P3 has no `last transaction`: the last one this command saw
+        if not a.value:
+            raise Usage("p3 status needs an identifier, or --custom REF (no transaction with this "
+                        "terminal seen yet)")
+        progress("status of %s, the last transaction seen" % a.value)
     amount = None
     if a.action in ("pay", "refund") and a.value is not None:
         amount = wire.decimal(minor(a.value, places), places)  # b"12.50"
@@ -336,6 +408,8 @@ def run(a, trace):
             tag = pos.request("GET_TRANSACTION", body)
         return _result(a, pos.final(tag, "final response"))
     finally:
+        if pos.ident:  # kept for `p3 status` without arguments, answered or not
+            remember(a, pos.ident)
         pos.close()
 
 

@@ -15,7 +15,7 @@ import time
 
 from understudy import names, paths
 from understudy.codecs import synqpay_link as L
-from understudy.ecr import NoAnswer, Result, Usage, major, minor, progress
+from understudy.ecr import NoAnswer, Result, Usage, Waiting, major, minor, progress
 from understudy.wiretext import to_text
 
 CLIENT_TYPES = (L.RESPONSE, L.EVENT, L.ACK, L.ERROR, L.KEEPALIVE)
@@ -28,8 +28,9 @@ def add_parser(sub):
         description="Act as a Synqpay register: one JSON-RPC call, print the result.",
         epilog="Actions: pay AMOUNT; refund AMOUNT; void REFERENCE (the sale's referenceId); "
         "status [REFERENCE] (getTransaction by referenceId, else the last transaction); settle; "
-        "pair (with the code the terminal shows: --otp, or typed when asked; prints the API key "
-        "to give as --key).")
+        "pair: the terminal then shows a code for 30 s (Understudy: on its web page, GET "
+        "/api/state `screen`, and its log); give it typed when asked, or run `pair --otp CODE` "
+        "(prints the API key to give as --key).")
     p.add_argument("action", choices=("pay", "refund", "void", "status", "settle", "pair"))
     p.add_argument("value", nargs="?", help="amount in major units (pay, refund) or a referenceId "
                    "(void, status)")
@@ -67,6 +68,7 @@ class Link:
                 raise NoAnswer("TLS with %s:%d failed: %s (--cafile ROOT to trust its root, or "
                                "--insecure)" % (a.host, port, e))
         self.s = s
+        self.wait = Waiting.of(a)
         self.d = L.Decoder(limit=MAX_PAYLOAD, accept=CLIENT_TYPES)
 
     def send(self, data):
@@ -78,7 +80,9 @@ class Link:
 
     def frame(self, timeout):
         """The next frame (type, a, payload), or None when the terminal closed."""
-        self.s.settimeout(timeout)
+        w = self.wait
+        w.begin(timeout)
+        end = time.monotonic() + timeout
         while True:
             start = self.d.i
             ev = self.d.next()
@@ -86,8 +90,12 @@ class Link:
                 self.trace.received(bytes(self.d.buf[start:self.d.i]))
                 return ev
             try:
+                self.s.settimeout(w.slice(end - time.monotonic()))
                 data = self.s.recv(4096)
             except socket.timeout:
+                if time.monotonic() < end:
+                    w.tick()  # silence: say how long, and what the terminal shows
+                    continue
                 raise NoAnswer("no answer within %g s: the outcome is unknown (ask `synqpay status`)"
                                % timeout)
             except (ConnectionResetError, ssl.SSLError):
@@ -202,16 +210,22 @@ def run(a, trace):
     if a.action == "void" and not a.value:
         raise Usage("synqpay void needs the referenceId of the sale")
     otp = a.otp
-    if pairing and otp is None and not sys.stdin.isatty():
-        raise Usage("pair needs --otp CODE (the code the terminal shows)")
     c = Caller(a, trace, key)
     try:
         if pairing:
             m = c.call("pair", {"serialNumber": a.serial_number})
+            err = m.get("error") or {}
             # 201 with a code in hand: a pairing is open already (an earlier try), use it
-            if "result" not in m and not (otp and (m.get("error") or {}).get("code") == 201):
+            if "result" not in m and not (otp and err.get("code") == 201):
                 return _error(m, "pairing refused")
-            if otp is None:
+            if otp is None:  # where to read it; then a second step, or typed here
+                shown = Waiting.of(a).screen()
+                said = ("pairing: the terminal shows the code%s; within 30 s run "
+                        "`understudy ecr synqpay pair --otp CODE`" % (
+                            " (%s)" % shown if shown else " on its screen"))
+                if not sys.stdin.isatty():
+                    return Result(True, said)
+                print(said + ", or type it here")
                 otp = input("code shown on the terminal: ").strip()
             m = c.call("authenticate", {"otp": otp})
             if "result" not in m:
