@@ -7,6 +7,7 @@ listener, everything else applies to the next transaction.
 """
 import asyncio
 import gc
+import time
 from binascii import crc32
 
 from firmware import VERSION, drop, log
@@ -46,6 +47,7 @@ class App:
         self.trace = None  # firmware.trace.Trace once the web listener starts
         self.seen = None  # CRC of the config file last loaded
         self._applying = False  # one apply at a time: the file watcher, PUT /api/config
+        self.web_seen = None  # ticks of the last web request while its code is loaded
 
     def _lc(self, name, cfg=None):
         cfg = cfg or self.cfg
@@ -138,14 +140,18 @@ def load_config(path, running=None):
     return cfg
 
 
-async def _watch_config(app, path):
-    """Reload the config when the file changes (app.seen: the CRC of the one
-    loaded; the control API's PUT /api/config writes the file and sets it).
-    A check that finds no room (MemoryError) is tried again at the next
-    tick: it must not end the terminal."""
-    while app.cfg["config_watch_s"]:
-        await asyncio.sleep(app.cfg["config_watch_s"])
+async def _tend(app, path):
+    """Every few seconds (config_watch_s, else 2): reload the config when
+    its file changed (app.seen: the CRC of the one loaded; PUT /api/config
+    writes the file and sets it; config_watch_s 0: never), and rest the
+    web face nobody uses.  A tick that finds no room (MemoryError) is
+    tried again at the next one: it must not end the terminal."""
+    while True:
+        await asyncio.sleep(app.cfg["config_watch_s"] or 2)
         try:
+            _rest_web(app)
+            if not app.cfg["config_watch_s"]:
+                continue
             now = _signature(path)
             if now == app.seen:
                 continue
@@ -158,6 +164,26 @@ async def _watch_config(app, path):
             drop("firmware.config")
             gc.collect()
             log.event("config", "deferred", "no room to read %s now" % path)
+
+
+def _rest_web(app):
+    """Nobody has used the page or the control API for web.idle_s: their
+    code (imported again by the next request) and the trace's lines go,
+    about 20 KB of a 32-bit board's heap (docs/MEMORY.md)."""
+    idle = app.cfg["web"]["idle_s"]
+    entry = app.listeners.get("web")
+    if not idle or entry is None or app.web_seen is None:
+        return
+    lst = entry[0]
+    if lst.clients or time.ticks_diff(time.ticks_ms(), app.web_seen) < idle * 1000:
+        return
+    app.web_seen = None
+    lst.handler = WEB[2]
+    app.trace.rest()
+    for name in (WEB[2], "wire.http", "firmware.receipt"):  # what it brought (those who
+        drop(name)  # imported one too keep theirs)
+    gc.collect()
+    log.event("web", "rested", "nobody for %d s: page code and trace let go" % idle)
 
 
 async def _main():
@@ -184,9 +210,7 @@ async def _main():
         log.event("app", "heap", "alloc=%d" % gc.mem_alloc())
     print("READY")
     board.led(True)
-    await _watch_config(app, board.CONFIG_PATH)
-    while True:
-        await asyncio.sleep(3600)
+    await _tend(app, board.CONFIG_PATH)
 
 
 _app = None

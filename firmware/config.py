@@ -115,7 +115,8 @@ DEFAULTS = {
     "wifi": {"ssid": "", "password": "", "hostname": "understudy", "connect_s": 20, "retry_s": 30},
     # the web page and control API (docs/CONTROL.md); token "": only loopback may change state
     "web": {"enabled": True, "host": "", "port": 8088, "max_clients": 4, "token": "",
-            "open_reads": True, "mode": "auto", "events": 2, "trace": 24, "max_body": 4096},
+            "open_reads": True, "mode": "auto", "events": 2, "trace": 24, "max_body": 4096,
+            "idle_s": 120},
     "config_watch_s": 2,
 }
 
@@ -221,6 +222,7 @@ RULES = {
     "web.events": (0, 8),
     "web.trace": (4, 256),
     "web.max_body": (256, 65536),
+    "web.idle_s": (0, 86400),
 }
 
 

@@ -33,6 +33,15 @@ class Trace:
             log.watch(self.on_log)
             self.on = True
 
+    def rest(self):
+        """Nobody watches any more: stop recording, let the lines go."""
+        if self.on:
+            log.unwatch(self.on_log)
+            self.on = False
+        for i in range(self.size):
+            self.ring[i] = None
+        self.last = {}
+
     def on_log(self, source, what, line):
         if not self.on:
             return

@@ -14,6 +14,7 @@ import json
 import os
 import select
 import sys
+import time
 
 from firmware import borrow, drop, log, receipt, room, tcp
 from wire import http
@@ -125,6 +126,7 @@ def _authorized(app, headers, ip, q):
 
 async def serve(app, name, s, ip):
     app.trace.record()  # somebody watches: the trace records from now on
+    app.web_seen = time.ticks_ms()  # (until web.idle_s after the last request: app._rest_web)
     ms = app.cfg["timeouts"]["request_ms"]
     method = path = "-"
     stage = 0  # 1: a write was made; 2: its answer's head went out (no other status now)
@@ -190,6 +192,7 @@ async def serve(app, name, s, ip):
             await _write(s, _DONE if stage else _SHORT)
         except Exception:  # the client went away
             pass
+    app.web_seen = time.ticks_ms()  # an event stream may have lasted hours
 
 
 async def _error(app, name, s, ip, method, path, status, reason, headers, text):

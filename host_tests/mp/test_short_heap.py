@@ -57,12 +57,14 @@ class _App:
         self.cfg = cfg
         self.seen = None
         self.applied = 0
+        self.listeners = {}
+        self.web_seen = None
 
     async def apply(self, cfg):
         self.applied += 1
 
 
-def test_the_config_watcher_outlives_a_memory_error(tmp=None):
+def test_the_config_watcher_outlives_a_memory_error():
     import os
 
     path = (os.getenv("TMPDIR") or "/tmp") + "/short_heap_config.json"
@@ -82,7 +84,7 @@ def test_the_config_watcher_outlives_a_memory_error(tmp=None):
     app._signature = failing
     try:
         async def go():
-            task = asyncio.create_task(app._watch_config(a, path))
+            task = asyncio.create_task(app._tend(a, path))
             await asyncio.sleep_ms(2300)  # two ticks: the first fails, the second reads
             done = task.done()
             task.cancel()
