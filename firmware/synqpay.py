@@ -361,15 +361,21 @@ async def _deliver(app, t):
     c = client()
     if c is None:
         return False
-    try:
-        body = _reply(t.data["id"], txresult(app, t))
-        parts = L.parts(L.RESPONSE, body.encode())
-    except MemoryError:
-        body = parts = None
-        gc.collect()
-        c.drop("no memory for the answer #%d; resent on reconnect" % t.no)
-        return None
-    return await c.send(parts, body)
+    for wait in _ROOM_WAITS:  # a passing peak (other links mid-answer) often ends soon
+        try:
+            body = _reply(t.data["id"], txresult(app, t))
+            parts = L.parts(L.RESPONSE, body.encode())
+            return await c.send(parts, body)
+        except MemoryError:
+            body = parts = None
+            gc.collect()
+            if wait:
+                await asyncio.sleep_ms(wait)
+    c.drop("no memory for the answer #%d; resent on reconnect" % t.no)
+    return None
+
+
+_ROOM_WAITS = (20, 100, 0)  # ms before building an answer that found no room, again
 
 
 async def _flush(me):
