@@ -288,10 +288,22 @@ function wake() {
   }
 }
 
+// While the board sleeps, emulated time passes no faster than the wall clock:
+// each call of run() may sleep through as much emulated time as real time
+// went by since the previous call began (the host's own sleep included).
+// Computing, emulated time passes slower (rp2040js runs some 15 million
+// instructions a second, the RP2040 125 million cycles), and that lag is
+// never made up by racing through a sleep: a time-out would expire before
+// host bytes already on their way are read.  --fast: sleeps cost nothing.
+let lastRun = null;
+
 function run() {
   timer = null;
   const { core, clock } = mcu;
-  const sliceEnd = performance.now() + 25;
+  const start = performance.now();
+  let idle = lastRun === null ? 0 : (start - lastRun) * 1e6; // ns the board may sleep now
+  lastRun = start;
+  const sliceEnd = start + 25;
   while (performance.now() < sliceEnd) {
     for (let i = 0; i < 50000; i++) {
       if (insns >= stopInsns || clock.nanos >= stopNs) return finish(0, 'power cut');
@@ -300,18 +312,21 @@ function run() {
         insns++;
         continue;
       }
-      // asleep (WFI/WFE): jump to the next timer alarm or the next UART byte,
-      // but (unless --fast) not ahead of real time: an idle board idles here.
+      // asleep (WFI/WFE): on to the next timer alarm or UART byte
       const alarm = clock.nextAlarm ? Math.max(clock.nanos, clock.nextAlarm.nanos) : Infinity;
-      let target = Math.min(alarm, nextFeed(), stopNs);
-      if (!args.fast) target = Math.min(target, (performance.now() - real0) * 1e6);
-      if (target === Infinity || (target <= clock.nanos && !clock.nextAlarm)) {
+      const target = Math.min(alarm, nextFeed(), stopNs);
+      const step = target - clock.nanos;
+      if (args.fast ? target === Infinity : step > idle) {
+        if (!args.fast) clock.tick(idle);
+        idle = 0;
         pumpIO();
         if (!core.waiting) continue;
-        timer = setTimeout(run, 2);
+        // nothing due yet: let the host sleep (and read what arrives)
+        timer = setTimeout(run, Math.max(1, Math.min(10, step / 1e6)));
         return;
       }
-      clock.tick(target - clock.nanos);
+      if (!args.fast) idle -= step;
+      clock.tick(step);
       pumpIO();
     }
     pumpIO();
