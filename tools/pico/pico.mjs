@@ -246,9 +246,23 @@ function charNanos(u) { // start + data + parity + stop bits, at the baud rate s
   return baud > 0 && Number.isFinite(baud) ? 1e10 / baud : 1e5;
 }
 
+// what the firmware set the line to (LCR_H, baud divisors), once it is used:
+// rp2040js carries data bytes only; parity and stop bits are not emulated
+function describe(u) {
+  const lcr = u.dev.lineCtrlRegister;
+  const parity = !(lcr & 2) ? 'none' : lcr & 4 ? 'even' : 'odd';
+  const line = `${u.dev.baudRate} baud, ${u.dev.wordLength} data bits, parity ${parity}, ` +
+    `${lcr & 8 ? 2 : 1} stop bit(s)`;
+  if (line !== u.line) {
+    u.line = line;
+    log(`uart${u.n}: ${line} (set by the firmware; parity and stop bits are not emulated)`);
+  }
+}
+
 function pumpIO() {
   const now = mcu.clock.nanos;
   for (const u of uarts) {
+    if (u.rx.length || u.out.length) describe(u);
     while (u.rx.length && now >= u.nextNs && !(u.dev.flags & RXFF)) {
       u.dev.feedByte(u.rx.shift());
       u.nextNs = Math.max(now, u.nextNs) + charNanos(u);
