@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 
 from understudy import paths
 from understudy.launch import Firmware, FirmwareError
@@ -60,11 +61,12 @@ def merged(base, extra):
     return out
 
 
-def image(path, cfg=None, root=None, tls=None):
+def image(path, cfg=None, root=None, tls=None, extra=None):
     """Write a littlefs image of the board's file system to path (the whole
     1408 KB): the .mpy build from root (default build/mpy), config.json from
     cfg (a dict, over BOARD_CONFIG), and the TLS identity from tls (a
-    directory with cert.der and key.der) if given.  Returns the file count."""
+    directory with cert.der and key.der) if given, and extra ({path: bytes}).
+    Returns the file count."""
     from littlefs import LittleFS
 
     root = root or paths.MPY
@@ -95,6 +97,8 @@ def image(path, cfg=None, root=None, tls=None):
         for name in ("cert.der", "key.der"):
             with open(os.path.join(tls, name), "rb") as f:
                 put("tls/" + name, f.read())
+    for dst, data in sorted((extra or {}).items()):  # e.g. the journal of an older image
+        put(dst, data)
     put("config.json", json.dumps(merged(BOARD_CONFIG, cfg or {}), indent=1).encode())
     with open(path + ".tmp", "wb") as f:
         f.write(fs.context.buffer)
@@ -209,13 +213,18 @@ class Pico(Firmware):
             if self.echo:
                 print(line, flush=True)
 
-    def mark(self, text):
-        """(emulated ms, instructions) when a CDC line first held text (a --mark)."""
-        for ln in self.stderr:
-            if ln.startswith("pico: mark %s at " % text):
-                words = ln.split()
-                return float(words[-4]), int(words[-2])
-        return None
+    def mark(self, text, timeout=5):
+        """(emulated ms, instructions) when a CDC line first held text (a
+        --mark), or None; the driver reports it on stderr, just after the line."""
+        end = time.monotonic() + timeout
+        while True:
+            for ln in self.stderr:
+                if ln.startswith("pico: mark %s at " % text):
+                    words = ln.split()
+                    return float(words[-4]), int(words[-2])
+            if time.monotonic() > end:
+                return None
+            time.sleep(0.05)
 
     def repl(self, data):
         """Bytes to the board's USB CDC (the REPL): b"\\x03" is Ctrl-C."""
@@ -252,3 +261,148 @@ class Pico(Firmware):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _state_of(img):
+    """{path: bytes} of the files under /state in an existing image (the
+    journal and keys), to carry over when the image is rebuilt."""
+    from littlefs import LittleFS
+
+    with open(img, "rb") as f:
+        data = f.read()
+    fs = LittleFS(block_size=BLOCK_SIZE, block_count=BLOCK_COUNT, prog_size=256, read_size=32,
+                  lookahead_size=32, mount=False)
+    fs.context.buffer[:len(data)] = data
+    fs.mount()
+    out = {}
+    try:
+        names = fs.listdir("state")
+    except Exception:
+        return out
+    for name in names:
+        with fs.open("state/" + name, "rb") as f:
+            out["state/" + name] = f.read()
+    return out
+
+
+def prepare(img, cfg, fresh=False):
+    """The flash image for this build and config: kept as it is when both
+    are unchanged (the board's state lives in it), else rebuilt with the
+    state files of the old one carried over (unless fresh)."""
+    from understudy import build
+
+    root = build.ensure()
+    want = "%s %s" % (build.digest(), json.dumps(cfg, sort_keys=True))
+    stamp = img + ".build"
+    try:
+        with open(stamp) as f:
+            same = f.read() == want
+    except OSError:
+        same = False
+    if same and os.path.exists(img) and not fresh:
+        return "kept"
+    keep = _state_of(img) if os.path.exists(img) and not fresh else {}
+    image(img, cfg, root=root, extra=keep)
+    with open(stamp, "w") as f:
+        f.write(want)
+    return "rebuilt, %d state files kept" % len(keep) if keep else "new"
+
+
+def soak(p, n, out=print):
+    """n Concert payments on the board's serial line, with the repo's own
+    register (`understudy ecr concert`): V3 and V2 (E+) in turn, amounts
+    whose cents choose approve (x.00, x.50) or decline (x.01) as they come.
+    Returns (results, heap= figures logged by the firmware, seconds)."""
+    import contextlib
+    import io
+
+    from understudy.ecr import cli
+
+    path, baud = p.serial("concert-serial")
+    results = {}
+    t0 = time.monotonic()
+    first = len(p.lines)
+    for i in range(n):
+        cents = (100 + i) * 100 + (1 if i % 10 == 9 else 50 * (i % 2))
+        argv = ["concert", "pay", "%d.%02d" % (cents // 100, cents % 100), "--serial", path,
+                "--baud", str(baud), "-q"]
+        if i % 2:
+            argv.append("--v2")
+        buf, err = io.StringIO(), io.StringIO()
+        at = len(p.lines)
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+            code = cli.main(argv + ["--trace"])
+        results[code] = results.get(code, 0) + 1
+        if code not in (0, 1):  # no answer: say what the register and the board saw
+            said = err.getvalue().strip().replace("\n", "\n  register: ")
+            out("soak: #%d %s: exit %d\n  register: %s\n  board: %s" % (
+                i + 1, " ".join(argv[:3] + argv[6:]), code, said, "\n  board: ".join(p.lines[at:])))
+        if (i + 1) % 20 == 0:
+            out("soak: %d payments, exit codes %s, %.0f s" % (i + 1, results, time.monotonic() - t0))
+    heaps = [int(w[5:]) for ln in p.lines[first:] for w in ln.split() if w.startswith("heap=")]
+    return results, heaps, time.monotonic() - t0
+
+
+def main(argv=None, prog="understudy pico"):
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog=prog, description="Run the terminal on an emulated Raspberry Pi Pico (MicroPython rp2 "
+        "in rp2040js): its serial personalities on host ptys.",
+        epilog="Ctrl-C stops it (the flash image keeps the journal for the next run).")
+    ap.add_argument("--uf2", default=os.environ.get("PICO_UF2"), help="MicroPython rp2 RPI_PICO "
+                    "firmware (.uf2), built by you ($PICO_UF2)")
+    ap.add_argument("--bootrom", default=os.environ.get("PICO_BOOTROM"),
+                    help="the RP2040 boot ROM, 16384 bytes ($PICO_BOOTROM)")
+    ap.add_argument("--flash", default=os.path.join(paths.STATE, "pico-flash.img"),
+                    help="the board's file system image, kept across runs (default: %(default)s)")
+    ap.add_argument("--config", metavar="PATH", help="config JSON (over the Pico's: serial only)")
+    ap.add_argument("--fresh", action="store_true", help="a new image: forget the journal")
+    ap.add_argument("--soak", type=int, metavar="N", help="make N Concert payments on the serial "
+                    "line, print the heap figures, stop")
+    a = ap.parse_args(argv)
+    if not a.uf2 or not a.bootrom:
+        ap.error("give --uf2 and --bootrom (or PICO_UF2=... PICO_BOOTROM=...)")
+    cfg = {"log": {"heap": True}}
+    if a.config:
+        with open(a.config) as f:
+            cfg = merged(cfg, json.load(f))
+    os.makedirs(os.path.dirname(os.path.abspath(a.flash)), exist_ok=True)
+    print("pico: flash image %s: %s" % (a.flash, prepare(a.flash, cfg, a.fresh)), flush=True)
+    p = Pico(a.uf2, a.bootrom, flash=a.flash, config=cfg, echo=not a.soak)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        p.start(marks=("READY",))
+        ready = p.mark("READY") or (float("nan"), 0)
+        alloc = [ln for ln in p.lines if ln.startswith("app heap alloc=")]
+        print("pico: READY at %.1f ms emulated (%d instructions); %s" % (
+            ready[0], ready[1], alloc[-1] if alloc else "no heap line (log.heap off)"), flush=True)
+        if a.soak is not None:
+            results, heaps, secs = soak(p, a.soak)
+            if a.soak:
+                print("pico: %d payments in %.0f s, exit codes %s" % (a.soak, secs, results))
+            if heaps:
+                print("pico: heap= after #1 %d, #10 %s, last %d, min %d, max %d" % (
+                    heaps[0], heaps[9] if len(heaps) > 9 else "-", heaps[-1], min(heaps), max(heaps)))
+            problems = p.problems()
+            if problems:
+                print("pico: problems:\n  " + "\n  ".join(problems))
+            return 1 if problems else 0
+        while p.alive():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    except FirmwareError as e:
+        print("%s: %s" % (prog, e))
+        return 1
+    finally:
+        p.stop()
+        if a.soak is not None:  # log.heap: the firmware's mem_info after Ctrl-C
+            for ln in p.lines:
+                if ln.startswith(("GC: total", " No. of", "journal replayed")):
+                    print("pico: board said: " + ln.strip(), flush=True)
+        tail = [ln for ln in p.stderr if ln.startswith("pico: stop")]
+        if tail:
+            print(tail[-1], flush=True)
+        p.cleanup()
+    return 0

@@ -1,0 +1,103 @@
+"""The firmware on an emulated Raspberry Pi Pico: MicroPython's rp2 port in
+rp2040js (tools/pico/pico.mjs, tools/understudy/pico.py).
+
+Neither the MicroPython UF2 nor the RP2040 boot ROM is in this repository:
+these tests run only when both are given, as UNDERSTUDY_PICO_UF2 and
+UNDERSTUDY_PICO_BOOTROM (paths), and need node with tools/pico's
+node_modules (`npm ci --prefix tools/pico`) and littlefs-python
+(requirements-pico.txt); otherwise they are skipped, saying which is missing.
+"""
+import os
+import shutil
+
+import pytest
+
+from understudy import paths
+
+UF2 = os.environ.get("UNDERSTUDY_PICO_UF2")
+BOOTROM = os.environ.get("UNDERSTUDY_PICO_BOOTROM")
+
+
+def _missing():
+    if not UF2 or not BOOTROM:
+        return ("set UNDERSTUDY_PICO_UF2 and UNDERSTUDY_PICO_BOOTROM (MicroPython rp2 RPI_PICO "
+                "UF2 and the RP2040 boot ROM: not in this repository) to run the emulated Pico")
+    if not shutil.which("node"):
+        return "node is not installed (the emulator runs in it)"
+    if not os.path.isdir(os.path.join(paths.ROOT, "tools", "pico", "node_modules", "rp2040js")):
+        return "rp2040js is not installed: npm ci --prefix tools/pico"
+    try:
+        import littlefs  # noqa: F401
+    except ImportError:
+        return "littlefs-python is not installed: pip install -r requirements-pico.txt"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+def _pay(path, amount, *extra):
+    from understudy.ecr import cli
+
+    return cli.main(["concert", "pay", amount, "--serial", path, "-q"] + list(extra))
+
+
+def _board(tmp_path, **kw):
+    from understudy import pico
+
+    img = str(tmp_path / "flash.img")
+    cfg = {"log": {"heap": True}, "delays": {"slow_auth_ms": 60000}, "timeouts": {"auth_s": 120}}
+    pico.prepare(img, cfg)
+    return pico.Pico(UF2, BOOTROM, flash=img, config=cfg, **kw)
+
+
+def test_boots_and_pays_over_uart0(tmp_path):
+    p = _board(tmp_path).start()
+    try:
+        out = p.output()
+        assert " on rp2, heap " in out
+        assert "wifi none" in out
+        kind, where = p.listeners["concert-serial"]
+        assert kind == "serial" and where.startswith("/dev/pts/") and where.endswith(" 9600")
+        assert "app heap alloc=" in out
+        path, _ = p.serial("concert-serial")
+        assert _pay(path, "12.50") == 0  # V3
+        assert _pay(path, "12.50", "--v2") == 0  # V2 (E+)
+        assert _pay(path, "12.01") == 1  # declined
+        assert p.wait_for("heap=", 5) is not None
+        assert not p.problems()
+    finally:
+        p.stop()
+        p.cleanup()
+
+
+def test_power_cut_mid_transaction(tmp_path):
+    """The power goes while the bank is asked (a `slow` outcome); at the next
+    boot the journal closes that transaction as interrupted, and the
+    register's status request (CD=T) hears it was not approved."""
+    import threading
+
+    p = _board(tmp_path)
+    p.start()
+    try:
+        path, _ = p.serial("concert-serial")
+        t = threading.Thread(target=_pay, args=(path, "12.05", "--timeout", "5"), daemon=True)
+        t.start()
+        assert p.wait_for("core start #1", 60) is not None
+        p.kill()  # the driver keeps the flash as it is at this instant
+        t.join(60)  # the register gives up (no answer) before the board comes back
+        p.start()
+        out = p.output()
+        assert "journal interrupted" in out, out
+        import contextlib
+        import io
+
+        from understudy.ecr import cli
+
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            code = cli.main(["concert", "status", "--serial", path, "-q"])
+        assert code == 1 and "AF 07" in said.getvalue(), said.getvalue()  # interrupted: not performed
+    finally:
+        p.stop()
+        p.cleanup()
