@@ -19,7 +19,7 @@
 //
 // usage: node pico.mjs --uf2 FW.uf2 --bootrom ROM.bin --flash FS.img
 //          [--uart0 TTY] [--uart1 TTY] [--cdc TTY] [--stop-insns N]
-//          [--stop-ms MS] [--mark TEXT]... [--fast]
+//          [--stop-ms MS] [--mark TEXT]... [--fast] [--exit-on-eof]
 //
 // On stderr it reports `pico: ...` lines: `pico: mark TEXT at N ms, M insns`
 // the first time a CDC line contains each --mark TEXT (emulated time since
@@ -40,7 +40,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const flag = k.replace(/^--/, '');
-    if (flag === 'fast') a.fast = true;
+    if (flag === 'fast' || flag === 'exit-on-eof') a[flag] = true;
     else if (flag === 'mark') a.mark.push(argv[++i]);
     else if (['uf2', 'bootrom', 'flash', 'uart0', 'uart1', 'cdc', 'stop-insns', 'stop-ms',
       'fs-offset', 'fs-size'].includes(flag)) a[flag] = argv[++i];
@@ -52,7 +52,8 @@ function parseArgs(argv) {
   for (const need of ['uf2', 'bootrom', 'flash']) {
     if (!a[need]) {
       process.stderr.write('usage: node pico.mjs --uf2 FW.uf2 --bootrom ROM.bin --flash FS.img ' +
-        '[--uart0 TTY] [--uart1 TTY] [--cdc TTY] [--stop-insns N] [--stop-ms MS] [--mark TEXT] [--fast]\n');
+        '[--uart0 TTY] [--uart1 TTY] [--cdc TTY] [--stop-insns N] [--stop-ms MS] [--mark TEXT] [--fast] ' +
+        '[--exit-on-eof]\n');
       process.exit(2);
     }
   }
@@ -205,7 +206,9 @@ if (args.cdc) {
   readInto(fd, cdcIn, 'cdc');
 } else {
   readInto(0, cdcIn, 'stdin');
-  process.stdin.on('end', () => {}); // stdin closed: the board goes on
+  // stdin closed: the board goes on, unless --exit-on-eof (a launcher that
+  // holds our stdin has gone: do not run on as an orphan)
+  process.stdin.on('end', () => { if (args['exit-on-eof']) finish(0, 'stdin closed'); });
 }
 
 // --- UARTs: host ttys, paced at the firmware's baud rate --------------------

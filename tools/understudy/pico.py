@@ -158,7 +158,8 @@ class Pico(Firmware):
         for name in UARTS:
             if name not in self.modems:
                 self.modems[name] = NullModem(self.line_baud)
-        cmd = [node(), DRIVER, "--uf2", self.uf2, "--bootrom", self.bootrom, "--flash", self.flash_img]
+        cmd = [node(), DRIVER, "--uf2", self.uf2, "--bootrom", self.bootrom, "--flash", self.flash_img,
+               "--exit-on-eof"]
         for name, n in UARTS.items():
             cmd += ["--uart%d" % n, self.modems[name].firmware_path]
         for m in marks:
@@ -170,8 +171,10 @@ class Pico(Firmware):
         self.lines = []
         self.listeners = {}
         self.stderr = []
+        # its own session: a Ctrl-C in the terminal reaches this launcher only,
+        # which passes it to the board over USB (stop()) so the journal is closed
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, start_new_session=True)
         self._eof = False
         self._thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self._thread.start()
@@ -402,7 +405,7 @@ def main(argv=None, prog="understudy pico"):
                 if ln.startswith(("GC: total", " No. of", "journal replayed")):
                     print("pico: board said: " + ln.strip(), flush=True)
         tail = [ln for ln in p.stderr if ln.startswith("pico: stop")]
-        if tail:
+        if tail and not p.echo:
             print(tail[-1], flush=True)
         p.cleanup()
     return 0
