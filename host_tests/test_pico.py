@@ -42,11 +42,12 @@ def _pay(path, amount, *extra):
     return cli.main(["concert", "pay", amount, "--serial", path, "-q"] + list(extra))
 
 
-def _board(tmp_path, **kw):
+def _board(tmp_path, more=None, **kw):
     from understudy import pico
 
     img = str(tmp_path / "flash.img")
     cfg = {"log": {"heap": True}, "delays": {"slow_auth_ms": 60000}, "timeouts": {"auth_s": 120}}
+    cfg = pico.merged(cfg, more or {})
     pico.prepare(img, cfg)
     return pico.Pico(UF2, BOOTROM, flash=img, config=cfg, **kw)
 
@@ -98,6 +99,35 @@ def test_power_cut_mid_transaction(tmp_path):
         with contextlib.redirect_stdout(said):
             code = cli.main(["concert", "status", "--serial", path, "-q"])
         assert code == 1 and "AF 07" in said.getvalue(), said.getvalue()  # interrupted: not performed
+    finally:
+        p.stop()
+        p.cleanup()
+
+
+def test_synqpay_pairs_and_sells_over_uart1(tmp_path):
+    """Synqpay's link frames at 115200 on the board's UART1; the key is kept
+    on the board's flash."""
+    import json
+
+    import serial
+
+    from synqpay_client import Link, Serial, request
+    from test_synqpay import ZERO, sale
+
+    p = _board(tmp_path, {"synqpay": {"otp": "123456", "api_key": "1234abcd"}}).start()
+    try:
+        path, baud = p.serial("synqpay-serial")
+        assert baud == 115200
+        link = Link(None, stream=Serial(serial.Serial(path, baud, timeout=20)))
+        assert link.call("pair", {"serialNumber": "UST00001"}, key=ZERO)["result"] is None
+        assert link.call("authenticate", {"otp": "123456"}, key=ZERO, rid="2")["result"] == {
+            "apiKey": "1234abcd"}
+        link.send(request("startTransaction", sale("s1", notifyEvents=True), "3"))
+        events, last = link.answer()
+        assert len(events) == 4
+        tx = json.loads(last[2])["result"]["transaction"]
+        assert (tx["transactionStatus"], tx["amount"]) == ("CAPTURED", 1250)
+        assert not p.problems()
     finally:
         p.stop()
         p.cleanup()
