@@ -131,3 +131,42 @@ def test_synqpay_pairs_and_sells_over_uart1(tmp_path):
     finally:
         p.stop()
         p.cleanup()
+
+
+@pytest.mark.parametrize("cut, status", [("core start #2", "AF 07"), ("core done #2", "approved")])
+def test_power_cut_at_a_chosen_point(tmp_path, cut, status):
+    """The driver cuts the power one instruction after the board logs `cut`:
+    after the transaction's first journal record, the next boot closes it as
+    interrupted (AF 07 to CD=T); after its outcome, it stays approved.
+    Either way the journal replays with nothing corrupt and the next
+    payment works."""
+    import contextlib
+    import io
+
+    from understudy import pico
+    from understudy.ecr import cli
+
+    p = _board(tmp_path)
+    p.start()
+    _pay(p.serial("concert-serial")[0], "10.00")
+    p.stop()
+    p.cleanup()
+    p = pico.Pico(UF2, BOOTROM, flash=p.flash_img, config=p.cfg, cut_after=(cut, 1))
+    p.start()
+    assert _pay(p.serial("concert-serial")[0], "20.00", "--timeout", "5") == 3  # no answer
+    p.wait()
+    p.cleanup()
+    p = pico.Pico(UF2, BOOTROM, flash=p.flash_img, config=p.cfg)
+    p.start()
+    try:
+        assert "0 corrupt skipped" in p.output()
+        path = p.serial("concert-serial")[0]
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            cli.main(["concert", "status", "--serial", path, "-q"])
+        assert status in said.getvalue() and "20.00" in said.getvalue(), said.getvalue()
+        assert _pay(path, "30.00") == 0
+        assert not p.problems()
+    finally:
+        p.stop()
+        p.cleanup()

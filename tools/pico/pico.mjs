@@ -19,8 +19,12 @@
 //
 // usage: node pico.mjs --uf2 FW.uf2 --bootrom ROM.bin --flash FS.img
 //          [--uart0 TTY] [--uart1 TTY] [--cdc TTY] [--stop-insns N]
-//          [--stop-ms MS] [--mark TEXT]... [--fast] [--exit-on-eof]
+//          [--stop-ms MS] [--cut-after TEXT:N] [--mark TEXT]... [--fast]
+//          [--exit-on-eof]
 //
+// --cut-after TEXT:N cuts the power N instructions after the first CDC line
+// holding TEXT (e.g. a log line of the firmware's): a cut at a chosen point
+// of a transaction, whatever the host's timing was before it.
 // On stderr it reports `pico: ...` lines: `pico: mark TEXT at N ms, M insns`
 // the first time a CDC line contains each --mark TEXT (emulated time since
 // reset), and `pico: stop ...` with the totals when it ends.
@@ -42,6 +46,11 @@ function parseArgs(argv) {
     const flag = k.replace(/^--/, '');
     if (flag === 'fast' || flag === 'exit-on-eof') a[flag] = true;
     else if (flag === 'mark') a.mark.push(argv[++i]);
+    else if (flag === 'cut-after') {
+      const v = argv[++i];
+      const at = v.lastIndexOf(':');
+      a.cut = [v.slice(0, at), Number(v.slice(at + 1))];
+    }
     else if (['uf2', 'bootrom', 'flash', 'uart0', 'uart1', 'cdc', 'stop-insns', 'stop-ms',
       'fs-offset', 'fs-size'].includes(flag)) a[flag] = argv[++i];
     else {
@@ -179,6 +188,10 @@ cdc.onSerialData = (data) => {
           log(`mark ${m} at ${(mcu.clock.nanos / 1e6).toFixed(1)} ms, ${insns} insns`);
         }
       }
+      if (args.cut && stopInsns === Infinity && line.includes(args.cut[0])) {
+        stopInsns = insns + args.cut[1];
+        log(`cut: "${args.cut[0]}" at ${insns} insns; power off at ${stopInsns}`);
+      }
       line = '';
     } else if (line.length < 4096) {
       line += String.fromCharCode(byte);
@@ -291,7 +304,7 @@ function nextFeed() {
 }
 
 // --- the run loop -------------------------------------------------------------
-const stopInsns = args['stop-insns'] ? Number(args['stop-insns']) : Infinity;
+let stopInsns = args['stop-insns'] ? Number(args['stop-insns']) : Infinity;
 const stopNs = args['stop-ms'] ? Number(args['stop-ms']) * 1e6 : Infinity;
 let insns = 0;
 let timer = null;

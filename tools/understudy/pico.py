@@ -130,11 +130,13 @@ class Pico(Firmware):
     flash: the littlefs image file, kept across restarts (a new one is made
     from the build and config when it does not exist).  stop_insns,
     stop_ms: cut the power after that many emulated instructions or
-    milliseconds (the next start() boots from what the flash held).
+    milliseconds (the next start() boots from what the flash held);
+    cut_after=(text, n): n instructions after the board's first log line
+    holding text.
     """
 
     def __init__(self, uf2, bootrom, flash=None, config=None, echo=False, stop_insns=None,
-                 stop_ms=None, line_baud=None, state_dir=None):
+                 stop_ms=None, line_baud=None, state_dir=None, cut_after=None):
         super().__init__(root=paths.MPY, config=config if isinstance(config, dict) else None,
                          state_dir=state_dir, echo=echo, line_baud=line_baud)
         self.uf2 = os.path.abspath(uf2)
@@ -146,6 +148,7 @@ class Pico(Firmware):
                 self.cfg = json.load(f)
         self.stop_insns = stop_insns
         self.stop_ms = stop_ms
+        self.cut_after = cut_after
         self.stderr = []  # the driver's own `pico: ...` lines
 
     def start(self, timeout=120, marks=("READY",)):
@@ -168,6 +171,8 @@ class Pico(Firmware):
             cmd += ["--stop-insns", str(int(self.stop_insns))]
         if self.stop_ms:
             cmd += ["--stop-ms", str(self.stop_ms)]
+        if self.cut_after:
+            cmd += ["--cut-after", "%s:%d" % self.cut_after]
         self.lines = []
         self.listeners = {}
         self.stderr = []
