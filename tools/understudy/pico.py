@@ -118,6 +118,8 @@ def node():
     exe = os.environ.get("NODE") or shutil.which("node")
     if not exe:
         raise FirmwareError("node (Node.js 18 or newer) not found: the emulator runs in it")
+    if not os.path.exists(DRIVER):
+        raise FirmwareError("the Pico driver (tools/pico/pico.mjs) is not here: run from a checkout")
     if not os.path.isdir(os.path.join(os.path.dirname(DRIVER), "node_modules", "rp2040js")):
         raise FirmwareError("rp2040js is not installed: npm ci --prefix tools/pico")
     return exe
