@@ -13,6 +13,7 @@ SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
+	@echo "make run BOARD=pico PICO_UF2=... PICO_BOOTROM=...  on an emulated Pico (rp2040js), serial only"
 	@echo "make test   run the whole test suite (what CI runs)"
 	@echo "make mpy    compile the firmware to .mpy (build/mpy), as boards run it"
 	@echo "make tls    the terminal's self-signed TLS certificate (build/tls, DER)"
@@ -37,8 +38,21 @@ tls: $(TLS)
 $(TLS): $(SETUP)
 	@$(BIN)/python tools/understudy/tls.py
 
-run: $(MPY) $(TLS)
-	@$(BIN)/python tools/run.py --heap $(HEAP) $(ARGS)
+# BOARD=pico: on an emulated Raspberry Pi Pico (rp2040js) instead of the unix
+# port; you give MicroPython's rp2 RPI_PICO UF2 and the RP2040 boot ROM
+# (neither is in this repository): PICO_UF2=path PICO_BOOTROM=path
+BOARD ?= unix
+PICO  := $(VENV)/.pico-done
+
+$(PICO): $(SETUP) requirements-pico.txt tools/pico/package-lock.json
+	@$(BIN)/pip install --quiet -r requirements-pico.txt
+	@npm ci --prefix tools/pico --no-audit --no-fund --silent
+	@touch $@
+
+run: $(MPY) $(TLS) $(if $(filter pico,$(BOARD)),$(PICO))
+	@if [ "$(BOARD)" = pico ]; then \
+		PYTHONPATH=tools $(BIN)/python -m understudy pico --uf2 "$(PICO_UF2)" --bootrom "$(PICO_BOOTROM)" $(ARGS); \
+	else $(BIN)/python tools/run.py --heap $(HEAP) $(ARGS); fi
 
 deploy: $(MPY) $(TLS)
 	@test -n "$(PORT)" || { echo "make deploy needs PORT=/dev/ttyUSB0 (the board's serial port)"; exit 2; }

@@ -15,7 +15,7 @@ FAKES = os.path.join(os.path.dirname(__file__), "fakes")
 LED = {"esp32": "2", "rp2": "'LED'"}
 
 
-def boot(tmp_path, board, attempts):
+def boot(tmp_path, board, attempts, env=None):
     cfg = merge(base_config(), {"wifi": {"ssid": "shop", "password": "secret", "connect_s": 1,
                                          "retry_s": 1}})
     for name in ("concert-ip", "synqpay", "synqpay-tls"):
@@ -24,7 +24,7 @@ def boot(tmp_path, board, attempts):
     # the documented budget (docs/MEMORY.md): 128K, the launcher's default, left
     # no room for the serial personality once the web control API joined
     fw = Firmware(root=paths.MPY, heap=MPY_HEAP, config=cfg, state_dir=str(state), clock=CLOCK,
-                  path=[FAKES])
+                  path=[FAKES], env=env)
     fw.entry = [os.path.join(FAKES, "board_check.py"), board, str(attempts), str(state),
                 fw.config_path]
     return fw.start(timeout=20)
@@ -82,6 +82,23 @@ def test_wifi_never_up_the_terminal_still_boots_says_so_and_serves_its_uart(tmp_
             assert answer[:4] == b"\x02010" and answer[-2:-1] == b"\x03", answer  # STAT 0: accepted
             line.write(b"\x06")
             assert line.read(1) == b"\x04"
+    finally:
+        out = fw.stop()
+        fw.cleanup()
+    assert "Traceback" not in out
+
+
+def test_plain_pico_without_network_boots_and_serves_its_uart(tmp_path):
+    """MicroPython's RPI_PICO build has no `network` module: the rp2 board
+    module must still import, say so once, and serve its serial lines."""
+    fw = boot(tmp_path, "rp2", "absent", env={"FAKE_NO_NETWORK": "1"})
+    try:
+        out = fw.output()
+        assert "wifi none this board has no network module" in out and "READY" in out
+        path = fw.modems["concert-serial"].register_path
+        with serial.Serial(path, 9600, timeout=5) as line:
+            line.write(b"\x05")
+            assert line.read(1) == b"\x06"
     finally:
         out = fw.stop()
         fw.cleanup()

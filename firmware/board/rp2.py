@@ -1,7 +1,7 @@
-"""Raspberry Pi Pico W: the LED sits on the Wi-Fi chip, pin "LED"."""
+"""Raspberry Pi Pico W, or a plain Pico: pin "LED" (on the Wi-Fi chip on a
+Pico W, GP25 on a Pico).  A plain Pico has no `network` module: the terminal
+then runs its serial personalities only, and says so once at boot."""
 from machine import Pin
-
-from firmware.board import wlan
 
 NAME = "rp2"
 DEFAULT_HOST = "0.0.0.0"
@@ -34,11 +34,29 @@ def led(on):
         _pin.value(1 if bool(on) != _active_low else 0)
 
 
+def _wlan():
+    """firmware.board.wlan, or None on a board without Wi-Fi (imported here:
+    it imports `network`, which a plain Pico's MicroPython lacks)."""
+    try:
+        from firmware.board import wlan
+    except ImportError:
+        return None
+    return wlan
+
+
 async def network_up(cfg):
-    return await wlan.up(cfg, led)
+    w = _wlan()
+    if w is None:
+        from firmware import log
+
+        log.event("wifi", "none", "this board has no network module; serial personalities only")
+        return None
+    return await w.up(cfg, led)
 
 
-address = wlan.address
+def address():
+    w = _wlan()
+    return w.address() if w is not None else "0.0.0.0"
 
 
 def uart(name, lc):

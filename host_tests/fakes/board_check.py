@@ -2,17 +2,20 @@
 machine and network faked (host_tests/test_board.py).
 
     micropython board_check.py esp32|rp2 ATTEMPTS|never STATE_DIR CONFIG
-ATTEMPTS: Wi-Fi connects on that connect() call; never: it does not.
+ATTEMPTS: Wi-Fi connects on that connect() call; never: it does not;
+absent: the board has no `network` module (a plain Pico; FAKE_NO_NETWORK set).
 """
 import sys
 
 import machine
-import network
 
 import firmware.board
 
 name, attempts, state, config = sys.argv[1:5]
-network.attempts = None if attempts == "never" else int(attempts)
+if attempts != "absent":
+    import network
+
+    network.attempts = None if attempts == "never" else int(attempts)
 # which board UART is which listener's (firmware/board/esp32.py, rp2.py)
 machine.lines = {2: "concert-serial", 1: "synqpay-serial"} if name == "esp32" else \
     {0: "concert-serial", 1: "synqpay-serial"}

@@ -1,5 +1,10 @@
 """Fake `network`: a station that connects on its `attempts`-th connect()
-(None: never), a poll after the attempt starts."""
+(None: never), a poll after the attempt starts.  With FAKE_NO_NETWORK set
+in the environment it is absent, as on a plain Pico (no Wi-Fi chip)."""
+import os
+
+if os.getenv("FAKE_NO_NETWORK"):
+    raise ImportError("no module named 'network'")
 
 STA_IF = 0
 attempts = 1

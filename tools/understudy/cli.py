@@ -5,6 +5,7 @@
     understudy journal state/journal.bin
     understudy deploy --port /dev/ttyUSB0 --ssid shop --password ...
     understudy run
+    understudy pico --uf2 RPI_PICO.uf2 --bootrom rp2040-b1.bin
     understudy bench
 """
 import argparse
@@ -18,6 +19,7 @@ COMMANDS = (
     ("journal", "print a terminal's journal file as a table"),
     ("deploy", "compile the firmware and copy it, its config and TLS identity to a board"),
     ("run", "start the terminal on this PC in the MicroPython unix port"),
+    ("pico", "start it on an emulated Raspberry Pi Pico (rp2040js; you give the UF2 and boot ROM)"),
     ("bench", "measure speed and memory against an echo floor; write docs/BENCHMARKS.md"),
 )
 
@@ -49,6 +51,8 @@ def main(argv=None):
         from understudy import journal as cli
     elif a.command == "deploy":
         from understudy import deploy as cli
+    elif a.command == "pico":
+        from understudy import pico as cli
     elif a.command == "bench":
         from understudy import bench as cli
     else:
