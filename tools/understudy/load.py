@@ -205,11 +205,19 @@ def one_run(heap, seconds, concert, root=None):
         fw.cleanup()
     n = {k: sum(t.n[k] for t in tallies.values()) for k in ("approved", "busy", "other", "unanswered")}
     heaps = sorted(int(h) for _, h in HEAP_RE.findall(out))
-    why = (unanswered(tallies) + problems)[:1]
+    why = (unanswered(tallies) + [_exception(out, p) for p in problems])[:1]
     return {"fits": not why and not n["other"], "why": why[0] if why else "", "n": n,
             "events": events, "cpu_ms": 1000.0 * cpu / max(1, sum(n.values())),
             "heap_median": heaps[len(heaps) // 2] if heaps else None,
             "heap_peak": heaps[-1] if heaps else None}
+
+
+def _exception(out, line):
+    """A traceback's exception line in place of its first line."""
+    if not line.startswith("Traceback"):
+        return line
+    rest = out.split(line, 1)[1].splitlines()
+    return "Traceback: " + next((ln for ln in rest if ln and not ln.startswith(" ")), "?")
 
 
 def fit_rates(sizes, runs, seconds, concert=2, root=None, say=print):
