@@ -23,7 +23,7 @@ def unwatch(fn):
 def event(source, what, *details):
     """Never raises: a MemoryError here (the heap is short, which is often
     why there is something to log) must not kill the task that logs it.
-    Then the line goes out in pieces, without its details."""
+    Then the line goes out short, without its details."""
     try:
         line = source + " " + what
         if details:

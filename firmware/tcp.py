@@ -48,7 +48,7 @@ def peer_reset(st):
 _NODELAY = getattr(socket, "TCP_NODELAY", 1)
 
 
-_BACKLOG = 8
+_BACKLOG = 8  # queued connections: a burst of registers waits here, not for a SYN retry
 
 
 def nodelay(s):
@@ -121,9 +121,7 @@ class TCPListener:
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(socket.getaddrinfo(host, lc["port"])[0][-1])
-            # a burst of registers connecting at once waits in the kernel's queue rather
-            # than for a SYN resent a second later (lwIP: a pointer per slot)
-            s.listen(_BACKLOG)
+            s.listen(_BACKLOG)  # (lwIP: a pointer per slot)
             s.setblocking(False)
         except OSError:
             s.close()
