@@ -7,7 +7,7 @@ HEAP   ?= 2M
 SETUP  := $(VENV)/.setup-done
 MPY    := build/mpy/.stamp
 TLS    := build/tls/cert.der
-SRC    := $(shell find lib firmware -name '*.py') boot.py main.py
+SRC    := $(shell find lib firmware -name '*.py') boot.py main.py www/index.html
 
 .PHONY: setup run test mpy tls clean help package deploy bench fuzz
 

@@ -101,3 +101,20 @@ def test_cardholder_pays_on_the_page(firmware, browser):
     time.sleep(0.2)
     d.set_window_size(1200, 900)
     shot(d, "4-desktop")
+
+
+@pytest.mark.parametrize("fw_root", ["mpy"], indirect=True)
+def test_the_page_says_when_a_panel_could_not_load(firmware, browser):
+    """The terminal gone (or too short of memory to answer): the page says
+    so, in its message line and in the journal panel, and tries again."""
+    fw = firmware({"web": {"token": TOKEN}})
+    host, port = fw.address("web")
+    d = browser
+    d.get("http://%s:%d/#token=%s" % (host, port, TOKEN))
+    wait = WebDriverWait(d, 15, poll_frequency=0.1)
+    wait.until(lambda d: d.find_element(By.ID, "l1").text)  # the page drew the screen
+    fw.kill()
+    d.execute_script("journal()")
+    wait.until(lambda d: "could not load" in d.find_element(By.ID, "journal").text)
+    assert "no answer from the terminal" in d.find_element(By.ID, "msg").text
+    shot(d, "panel-could-not-load")
