@@ -119,3 +119,51 @@ def test_frozen_deploy_to_a_board_built_with_the_manifest(tmp_path, monkeypatch)
         assert "Traceback" not in booted and "READY" in booted, booted
     finally:
         board.close()
+
+
+def _uf2(path, blocks=3, family=0xE48BFF56):
+    """A UF2 file the way picotool writes one: 256 bytes of flash a block."""
+    import struct
+
+    data = b""
+    for no in range(blocks):
+        head = struct.pack("<8I", 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * no, 256, no,
+                           blocks, family)
+        data += head + bytes([no]) * 476 + struct.pack("<I", 0x0AB16F30)
+    path.write_bytes(data)
+    return path
+
+
+def _drive(path):
+    path.mkdir()
+    (path / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n")
+    return path
+
+
+def test_deploy_puts_micropython_on_a_pico_in_bootsel_mode_first(tmp_path):
+    drive = _drive(tmp_path / "RPI-RP2")
+    firmware = _uf2(tmp_path / "RPI_PICO-v1.28.0.uf2")
+    board = FakeBoard(tmp_path / "flash")
+    try:
+        r = run("--uf2", str(firmware), "--drive", str(drive), "--port", board.port, "--no-reset",
+                "--no-tls", *LOCAL)
+    finally:
+        board.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (drive / firmware.name).read_bytes() == firmware.read_bytes()
+    out = r.stdout + r.stderr
+    assert "3 UF2 blocks, 1 KB for the RP2040's flash; onto %s" % drive in out, out
+    assert "flashing RPI_PICO-v1.28.0.uf2: 100%" in out
+    assert (tmp_path / "flash" / "firmware" / "app.mpy").exists()  # and then the terminal, as always
+
+
+def test_a_wrong_uf2_or_no_pico_drive_never_reaches_the_board(tmp_path):
+    drive = _drive(tmp_path / "RPI-RP2")
+    cases = [(_uf2(tmp_path / "esp.uf2", family=0x1C5F21B0), str(drive), "is not for the RP2040"),
+             (tmp_path / "notes.txt", str(drive), "is not a UF2 file"),
+             (_uf2(tmp_path / "pico.uf2"), str(tmp_path), "is not a Pico in BOOTSEL mode")]
+    (tmp_path / "notes.txt").write_text("hello")
+    for firmware, where, said in cases:
+        r = run("--uf2", str(firmware), "--drive", where, "--port", "/dev/nonexistent-port")
+        assert r.returncode == 1 and said in r.stderr, (said, r.stdout + r.stderr)
+        assert sorted(os.listdir(drive)) == ["INFO_UF2.TXT"]  # nothing copied

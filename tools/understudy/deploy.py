@@ -182,6 +182,28 @@ rm('lib/wire')
 """
 
 
+def put_micropython(a):
+    """--uf2: MicroPython onto a Pico in BOOTSEL mode, then wait for its
+    serial port to come back."""
+    from understudy import uf2
+
+    try:
+        blocks, size = uf2.check(a.uf2)
+        drive = uf2.find_drive(a.drive)
+    except uf2.UF2Error as e:
+        raise Stop(str(e))
+    say("%s: %d UF2 blocks, %.0f KB for the RP2040's flash; onto %s" % (
+        os.path.basename(a.uf2), blocks, size / 1024.0, drive))
+    uf2.flash(a.uf2, drive, say)
+    say("the Pico restarts into MicroPython; waiting for %s..." % a.port)
+    due = time.monotonic() + a.wait
+    while "://" not in a.port and not os.path.exists(a.port):
+        if time.monotonic() > due:
+            raise Stop("%s did not appear within %g s after flashing: is it the Pico's port "
+                       "(/dev/ttyACM0 on Linux)?" % (a.port, a.wait))
+        time.sleep(0.2)
+
+
 def deploy(a):
     cfg = load_config(a)
     say("config checked (%d top-level keys)" % len(cfg))
@@ -189,6 +211,8 @@ def deploy(a):
     n, size = build.stats(root)
     ver = mpy_header(root)
     say("built %d modules, %.1f KB of .mpy v%d (bytecode only)" % (n, size / 1024.0, ver[0]))
+    if a.uf2:
+        put_micropython(a)
     find_port(a.port)
     say("asking the board on %s..." % a.port)
     probe = "import sys; print('BOARD', sys.platform, getattr(sys.implementation, '_mpy', -1), sys.version)"
@@ -281,8 +305,15 @@ def main(argv=None, prog="understudy deploy"):
                    help="the board's MicroPython was built with Understudy frozen in (manifest.py): "
                    "copy only main.py, boot.py, config and TLS, and remove an older firmware/ from "
                    "its flash")
+    p.add_argument("--uf2", metavar="FILE",
+                   help="first put this MicroPython firmware on a Pico in BOOTSEL mode (hold "
+                   "BOOTSEL while plugging it in; it mounts as a drive named RPI-RP2)")
+    p.add_argument("--drive", metavar="DIR",
+                   help="with --uf2: where the RPI-RP2 drive is mounted (default: found under "
+                   "/media, /run/media or /Volumes)")
     p.add_argument("--wait", type=float, default=60.0,
-                   help="seconds to wait for READY after the reset (default %(default)s)")
+                   help="seconds to wait for READY after the reset, and for the port after --uf2 "
+                   "(default %(default)s)")
     a = p.parse_args(argv)
     try:
         return deploy(a)
