@@ -337,8 +337,7 @@ def _post(frame, shown):
 
 def _progress(app, t, ev):
     if t.state == "wait_continue":
-        body = _reply(t.data["id"], txresult(app, t, "UPDATE"))
-        _post(L.parts(L.RESPONSE, _utf8(body)), body)
+        _post(*_framed(L.RESPONSE, _answer(app, t, "UPDATE")))
     elif ev and t.state in _EVENTS:
         body = '{"jsonrpc":"2.0","method":"transactionEvent","params":{"type":"%s"}}' % _EVENTS[t.state]
         _post(L.parts(L.EVENT, _utf8(body)), body)
@@ -370,11 +369,10 @@ async def _deliver(app, t):
         return False
     for wait in _ROOM_WAITS:  # a passing peak (other links mid-answer) often ends soon
         try:
-            body = _reply(t.data["id"], txresult(app, t))
-            parts = L.parts(L.RESPONSE, _utf8(body))
-            return await c.send(parts, body)
+            parts, shown = _framed(L.RESPONSE, _answer(app, t))
+            return await c.send(parts, shown)
         except MemoryError:
-            body = parts = None
+            parts = shown = None
             gc.collect()
             if wait:
                 await asyncio.sleep_ms(wait)
@@ -415,16 +413,49 @@ def result_of(t):
 
 def obj(pairs):
     """A JSON object with its keys in this order; None values left out.
-    A 1-tuple value is JSON already."""
-    out = []
+    A 1-tuple value is JSON already; a list is an object's pairs."""
+    return "".join(_obj(pairs, []))
+
+
+def _obj(pairs, out):
+    """obj(pairs) as short strings appended to out, one a key and value."""
+    sep = "{"
     for k, v in pairs:
-        if v is not None:
-            out.append('"%s":%s' % (k, v[0] if type(v) is tuple else json.dumps(v)))
-    return "{" + ",".join(out) + "}"
+        if v is None:
+            continue
+        if type(v) is list:
+            out.append('%s"%s":' % (sep, k))
+            _obj(v, out)
+        else:
+            out.append('%s"%s":%s' % (sep, k, v[0] if type(v) is tuple else json.dumps(v)))
+        sep = ","
+    out.append("}" if sep == "," else "{}")
+    return out
+
+
+def _answer(app, t, status="COMPLETED"):
+    """A transaction's answer (the JSON-RPC response) as short strings: never
+    one block its size (about 600 bytes), which a busy small heap may lack."""
+    out = ['{"jsonrpc":"2.0","id":%s,"result":' % json.dumps(t.data["id"])]
+    _obj((("result", result_of(t) if t.result else "OK"), ("commandStatus", status),
+          ("transaction", _tx(app, t))), out)
+    out.append("}")
+    return out
+
+
+def _framed(ftype, out):
+    """The frame of an answer made by _answer(), and what the log shows of
+    it (all of it when frames are logged; else the start, for the trace)."""
+    shown = "".join(out) if log.frames else "".join(out[:6])
+    return L.pieces(ftype, [_utf8(x) for x in out]), shown
 
 
 def tx(app, t):
     """The Transaction object of a record (a void shows the voided one)."""
+    return obj(_tx(app, t))
+
+
+def _tx(app, t):
     if t.op == "void":
         t = app.term.journal.get(t.orig) or t
     st = None  # type: str | None
@@ -433,7 +464,7 @@ def tx(app, t):
     elif t.result:
         st = "DECLINED"
     upd = t.state == "wait_continue"
-    return obj((
+    return [
         ("transactionStatus", st),
         ("transactionTime", stamp(t.ts)),
         ("referenceId", t.ref),
@@ -453,9 +484,4 @@ def tx(app, t):
         ("creditTerms", "REGULAR"),
         ("allowedCreditTerms", ('["REGULAR"]',) if upd else None),
         ("hostErrorCode", 0 if st == "CAPTURED" else 4 if t.reason == "decline" else None),
-    ))
-
-
-def txresult(app, t, status="COMPLETED"):
-    return obj((("result", result_of(t) if t.result else "OK"), ("commandStatus", status),
-                ("transaction", (tx(app, t),))))
+    ]

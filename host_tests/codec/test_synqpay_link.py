@@ -184,3 +184,11 @@ def test_buffer_stays_bounded():
         d.feed(b"\x02\x01" + KEY + b"\x00\x00\x01\x00" + b"x" * 200)
         drain(d)
         assert len(d.buf) <= 256 + 13 + 210
+
+
+def test_a_frame_from_pieces_is_the_frame_of_their_join():
+    body = [b'{"jsonrpc":"2.0",', b"", b'"id":1,"result":"\xc3\xa9"}']
+    for key in (None, b"\x12\x34\xab\xcd"):
+        got = L.pieces(L.RESPONSE, body, key)
+        assert got[1:-1] == tuple(body)  # the pieces themselves, not copies
+        assert b"".join(got) == L.frame(L.RESPONSE, b"".join(body), key)

@@ -63,6 +63,17 @@ def parts(ftype, payload, key=None):
     return head, payload, bytes((c >> 8, c & 255, ETX))
 
 
+def pieces(ftype, body, key=None):
+    """The same frame as (head, *body, tail) for a payload given as pieces
+    (bytes-like), which are neither joined nor copied: a sender with little
+    room writes a long payload as the short pieces it was made of."""
+    head = bytes((STX, ftype)) + (key or b"") + sum(len(b) for b in body).to_bytes(4, "big")
+    c = crc16(head, len(head) - 4)
+    for b in body:
+        c = crc16(b, 0, None, c)
+    return (head,) + tuple(body) + (bytes((c >> 8, c & 255, ETX)),)
+
+
 def control(ftype, code=None):
     """KeepAlive, ACK, or Error with its code."""
     if code is None:
