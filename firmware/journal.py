@@ -95,6 +95,10 @@ class Journal:
     def begin(self, t):
         """Raises OSError (28, no space) rather than start what it cannot record."""
         if self.f is not None and self.min_free:
+            # littlefs counts a file open for appending twice until it is
+            # flushed (and an unflushed write can make the count wrap
+            # around): commit it first, whatever the board
+            self.f.flush()
             st = os.statvfs(self.path)
             if st[1] * st[4] < self.min_free:
                 raise OSError(28, "journal: flash full")
