@@ -17,38 +17,54 @@ Records (JSON arrays):
     ["S", batch, ts]                              batch closed by a settlement
 
 The newest `recent` transactions stay in RAM; older ones are read back from
-the file when asked for (journal_replay.scan).  A 2 KB Bloom filter of every
-register reference in the file answers "never seen" without reading it, so a
-register that sends a fresh reference with each sale (and wants it unique)
-costs no file scan: with the file's 1,200 transactions at most (`keep` 200
-settled, `max_batch` 1,000 open), it is wrong (a needless scan) about once
-in a hundred.  Its three bit positions come from a CRC32 of the reference:
-MicroPython's own str hash has 16 bits, near-sequential for references like
-"sale-41", "sale-42" (with it, 2,000 references made a third of all lookups
-scan the file).  Without a path the journal lives in RAM only (tests of the
+the file when asked for (journal_replay).  An index kept beside it, two bytes
+per transaction of the file (a 16-bit CRC of the register's reference) and
+the file offset of every 16th begun record, finds a transaction by its
+reference without reading the file (a fresh reference: no read at all) and
+reads one by its number from the nearest offset: a retry is recognised
+across the whole file (1,200 transactions, 2.7 KB) at the cost of reading
+at most 16 transactions.
+
+Compaction (journal_replay) copies what it keeps to journal.bin.tmp in
+steps of at most 32 records, run by the core between transactions, and
+renames it over the journal when it has caught up: a power cut leaves the
+old file whole, and the copy is resumed from where it stopped after the
+next boot.  Without a path the journal lives in RAM only (tests of the
 core).
 """
 import os
+from array import array
 from binascii import crc32
 
 from firmware import drop
 from wire import records
 
-
-_BLOOM = 16384  # bits
+_SPAN = 16  # an offset kept for every 16th transaction
 
 
 def _zero():
     return {"pay": [0, 0], "refund": [0, 0], "void": [0, 0], "net": 0}
 
 
+def _room(keep, max_batch):
+    """Index entries for a file of keep settled transactions, the open batch
+    and a batch just settled while its compaction runs."""
+    return keep + 2 * (max_batch or 1000) + 64
+
+
 # taken by the first Journal: allocated at import, before the config's load
-# and drop leave the heap in pieces, so a 2 KB block is still there to take
-_spare = [bytearray(_BLOOM // 8)]
+# and drop leave the heap in pieces, so a 2.5 KB block is still there to take
+# (the defaults' size: keep 200, max_batch 1000, counted once, as compaction
+# usually keeps up; the index grows if it must)
+_spare = [bytearray(2 * (200 + 1000 + 64))]
+
+
+def _hash(ref):
+    return (crc32(ref.encode()) & 0xFFFF) or 1  # 0: no reference
 
 
 class Journal:
-    def __init__(self, path=None, keep=200, recent=4, min_free=4096, flush=True):
+    def __init__(self, path=None, keep=200, recent=4, min_free=4096, flush=True, max_batch=1000):
         self.path = path
         self.flush = flush  # commit each record (littlefs keeps it cached until then)
         self.keep = keep  # settled transactions kept in the file
@@ -62,15 +78,27 @@ class Journal:
         self.in_batch = 0  # transactions of the open batch
         self.f = None
         self.report = None  # what the replay found, for the boot log
-        # Bloom filter of the references in the file
-        self.refs = _spare.pop() if _spare else bytearray(_BLOOM // 8)
+        # the index: numbers base.. (n of them), 2 bytes each: hash of the reference
+        self.base = 1
+        self.n = 0
+        want = 2 * _room(keep, max_batch) if path else 0
+        b = _spare.pop() if _spare and path else None
+        self.idx = b if b is not None and len(b) >= want else bytearray(want)
+        self.marks = array("I")  # offset of the begun record of base + 16 k
+        self.size = 4  # type: int | None  # bytes in the file (its header: 4); None: unknown
+        self.voided = []  # numbers of the file's voided transactions
+        self.first_open = 1  # number of the open batch's first transaction
+        self.tidy = None  # type: object  # a compaction under way (journal_replay), or True: one is due
         if path:
             self._cold("replay")
 
     def _cold(self, job, *args):
-        """Run replay, scan or compact from journal_replay, then forget it."""
+        """Run replay, a read or a compaction step from journal_replay, then
+        forget it."""
         from firmware import journal_replay
 
+        if self.f is not None:
+            self.f.flush()  # what is read must include what was written
         try:
             return getattr(journal_replay, job)(self, *args)
         finally:
@@ -79,13 +107,23 @@ class Journal:
 
     # ---- writing -------------------------------------------------------
 
-    def _append(self, fields, sync=True):
-        """Write a record; commit it to flash (littlefs: flush; a PC's files:
-        fsync, if journal.fsync) unless losing it in a power cut is harmless."""
+    def _write(self, rec, sync):
+        """Write a packed record; commit it to flash (littlefs: flush; a PC's
+        files: fsync, if journal.fsync) unless losing it in a power cut is
+        harmless."""
         if self.f is not None:
-            self.f.write(records.pack(fields))
+            try:
+                self.f.write(rec)
+            except OSError:
+                self.size = None  # offsets unknown until the file is read again
+                raise
+            if self.size is not None:
+                self.size += len(rec)
             if sync and self.flush:
                 self.f.flush()
+
+    def _append(self, fields, sync=True):
+        self._write(records.pack(fields), sync)
 
     def _remember(self, t):
         self.recent.append(t)
@@ -109,29 +147,49 @@ class Journal:
         t.batch = self.batch
         self.next_no += 1
         self.in_batch += 1
-        if self.f is not None:
-            self.f.write(rec)
-            if self.flush:
-                self.f.flush()
+        at = self.size
+        self._write(rec, True)
         self._remember(t)
-        self.saw(t.ref)
+        if self.path:
+            self.index(t.no, t.ref, at)
 
-    def _bits(self, ref):
-        h = crc32(ref.encode())
-        for k in (h, h >> 11, (h >> 22) ^ (h << 5)):
-            k %= _BLOOM
-            yield k >> 3, 1 << (k & 7)
+    def index(self, no, ref, at):
+        """Enter transaction no (its reference, the offset of its begun
+        record) in the index."""
+        k = no - self.base
+        if k < 0:
+            return
+        if 2 * k + 2 > len(self.idx):  # more than planned: grow (a lagging compaction)
+            b = bytearray(2 * k + 256)
+            b[:2 * self.n] = memoryview(self.idx)[:2 * self.n]
+            self.idx = b
+        idx = self.idx
+        while self.n < k:  # a number with no record (its write failed)
+            idx[2 * self.n] = idx[2 * self.n + 1] = 0
+            self.n += 1
+        h = _hash(ref) if ref else 0
+        idx[2 * k] = h >> 8
+        idx[2 * k + 1] = h & 0xFF
+        self.n = max(self.n, k + 1)
+        m = self.marks
+        if at is None:
+            self.size = None
+        while self.size is not None and len(m) * _SPAN <= k:
+            m.append(at)
 
-    def saw(self, ref):
-        if ref:
-            for i, m in self._bits(ref):
-                self.refs[i] |= m
-
-    def _maybe(self, ref):
-        for i, m in self._bits(ref):
-            if not self.refs[i] & m:
-                return False
-        return True
+    def _candidates(self, ref):
+        """Numbers of the file's transactions whose reference may be ref, newest first."""
+        h = _hash(ref)
+        pat = bytes((h >> 8, h & 0xFF))
+        idx = self.idx
+        end = 2 * self.n
+        while end > 0:
+            i = idx.rfind(pat, 0, end)
+            if i < 0:
+                return
+            end = i + 1 if i & 1 else i  # (straddling two entries: not one)
+            if not i & 1:
+                yield self.base + i // 2
 
     def decide(self, t):
         vop = None
@@ -166,6 +224,8 @@ class Journal:
             for r in self.recent:
                 if r.no == t.orig:
                     r.voided = True
+            if t.orig not in self.voided:
+                self.voided.append(t.orig)
             tot["net"] += t.amount if vop == "refund" else -t.amount
         else:
             tot["net"] += -t.amount if op == "refund" else t.amount
@@ -176,10 +236,31 @@ class Journal:
         self.settled += self.in_batch
         self.in_batch = 0
         self.batch += 1
+        self.first_open = self.next_no
         self.totals = {}
-        if self.path and self.settled > self.keep:
-            self._cold("compact")
+        if self.path and self.settled > self.keep and self.tidy is None:
+            self.tidy = True  # the core runs it, step by step (work)
         return s
+
+    def work(self):
+        """One step of the compaction under way (at most 32 records copied);
+        True while there is more to do.  Never raises: a compaction that
+        fails is abandoned, the journal is whole without it."""
+        if not self.tidy:
+            return False
+        try:
+            self._cold("step")
+        except Exception as e:  # (no room for the copy: it waits for the next settlement)
+            self.tidy = None
+            self._cold("abandon", repr(e))
+        return bool(self.tidy)
+
+    def compact(self):
+        """A whole compaction now (tests; the core runs it in steps)."""
+        if self.path and self.tidy is None:
+            self.tidy = True
+        while self.work():
+            pass
 
     def close(self):
         if self.f is not None:
@@ -191,25 +272,47 @@ class Journal:
     def last(self):
         return self.recent[-1] if self.recent else None
 
-    def _find(self, want, open_batch=False, ref=None):
-        """Newest transaction for which want(t) holds: RAM first, then the file
-        (with ref: want holds only for transactions with that reference)."""
+    def _find(self, want, open_batch=False):
+        """Newest transaction for which want(t) holds: RAM first, then the file."""
         for i in range(len(self.recent) - 1, -1, -1):
             t = self.recent[i]
             if want(t) and (not open_batch or t.batch == self.batch):
                 return t
         if self.path and (not self.recent or self.recent[0].no > 1):
-            return self._cold("scan", want, open_batch, False, ref)
+            return self._cold("scan", want, open_batch, False)
         return None
 
     def get(self, no):
-        return self._find(lambda t: t.no == no)
+        for t in self.recent:
+            if t.no == no:
+                return t
+        if self.path and self.base <= no < self.next_no:
+            return self._cold("load", no)
+        return None
 
-    def lookup(self, ref, src=None):
-        """Newest transaction with this register reference (and personality)."""
-        if not ref or not self._maybe(ref):  # never seen: no need to read the file
+    def lookup(self, ref, src=None, want=None, open_batch=False):
+        """Newest transaction with this register reference (and personality,
+        and for which want(t) holds): RAM first, then the file through the
+        index, which reads only the transactions the reference's hash names."""
+        if not ref:
             return None
-        return self._find(lambda t: t.ref == ref and src in (None, t.src), False, ref)
+        old = self.next_no
+        for i in range(len(self.recent) - 1, -1, -1):
+            t = self.recent[i]
+            old = t.no
+            if t.ref == ref and src in (None, t.src) and (want is None or want(t)):
+                return t if not open_batch or t.batch == self.batch else None
+        if not self.path:
+            return None
+        for no in self._candidates(ref):
+            if no >= old:  # in RAM: seen above
+                continue
+            if open_batch and no < self.first_open:
+                return None
+            t = self._cold("load", no)
+            if t is not None and t.ref == ref and src in (None, t.src) and (want is None or want(t)):
+                return t
+        return None
 
     def select(self, want):
         """Every transaction of the open batch for which want(t) holds, oldest first."""

@@ -1,28 +1,51 @@
 """The journal's cold paths: replay at boot, reading old records back, and
 compaction (rotation).  Loaded only when needed; see journal.py for the
 record layout.
+
+Compaction, crash-safe and in steps.  It writes journal.bin.tmp: the
+header, ["C", cutoff, last settled batch], then the records of every
+transaction numbered from cutoff on (and the settlements after the first of
+them), copied from the journal at most _STEP records per step, each step
+closed by ["P", offset in the journal where the next step starts].  The
+journal itself is only appended to meanwhile.  When a step reaches its end,
+the copy is renamed over it.  A power cut leaves the journal whole; at boot
+the copy is read, and the next step starts at its last P, skipping the
+records copied after it (on littlefs none: a file is as of its last flush;
+on a PC's files each record is one write).  A copy that does not read clean
+is deleted and the compaction starts again.  Replay reads C as a
+settlement of its batch and ignores P.
 """
 import os
+from array import array
 
 from firmware import log
 from wire import records, records_reader
 
 _CHUNK = 128  # with what is left of a record, reads need a hole of at most ~260 bytes
+_STEP = 32  # records copied per compaction step
+_SPAN = 16  # as journal._SPAN
 
 
-def _read(path, reader):
-    """Every record of the file, in order (the header already checked)."""
+def _read(path, reader, at=4):
+    """Every record of the file from offset at, in order (the header already
+    checked); with a reader given a position, reader.at is each one's offset."""
     buf = bytearray(_CHUNK)
     with open(path, "rb") as f:
-        f.read(4)
+        f.seek(at)
         while True:
             n = f.readinto(buf)
             if not n:
                 break
-            for r in reader.feed(memoryview(buf)[:n]):
-                yield r
-    for r in reader.end():
-        yield r
+            out = reader.feed(memoryview(buf)[:n])
+            for i in range(len(out)):
+                if reader.starts is not None:
+                    reader.at = reader.starts[i]
+                yield out[i]
+    out = reader.end()
+    for i in range(len(out)):
+        if reader.starts is not None:
+            reader.at = reader.starts[i]
+        yield out[i]
 
 
 def _begun(r):
@@ -54,10 +77,6 @@ def _prepare(path):
         except OSError:
             pass
     try:
-        os.remove(path + ".tmp")  # a compaction cut short: the old file is whole
-    except OSError:
-        pass
-    try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError:
@@ -72,12 +91,21 @@ def _prepare(path):
         log.event("journal", "set-aside", "format v%s is not v%d: kept as %s, new journal started"
                   % (v, records.VERSION, aside))
         _fresh(path)
+        _remove(path + ".tmp")  # a compaction of the file set aside
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def replay(j):
-    """Rebuild j from its file: batch, totals, newest transactions, next number."""
+    """Rebuild j from its file: batch, totals, newest transactions, next
+    number, the index; resume a compaction a power cut interrupted."""
     _prepare(j.path)
-    reader = records_reader.Reader()
+    reader = records_reader.Reader(4)
     pending = None  # begun, not yet decided
     n = 0
     for r in _read(j.path, reader):
@@ -85,16 +113,20 @@ def replay(j):
         k = r[0]
         if k == "B":
             t = _begun(r)
-            j.saw(t.ref)
+            if j.n == 0:
+                j.base = t.no
             if t.batch > j.batch:  # (a compacted file may skip settlements)
                 j.settled += j.in_batch
                 j.batch, j.in_batch, j.totals = t.batch, 0, {}
             if t.batch == j.batch:
+                if not j.in_batch:
+                    j.first_open = t.no
                 j.in_batch += 1
             else:
                 j.settled += 1
             j.next_no = max(j.next_no, t.no + 1)
             j._remember(t)
+            j.index(t.no, t.ref, reader.at)
             pending = t
         elif k == "D":
             t = None
@@ -105,21 +137,30 @@ def replay(j):
                 _decided(t, r)
                 if t.result == "approved" and t.batch == j.batch:
                     j.count(t, r[11])
+                elif t.result == "approved" and t.op == "void" and t.orig not in j.voided:
+                    j.voided.append(t.orig)
             if pending is not None and pending.no == r[1]:
                 pending = None
         elif k == "V":
             for x in j.recent:
                 if x.no == r[1]:
                     x.delivered = True
-        elif k == "S" and r[1] >= j.batch:
+        elif (k == "S" or k == "C") and r[-1 if k == "C" else 1] >= j.batch:
             j.settled += j.in_batch
-            j.batch, j.in_batch, j.totals = r[1] + 1, 0, {}
+            j.batch, j.in_batch, j.totals = r[-1 if k == "C" else 1] + 1, 0, {}
+            j.first_open = j.next_no
+    j.size = reader.pos if reader.pos is not None else None
     j.report = "%d records, next #%d, batch %d, %d corrupt skipped%s" % (
         n, j.next_no, j.batch, reader.corrupt, ", torn last record ignored" if reader.torn else "")
     if reader.corrupt or reader.torn:
-        compact(j)  # a clean file: later appends must not follow a torn record
+        # a clean file: later appends must not follow a torn record
+        _remove(j.path + ".tmp")
+        j.tidy = True
+        while j.tidy:
+            step(j)
     else:
         j.f = open(j.path, "ab")
+        _resume(j)
     if pending is not None:
         # cut before its outcome was decided: it was not performed
         pending.result, pending.reason, pending.state = "error", "interrupted", "done"
@@ -129,19 +170,43 @@ def replay(j):
                   "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
 
 
-def scan(j, want, open_batch, every=False, ref=None):
+def load(j, no):
+    """Transaction no as the file has it (decided, delivered, voided), read
+    from the nearest offset the index keeps; None if it is not there."""
+    k = (no - j.base) // _SPAN
+    m = j.marks
+    at = m[k] if k < len(m) else m[-1] if m else 4
+    t = None
+    g = _read(j.path, records_reader.Reader(), at)
+    try:
+        for r in g:
+            k = r[0]
+            if k == "B":
+                if r[1] == no:
+                    t = _begun(r)
+                elif r[1] > no + 2:  # (its delivery may follow the next one's start)
+                    break
+            elif t is not None and r[1] == no:
+                if k == "D":
+                    _decided(t, r)
+                elif k == "V":
+                    t.delivered = True
+    finally:
+        g.close()
+    if t is not None:
+        t.voided = no in j.voided
+    return t
+
+
+def scan(j, want, open_batch, every=False):
     """Newest transaction in the file for which want(t) holds (final state);
-    with every, all of them, oldest first.  With ref (want holds only for
-    that reference), only the transactions carrying it, and voids (which may
-    void one of them), are built: a Synqpay or P3 register re-using a
-    reference makes the terminal read the whole file mid-traffic, and a
-    transaction object per record would churn a small heap."""
+    with every, all of them, oldest first."""
     kept = {}  # type: dict
     t = None
     for r in _read(j.path, records_reader.Reader()):
         k = r[0]
         if k == "B":
-            t = _begun(r) if ref is None or r[8] == ref or r[4] == "void" else None
+            t = _begun(r)
         elif k == "D":
             if t is not None and t.no == r[1]:
                 _decided(t, r)
@@ -162,45 +227,131 @@ def scan(j, want, open_batch, every=False, ref=None):
     return best
 
 
-def compact(j):
-    """Rewrite the file: the newest j.keep settled transactions and the whole
-    open batch, nothing damaged.  Written aside, then renamed over: a power
-    cut leaves either the old file or the new one."""
+def _start(j):
+    """A new copy: its header and C record; returns the compaction's state:
+    [cutoff, journal offset of the next step, records to skip there, size
+    of the copy, offsets of its begun records (journal.marks), a
+    transaction already copied]."""
+    cutoff = max(j.base, j.first_open - j.keep)
+    rec = records.pack(["C", cutoff, j.batch - 1])
+    with open(j.path + ".tmp", "wb") as f:
+        f.write(records.header())
+        f.write(rec)
+    return [cutoff, 4, 0, 4 + len(rec), array("I"), False]
+
+
+def _resume(j):
+    """After replay: pick up the copy a power cut left, or start a due one."""
+    tmp = j.path + ".tmp"
+    try:
+        with open(tmp, "rb") as f:
+            ok = f.read(4) == records.header()
+    except OSError:
+        if j.settled > j.keep:
+            j.tidy = True
+        return
+    c = None
+    skip = 0
+    copied = False  # a transaction copied before the last P
+    rd = records_reader.Reader(4)
+    if ok:
+        for r in _read(tmp, rd):
+            k = r[0]
+            if c is None:
+                if k != "C":
+                    break
+                c = [r[1], 4, 0, 0, array("I"), False]
+            elif k == "P":
+                c[1], skip, copied = r[1], 0, c[5]
+            else:
+                skip += 1
+                if k == "B":
+                    _mark(c, r[1], rd.at)
+    if c is None or rd.corrupt or rd.torn or c[0] < j.base:
+        _remove(tmp)
+        log.event("journal", "compaction", "restarted (its copy was not whole)")
+        j.tidy = True
+        return
+    c[2], c[3], c[5] = skip, rd.pos, copied
+    j.tidy = c
+    log.event("journal", "compaction", "resumed at offset %d of the journal" % c[1])
+
+
+def _mark(c, no, at):
+    m = c[4]
+    while len(m) * _SPAN + c[0] <= no:
+        m.append(at)
+    c[5] = True
+
+
+def abandon(j, why):
+    _remove(j.path + ".tmp")
+    log.event("journal", "compaction", "abandoned: %s" % why)
+
+
+def step(j):
+    """One step of the compaction (see the top of this module)."""
+    c = j.tidy
+    if c is True:
+        j.tidy = _start(j)
+        return
+    cutoff, skip = c[0], c[2]
+    tmp = j.path + ".tmp"
+    rd = records_reader.Reader(c[1])
+    nxt = None
+    copied = 0
+    g = _read(j.path, rd, c[1])
+    with open(tmp, "ab") as f:
+        try:
+            for r in g:
+                if copied >= _STEP:
+                    nxt = rd.at
+                    break
+                k = r[0]
+                if k == "P" or k == "C" or (k == "S" and not c[5]) or (k != "S" and r[1] < cutoff):
+                    continue
+                if skip:  # copied before a power cut, after the last P
+                    skip -= 1
+                    if k == "B":
+                        c[5] = True
+                    continue
+                if k == "B":
+                    _mark(c, r[1], c[3])
+                rec = records.pack(r)
+                f.write(rec)
+                c[3] += len(rec)
+                copied += 1
+        finally:
+            g.close()
+        if nxt is not None:
+            rec = records.pack(["P", nxt])
+            f.write(rec)
+            c[3] += len(rec)
+            c[1], c[2] = nxt, 0
+    if nxt is None:
+        _finish(j, c)
+
+
+def _finish(j, c):
+    """The copy has caught up with the journal: it becomes the journal."""
+    cutoff = c[0]
     if j.f is not None:
         j.f.close()
         j.f = None
-    settled = 0
-    last_s = None
-    for r in _read(j.path, records_reader.Reader()):
-        if r[0] == "B" and r[2] < j.batch:
-            settled += 1
-        elif r[0] == "S":
-            last_s = r
-    drop = settled - j.keep
-    cutoff = None
-    tmp = j.path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(records.header())
-        if last_s is not None:
-            f.write(records.pack(last_s))
-        seen = 0
-        # the filter holds what the new file holds: zeroed in place, 64 bytes
-        # at a time (a 2 KB block of zeros may not be found in a fragmented heap)
-        zero = bytes(64)
-        mv = memoryview(j.refs)
-        for i in range(0, len(j.refs), 64):
-            mv[i:i + 64] = zero
-        for r in _read(j.path, records_reader.Reader()):
-            k = r[0]
-            if k == "B" and cutoff is None:
-                seen += r[2] < j.batch
-                if r[2] >= j.batch or seen > drop:
-                    cutoff = r[1]
-            if cutoff is not None and (k == "S" or r[1] >= cutoff):
-                f.write(records.pack(r))
-                if k == "B":
-                    j.saw(r[8])
-    os.rename(tmp, j.path)
-    j.settled = min(settled, j.keep)
-    j.f = open(j.path, "ab")
+    try:
+        os.rename(j.path + ".tmp", j.path)
+    finally:
+        j.f = open(j.path, "ab")
+    d = cutoff - j.base
+    if d > 0:  # the index forgets the numbers the copy left out
+        mv = memoryview(j.idx)
+        n = max(j.n - d, 0)
+        mv[:2 * n] = mv[2 * d:2 * d + 2 * n]
+        j.n = n
+        j.base = cutoff
+    j.marks = c[4]
+    j.size = c[3]
+    j.voided = [v for v in j.voided if v >= cutoff]
+    j.settled = max(0, j.first_open - cutoff)
+    j.tidy = True if j.settled > j.keep else None
     log.event("journal", "compacted", "kept %d settled + open batch %d" % (j.settled, j.batch))

@@ -74,6 +74,24 @@ class Terminal:
         self.auth_ms = None  # overrides delays.auth_ms when set
         self.card_in = False  # a chip card left in the reader after the transaction
         self.note = None  # a passing message for the screen ("wrong PIN")
+        self._tidying = False  # the journal's compaction task runs
+        self.tidy()
+
+    def tidy(self):
+        """Run the journal's compaction, if one is due, in steps between transactions."""
+        if self.journal.tidy and not self._tidying:
+            self._tidying = True
+            asyncio.create_task(self._tidy())
+
+    async def _tidy(self):
+        j = self.journal
+        try:
+            while j.tidy:
+                await asyncio.sleep_ms(5)
+                if self.current is None:
+                    j.work()
+        finally:
+            self._tidying = False
 
     def start(self, op, amount, cur, src, ref=None, orig=None, data=None, outcome=None):
         """Claim the terminal for a new transaction, or raise Busy at once."""
@@ -103,6 +121,7 @@ class Terminal:
             if mb and j.in_batch >= mb:  # a full batch is collected first, as real terminals do
                 j.settle(clock.now())
                 log.event("core", "settled", "batch", j.batch - 1, "automatically: journal.max_batch")
+                self.tidy()
             j.begin(t)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
             await self._flow(t)
@@ -170,6 +189,7 @@ class Terminal:
             raise Busy
         s = self.journal.settle(clock.now())
         log.event("core", "settled", "batch", s["batch"])
+        self.tidy()
         return s
 
     def _state(self, t, s):

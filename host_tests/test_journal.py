@@ -249,6 +249,8 @@ def test_rotation_keeps_settled_records_bounded_and_the_open_batch_whole(firmwar
     fw = firmware(cfg, state_dir=state)
     assert fw.wait_for("next #9, batch 2", 2) is not None
     assert totals(ask(fw, SETTLE))["PAYMENT"] == (3, 6600)
+    # compaction runs in steps after the answer, between transactions
+    assert fw.wait_for("journal compacted kept 2 settled + open batch 3", 2) is not None
     fw.stop()
     out = subprocess.run([sys.executable, os.path.join(paths.ROOT, "tools", "journal.py"),
                           os.path.join(state, "journal.bin")], capture_output=True, text=True)
@@ -307,3 +309,85 @@ def test_no_false_flash_full_on_littlefs_after_an_unflushed_first_write(firmware
         assert a["AE"] == "10", a
     assert "journal-full" not in fw.output()
     fw.kill()
+
+
+def test_retry_outside_the_ram_window_and_after_a_restart_is_not_charged_again(firmware, tmp_path):
+    """Issue 23: journal.recent (4) transactions stay in RAM; a register that
+    retries a payment whose answer it lost, after 6 more, and the terminal
+    rebooted in between, gets the stored approval (the index finds it in
+    the file), not a second charge."""
+    state = str(tmp_path / "board")
+    fw = firmware(state_dir=state)
+    lost = with_ref(odoo(1207), "ORDER-7")  # .07: approved, answer lost
+    assert exchange(addr(fw), lost) == b""
+    for i in range(6):
+        assert ask(fw, with_ref(odoo(1000 + 100 * i), "ORDER-%d" % (100 + i)))["AE"] == "10"
+    again = ask(fw, lost)
+    assert again["AE"] == "10" and again["CF"] == "ORDER-7"
+    assert fw.wait_for("concert-ip retry #1: same request", 2) is not None
+    fw.stop()
+    fw = firmware(state_dir=state)
+    again2 = ask(fw, lost)
+    assert again2["AE"] == "10" and again2["AC"] == again["AC"]
+    assert fw.wait_for("concert-ip retry #1: same request", 2) is not None
+    assert "core start" not in fw.output()
+    ask(fw, SETTLE)  # a new batch: the same request is a new payment
+    assert exchange(addr(fw), lost) == b""  # charged anew (and lost again: .07)
+    assert fw.wait_for("core start #8", 2) is not None
+
+
+def test_p3_retry_by_custom_identifier_outside_the_ram_window(firmware, tmp_path):
+    from p3_client import connect as p3_connect
+
+    state = str(tmp_path / "board")
+    fw = firmware(state_dir=state)
+    a = p3_connect(fw, "tcp")
+    assert a.login()["status"] == "OK"
+    tag = a.execute(1.07, customIdentifier="lost-p3")  # .07: approved, answer lost
+    assert a.until_final(tag)[1] is None
+    a.close()
+    b = p3_connect(fw, "tcp")
+    assert b.login()["status"] == "OK"
+    for i in range(6):
+        tag = b.execute(10 + i, customIdentifier="p3-%d" % i)
+        assert b.until_final(tag)[1]["status"] == "OK"
+    b.close()
+    fw.stop()
+    fw = firmware(state_dir=state)
+    c = p3_connect(fw, "tcp")
+    assert c.login()["status"] == "OK"
+    tag = c.execute(1.07, customIdentifier="lost-p3")
+    seen, final = c.until_final(tag)
+    tr = final["executeTransactionResponse"]["transaction"]
+    assert (tr["status"], tr["identifier"][-6:], tr["customIdentifier"]) == ("APPROVED", "000001", "lost-p3")
+    assert not seen  # no updates: nothing ran
+    assert fw.wait_for("p3-tcp retry #1: same customIdentifier", 2) is not None
+    tag = c.execute(1.08, customIdentifier="lost-p3")  # another amount: a new charge
+    assert c.until_final(tag)[1]["executeTransactionResponse"]["transaction"]["identifier"][-6:] == "000008"
+    c.close()
+
+
+def test_synqpay_reference_reused_outside_the_ram_window_is_refused(firmware, tmp_path):
+    from synqpay_client import KEY, Link
+
+    state = tmp_path / "board"
+    state.mkdir()
+    (state / "synqpay.key").write_text(KEY.hex() + "\n")
+    cfg = {"synqpay": {"otp": "123456", "api_key": "1234abcd"}}
+    fw = firmware(cfg, state_dir=str(state))
+
+    def sale(lk, ref):
+        return lk.call("startTransaction", {"paymentMethod": "CREDIT_CARD", "transactionType": "SALE",
+                                            "referenceId": ref, "amount": 1250})
+
+    lk = Link(fw.address("synqpay"))
+    for i in range(6):
+        assert sale(lk, "sq-%d" % i)["result"]["result"] == "OK"
+    assert "result" in lk.call("getStatus", rid="g")  # the last answer's delivery recorded
+    lk.close()
+    fw.stop()
+    fw = firmware(cfg, state_dir=str(state))
+    lk = Link(fw.address("synqpay"))
+    assert sale(lk, "sq-0")["error"]["code"] == 303
+    assert "core start" not in fw.output()
+    lk.close()
