@@ -391,3 +391,20 @@ def test_synqpay_reference_reused_outside_the_ram_window_is_refused(firmware, tm
     assert sale(lk, "sq-0")["error"]["code"] == 303
     assert "core start" not in fw.output()
     lk.close()
+
+
+def test_compaction_cut_at_every_instant_under_micropython(tmp_path):
+    """host_tests/mp/test_journal_cuts.py: a compaction cut at every record
+    written to its copy (files) and at every block littlefs programs, then
+    resumed at boot: every transaction once, nothing lost, nothing added."""
+    from understudy.launch import micropython
+
+    mp = os.path.join(os.path.dirname(__file__), "mp")
+    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (mp, paths.ROOT, os.path.join(paths.ROOT, "lib")),
+               TMPDIR=str(tmp_path))
+    r = subprocess.run([micropython(), "-X", "heapsize=1M", os.path.join(mp, "..", "mp_runner.py"),
+                        "test_journal_cuts"], env=env, capture_output=True, text=True, timeout=300,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 tests, 0 failed" in r.stdout, r.stdout
+    print(r.stdout)
