@@ -47,15 +47,14 @@ def _zero():
 
 
 def _room(keep, max_batch):
-    """Index entries for a file of keep settled transactions, the open batch
-    and a batch just settled while its compaction runs."""
-    return keep + 2 * (max_batch or 1000) + 64
+    """Index entries for a file of keep settled transactions and a full open
+    batch (more while a compaction catches up: the index then grows)."""
+    return keep + (max_batch or 1000) + 64
 
 
 # taken by the first Journal: allocated at import, before the config's load
 # and drop leave the heap in pieces, so a 2.5 KB block is still there to take
-# (the defaults' size: keep 200, max_batch 1000, counted once, as compaction
-# usually keeps up; the index grows if it must)
+# (the defaults' size: keep 200, max_batch 1000)
 _spare = [bytearray(2 * (200 + 1000 + 64))]
 
 
@@ -89,6 +88,8 @@ class Journal:
         self.voided = []  # numbers of the file's voided transactions
         self.first_open = 1  # number of the open batch's first transaction
         self.tidy = None  # type: object  # a compaction under way (journal_replay), or True: one is due
+        self.readers = 0  # rows() being read: no compaction step meanwhile
+        self.lost = False  # the index could not grow: lookups scan the file
         if path:
             self._cold("replay")
 
@@ -160,7 +161,11 @@ class Journal:
         if k < 0:
             return
         if 2 * k + 2 > len(self.idx):  # more than planned: grow (a lagging compaction)
-            b = bytearray(2 * k + 256)
+            try:
+                b = bytearray(2 * k + 256)
+            except MemoryError:  # lookups read the whole file until the next boot
+                self.lost = True
+                return
             b[:2 * self.n] = memoryview(self.idx)[:2 * self.n]
             self.idx = b
         idx = self.idx
@@ -246,8 +251,8 @@ class Journal:
         """One step of the compaction under way (at most 32 records copied);
         True while there is more to do.  Never raises: a compaction that
         fails is abandoned, the journal is whole without it."""
-        if not self.tidy:
-            return False
+        if not self.tidy or self.readers:
+            return bool(self.tidy)
         try:
             self._cold("step")
         except Exception as e:  # (no room for the copy: it waits for the next settlement)
@@ -257,10 +262,7 @@ class Journal:
 
     def compact(self):
         """A whole compaction now (tests; the core runs it in steps)."""
-        if self.path and self.tidy is None:
-            self.tidy = True
-        while self.work():
-            pass
+        self._cold("run")
 
     def close(self):
         if self.f is not None:
@@ -304,6 +306,9 @@ class Journal:
                 return t if not open_batch or t.batch == self.batch else None
         if not self.path:
             return None
+        if self.lost:
+            return self._cold("scan", lambda t: t.ref == ref and src in (None, t.src) and (
+                want is None or want(t)) and t.no < old, open_batch, False)
         for no in self._candidates(ref):
             if no >= old:  # in RAM: seen above
                 continue
@@ -313,6 +318,15 @@ class Journal:
             if t is not None and t.ref == ref and src in (None, t.src) and (want is None or want(t)):
                 return t
         return None
+
+    def rows(self, first):
+        """The decided transactions numbered first and up, oldest first, one
+        at a time (journal_replay.rows: close it when done)."""
+        if not self.path:
+            return iter([t for t in self.recent if t.result and t.no >= first])
+        from firmware import journal_replay
+
+        return journal_replay.rows(self, first)
 
     def select(self, want):
         """Every transaction of the open batch for which want(t) holds, oldest first."""

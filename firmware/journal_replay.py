@@ -18,7 +18,7 @@ settlement of its batch and ignores P.
 import os
 from array import array
 
-from firmware import log
+from firmware import drop, log
 from wire import records, records_reader
 
 _CHUNK = 128  # with what is left of a record, reads need a hole of at most ~260 bytes
@@ -155,9 +155,8 @@ def replay(j):
     if reader.corrupt or reader.torn:
         # a clean file: later appends must not follow a torn record
         _remove(j.path + ".tmp")
-        j.tidy = True
-        while j.tidy:
-            step(j)
+        j.tidy = None
+        run(j)
     else:
         j.f = open(j.path, "ab")
         _resume(j)
@@ -227,6 +226,49 @@ def scan(j, want, open_batch, every=False):
     return best
 
 
+def rows(j, first):
+    """The decided transactions numbered from first on, oldest first, one at
+    a time (a reader's answer is written as they come, never held whole).
+    A first pass notes which answers were delivered (a bit each)."""
+    if j.f is not None:
+        j.f.flush()
+    j.readers += 1  # no compaction step while the file is read
+    try:
+        for t in _rows(j, first):
+            yield t
+    finally:
+        j.readers -= 1
+        drop("firmware.journal_replay")
+        drop("wire.records_reader")
+
+
+def _rows(j, first):
+    first = max(first, j.base)
+    n = j.next_no - first
+    if n <= 0:
+        return
+    seen = bytearray((n + 7) // 8)
+    k = (first - j.base) // _SPAN
+    m = j.marks
+    at = m[k] if k < len(m) else m[-1] if m else 4
+    for r in _read(j.path, records_reader.Reader(), at):
+        if r[0] == "V" and first <= r[1] < j.next_no:
+            i = r[1] - first
+            seen[i >> 3] |= 1 << (i & 7)
+    t = None
+    for r in _read(j.path, records_reader.Reader(), at):
+        k = r[0]
+        if k == "B":
+            t = _begun(r) if r[1] >= first else None
+        elif k == "D" and t is not None and t.no == r[1]:
+            _decided(t, r)
+            i = t.no - first
+            t.delivered = i < n and bool(seen[i >> 3] & (1 << (i & 7)))
+            t.voided = t.no in j.voided
+            yield t
+            t = None
+
+
 def _start(j):
     """A new copy: its header and C record; returns the compaction's state:
     [cutoff, journal offset of the next step, records to skip there, size
@@ -282,6 +324,14 @@ def _mark(c, no, at):
     while len(m) * _SPAN + c[0] <= no:
         m.append(at)
     c[5] = True
+
+
+def run(j):
+    """A whole compaction now (tests, and a damaged file at boot)."""
+    if j.tidy is None and j.path:
+        j.tidy = True
+    while j.tidy:
+        step(j)
 
 
 def abandon(j, why):
