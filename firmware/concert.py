@@ -148,14 +148,15 @@ async def serve(app, msg, src):
 
 
 def _retried(term, req, op, amount, cur, ref, src):
-    """The approved transaction this request repeats, if any in the open
-    batch: same reference (CF, else CH), action, amount, currency and
-    register number.  A register retrying after a lost answer gets the
-    stored result instead of a second charge (the journal's index finds it
-    in the file when it has left RAM)."""
+    """The approved transaction this request repeats, if the journal has it
+    (the open batch and the settled ones it keeps): same reference (CF, else
+    CH), action, amount, currency and register number.  A register retrying
+    after a lost answer gets the stored result instead of a second charge,
+    after a settlement too (the journal's index finds it in the file when it
+    has left RAM)."""
     if not ref:
         return None
     ca = req["CA"]
     return term.journal.lookup(ref, src, lambda t: (
         t.op == op and t.amount == amount and t.cur == cur and (t.data or {}).get("CA") == ca
-        and t.result == "approved" and not t.voided), True)
+        and t.result == "approved" and not t.voided))

@@ -167,6 +167,10 @@ def replay(j):
                    None, None, None, None, None, None])
         log.event("journal", "interrupted",
                   "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
+    if j.min_free:  # what the flash-full guard will see (a board's littlefs: after a flush)
+        j.f.flush()
+        st = os.statvfs(j.path)
+        j.report += ", %d bytes free" % (st[1] * st[4])
 
 
 def load(j, no):

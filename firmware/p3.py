@@ -349,7 +349,7 @@ async def start(conn, op, a, cur, tp, path, orig, tag, rtype, res, updates):
     if ref:  # a retry (its answer was lost) is answered from the journal, not charged again
         t = app.term.journal.lookup(ref, SRC, lambda t: (
             t.op == op and t.amount == a and t.cur == cur and t.orig == orig
-            and t.result == "approved" and not t.voided), True)
+            and t.result == "approved" and not t.voided))
         if t is not None:
             log.event(conn.name, "retry", "#%d: same customIdentifier, answered from the journal" % t.no)
             app.term.delivered(t, await conn.send(result(app, t, rtype, tag, res)))

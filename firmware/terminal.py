@@ -75,6 +75,7 @@ class Terminal:
         self.card_in = False  # a chip card left in the reader after the transaction
         self.note = None  # a passing message for the screen ("wrong PIN")
         self._tidying = False  # the journal's compaction task runs
+        self._ended = asyncio.Event()  # a transaction ended (for that task)
         self.tidy()
 
     def tidy(self):
@@ -84,12 +85,18 @@ class Terminal:
             asyncio.create_task(self._tidy())
 
     async def _tidy(self):
+        # one step whenever the terminal is idle, and at least one after each
+        # transaction, however busy the registers keep it
         j = self.journal
         try:
             while j.tidy:
-                await asyncio.sleep_ms(5)
+                if self.current is not None:
+                    self._ended.clear()
+                    await self._ended.wait()  # run() never hangs: its waits all end
+                    await asyncio.sleep_ms(0)  # its answer first
                 if self.current is None:
                     j.work()
+                await asyncio.sleep_ms(2)
         finally:
             self._tidying = False
 
@@ -141,6 +148,7 @@ class Terminal:
             log.event("core", "error", repr(e))
             t.result, t.reason, t.auth, t.drop = "error", "internal", None, False
         self.current = None
+        self._ended.set()
         self._state(t, DONE)
         if self.cfg["log"]["heap"]:
             gc.collect()
