@@ -3,17 +3,19 @@ compaction (rotation).  Loaded only when needed; see journal.py for the
 record layout.
 
 Compaction, crash-safe and in steps.  It writes journal.bin.tmp: the
-header, ["C", cutoff, last settled batch], then the records of every
-transaction numbered from cutoff on (and the settlements after the first of
-them), copied from the journal at most _STEP records per step, each step
-closed by ["P", offset in the journal where the next step starts].  The
-journal itself is only appended to meanwhile.  When a step reaches its end,
-the copy is renamed over it.  A power cut leaves the journal whole; at boot
-the copy is read, and the next step starts at its last P, skipping the
-records copied after it (on littlefs none: a file is as of its last flush;
-on a PC's files each record is one write).  A copy that does not read clean
-is deleted and the compaction starts again.  Replay reads C as a
-settlement of its batch and ignores P.
+header, ["C", cutoff, last settled batch, offset where the copy starts in
+the journal], then the records of every transaction numbered from cutoff
+on (and the settlements after the first of them), copied from the journal
+at most _STEP records per step (reading at most 4 _STEP), each step but
+the last closed by ["P", offset in the journal where the next step
+starts].  The journal itself is only appended to meanwhile.  When a step
+reaches its end, the copy is renamed over it.  A power cut leaves the
+journal whole; at boot the copy is read, and the next step starts at its
+last P, skipping the records copied after it (on a PC's files each record
+is one write; on littlefs a file is as of its last flush or close: a
+step's records all or none).  A copy that does not read clean is deleted
+and the compaction starts again.  Replay reads C as a settlement of its
+batch and ignores P.
 """
 import os
 from array import array
@@ -145,9 +147,9 @@ def replay(j):
             for x in j.recent:
                 if x.no == r[1]:
                     x.delivered = True
-        elif (k == "S" or k == "C") and r[-1 if k == "C" else 1] >= j.batch:
+        elif (k == "S" and r[1] >= j.batch) or (k == "C" and r[2] >= j.batch):
             j.settled += j.in_batch
-            j.batch, j.in_batch, j.totals = r[-1 if k == "C" else 1] + 1, 0, {}
+            j.batch, j.in_batch, j.totals = r[1 if k == "S" else 2] + 1, 0, {}
             j.first_open = j.next_no
     j.size = reader.pos if reader.pos is not None else None
     j.report = "%d records, next #%d, batch %d, %d corrupt skipped%s" % (
@@ -279,11 +281,17 @@ def _start(j):
     of the copy, offsets of its begun records (journal.marks), a
     transaction already copied]."""
     cutoff = max(j.base, j.first_open - j.keep)
-    rec = records.pack(["C", cutoff, j.batch - 1])
+    # the copy starts at the indexed offset nearest below cutoff's begun
+    # record: nothing before it is kept (a transaction's records follow its
+    # begun one; the settlements before are summed up by C)
+    k = (cutoff - j.base) // _SPAN
+    m = j.marks
+    at = m[k] if j.size is not None and k < len(m) else 4
+    rec = records.pack(["C", cutoff, j.batch - 1, at])
     with open(j.path + ".tmp", "wb") as f:
         f.write(records.header())
         f.write(rec)
-    return [cutoff, 4, 0, 4 + len(rec), array("I"), False]
+    return [cutoff, at, 0, 4 + len(rec), array("I"), False]
 
 
 def _resume(j):
@@ -306,7 +314,7 @@ def _resume(j):
             if c is None:
                 if k != "C":
                     break
-                c = [r[1], 4, 0, 0, array("I"), False]
+                c = [r[1], r[3], 0, 0, array("I"), False]
             elif k == "P":
                 c[1], skip, copied = r[1], 0, c[5]
             else:
@@ -353,14 +361,15 @@ def step(j):
     tmp = j.path + ".tmp"
     rd = records_reader.Reader(c[1])
     nxt = None
-    copied = 0
+    copied = seen = 0
     g = _read(j.path, rd, c[1])
     with open(tmp, "ab") as f:
         try:
             for r in g:
-                if copied >= _STEP:
+                if copied >= _STEP or seen >= 4 * _STEP:
                     nxt = rd.at
                     break
+                seen += 1
                 k = r[0]
                 if k == "P" or k == "C" or (k == "S" and not c[5]) or (k != "S" and r[1] < cutoff):
                     continue
