@@ -321,7 +321,7 @@ def _resume(j):
                 skip += 1
                 if k == "B":
                     _mark(c, r[1], rd.at)
-    if c is None or rd.corrupt or rd.torn or c[0] < j.base:
+    if c is None or rd.corrupt or rd.torn or not j.base <= c[0] <= j.next_no:  # (not of this journal)
         _remove(tmp)
         log.event("journal", "compaction", "restarted (its copy was not whole)")
         j.tidy = True

@@ -400,8 +400,10 @@ def storm(tmp_path, flash, rounds, seed):
                 history[no] = (b, d)
             elif seen[0] != b or (d is not None and seen[1] != d):
                 problems.append("number %d changed: %s then %s" % (no, seen, (b, d)))
+    t = time.monotonic()
     fw.start()  # a last boot: its checks, then a clean stop
-    boots.append(0)
+    boots.append(time.monotonic() - t)
+    read(fw, rounds, problems)
     fw.stop()
     # every approval a register received: in the journal exactly once
     approved = {}
@@ -428,7 +430,10 @@ def storm(tmp_path, flash, rounds, seed):
         "retries": ledger.retries, "retries answered from the journal": replayed,
         "kills": kills, "settlements": settlements, "compactions finished": compactions,
         "compactions resumed after a cut": resumed,
-        "boot ms first 5 / last 5": (round(1000 * sum(boots[:5]) / 5), round(1000 * sum(boots[-6:-1]) / 5)),
+        "boot ms first 5 / last 5": (round(1000 * sum(boots[:5]) / 5), round(1000 * sum(boots[-5:]) / 5)),
+        "boot ms median by quarter": [round(1000 * sorted(q)[len(q) // 2]) for q in (
+            boots[i * len(boots) // 4:(i + 1) * len(boots) // 4] for i in range(4)) if q],
+        "journal bytes at the end": os.path.getsize(dump),
     }
     print("STORM", json.dumps(figures))
     return problems, figures, boots
