@@ -46,18 +46,6 @@ def _zero():
     return {"pay": [0, 0], "refund": [0, 0], "void": [0, 0], "net": 0}
 
 
-def _room(keep, max_batch):
-    """Index entries for a file of keep settled transactions and a full open
-    batch (more while a compaction catches up: the index then grows)."""
-    return keep + (max_batch or 1000) + 64
-
-
-# taken by the first Journal: allocated at import, before the config's load
-# and drop leave the heap in pieces, so a 2.5 KB block is still there to take
-# (the defaults' size: keep 200, max_batch 1000)
-_spare = [bytearray(2 * (200 + 1000 + 64))]
-
-
 def _hash(ref):
     return (crc32(ref.encode()) & 0xFFFF) or 1  # 0: no reference
 
@@ -80,9 +68,10 @@ class Journal:
         # the index: numbers base.. (n of them), 2 bytes each: hash of the reference
         self.base = 1
         self.n = 0
-        want = 2 * _room(keep, max_batch) if path else 0
-        b = _spare.pop() if _spare and path else None
-        self.idx = b if b is not None and len(b) >= want else bytearray(want)
+        # allocated with the first reference (registers that send none need
+        # none), room for keep settled and a full open batch; grows if need be
+        self.idx = None
+        self.room = keep + (max_batch or 1000) + 64
         self.marks = array("I")  # offset of the begun record of base + 16 k
         self.size = 4  # type: int | None  # bytes in the file (its header: 4); None: unknown
         self.voided = []  # numbers of the file's voided transactions
@@ -94,25 +83,27 @@ class Journal:
             self._cold("replay")
 
     def _cold(self, job, *args):
-        """Run replay, a read or a compaction step from journal_replay, then
-        forget it."""
-        from firmware import journal_replay
-
+        """Run replay or a read (journal_replay), or a compaction step
+        (journal_compact: step, run, abandon), then forget the module."""
+        name = "firmware.journal_" + ("compact" if job in ("step", "run", "abandon") else "replay")
+        mod = __import__(name, None, None, ["_"])  # type: object
         if self.f is not None:
             self.f.flush()  # what is read must include what was written
         try:
-            return getattr(journal_replay, job)(self, *args)
+            return getattr(mod, job)(self, *args)
         finally:
-            drop("firmware.journal_replay")
+            mod = None
+            drop(name)
             drop("wire.records_reader")
 
     # ---- writing -------------------------------------------------------
 
-    def _write(self, rec, sync):
-        """Write a packed record; commit it to flash (littlefs: flush; a PC's
-        files: fsync, if journal.fsync) unless losing it in a power cut is
-        harmless."""
+    def _append(self, fields, sync=True, rec=None):
+        """Write a record (packed already: rec); commit it to flash (littlefs:
+        flush; a PC's files: fsync, if journal.fsync) unless losing it in a
+        power cut is harmless."""
         if self.f is not None:
+            rec = rec or records.pack(fields)
             try:
                 self.f.write(rec)
             except OSError:
@@ -122,9 +113,6 @@ class Journal:
                 self.size += len(rec)
             if sync and self.flush:
                 self.f.flush()
-
-    def _append(self, fields, sync=True):
-        self._write(records.pack(fields), sync)
 
     def _remember(self, t):
         self.recent.append(t)
@@ -149,52 +137,30 @@ class Journal:
         self.next_no += 1
         self.in_batch += 1
         at = self.size
-        self._write(rec, True)
+        self._append(None, True, rec)
         self._remember(t)
         if self.path:
             self.index(t.no, t.ref, at)
 
     def index(self, no, ref, at):
         """Enter transaction no (its reference, the offset of its begun
-        record) in the index."""
+        record) in the index (entries from n on are zeros: no reference)."""
         k = no - self.base
         if k < 0:
             return
-        if 2 * k + 2 > len(self.idx):  # more than planned: grow (a lagging compaction)
-            try:
-                b = bytearray(2 * k + 256)
-            except MemoryError:  # lookups read the whole file until the next boot
-                self.lost = True
-                return
-            b[:2 * self.n] = memoryview(self.idx)[:2 * self.n]
-            self.idx = b
-        idx = self.idx
-        while self.n < k:  # a number with no record (its write failed)
-            idx[2 * self.n] = idx[2 * self.n + 1] = 0
-            self.n += 1
-        h = _hash(ref) if ref else 0
-        idx[2 * k] = h >> 8
-        idx[2 * k + 1] = h & 0xFF
+        if ref and not self.lost:
+            if self.idx is None or 2 * k + 2 > len(self.idx):
+                self._cold("grow", k)  # the first reference, or more than planned
+            if self.idx is not None:
+                h = _hash(ref)
+                self.idx[2 * k] = h >> 8
+                self.idx[2 * k + 1] = h & 0xFF
         self.n = max(self.n, k + 1)
-        m = self.marks
         if at is None:
             self.size = None
+        m = self.marks
         while self.size is not None and len(m) * _SPAN <= k:
             m.append(at)
-
-    def _candidates(self, ref):
-        """Numbers of the file's transactions whose reference may be ref, newest first."""
-        h = _hash(ref)
-        pat = bytes((h >> 8, h & 0xFF))
-        idx = self.idx
-        end = 2 * self.n
-        while end > 0:
-            i = idx.rfind(pat, 0, end)
-            if i < 0:
-                return
-            end = i + 1 if i & 1 else i  # (straddling two entries: not one)
-            if not i & 1:
-                yield self.base + i // 2
 
     def decide(self, t):
         vop = None
@@ -260,10 +226,6 @@ class Journal:
             self._cold("abandon", repr(e))
         return bool(self.tidy)
 
-    def compact(self):
-        """A whole compaction now (tests; the core runs it in steps)."""
-        self._cold("run")
-
     def close(self):
         if self.f is not None:
             self.f.close()
@@ -295,7 +257,8 @@ class Journal:
     def lookup(self, ref, src=None, want=None, open_batch=False):
         """Newest transaction with this register reference (and personality,
         and for which want(t) holds): RAM first, then the file through the
-        index, which reads only the transactions the reference's hash names."""
+        index, which reads only the transactions the reference's hash names
+        (a reference it has not seen: nothing)."""
         if not ref:
             return None
         old = self.next_no
@@ -306,18 +269,17 @@ class Journal:
                 return t if not open_batch or t.batch == self.batch else None
         if not self.path:
             return None
-        if self.lost:
-            return self._cold("scan", lambda t: t.ref == ref and src in (None, t.src) and (
-                want is None or want(t)) and t.no < old, open_batch, False)
-        for no in self._candidates(ref):
-            if no >= old:  # in RAM: seen above
-                continue
-            if open_batch and no < self.first_open:
+        if not self.lost:  # a reference the index has not seen: nothing to read
+            if self.idx is None:
                 return None
-            t = self._cold("load", no)
-            if t is not None and t.ref == ref and src in (None, t.src) and (want is None or want(t)):
-                return t
-        return None
+            h = _hash(ref)
+            pat = bytes((h >> 8, h & 0xFF))
+            i = self.idx.rfind(pat, 0, 2 * self.n)
+            while i > 0 and i & 1:  # (straddling two entries: not one)
+                i = self.idx.rfind(pat, 0, i + 1)
+            if i < 0:
+                return None
+        return self._cold("find", ref, src, want, open_batch, old)
 
     def rows(self, first):
         """The decided transactions numbered first and up, oldest first, one

@@ -97,3 +97,27 @@ class Reader:
         if not self._bad:
             self._bad = True
             self.corrupt += 1
+
+
+def read(path, reader, at=4, chunk=128):
+    """Every record of a journal file from offset at (4: after the header),
+    in order, read chunk bytes at a time (with what is left of a record, a
+    hole of at most ~260 bytes for 128); with a reader given a position,
+    reader.at is each one's offset."""
+    buf = bytearray(chunk)
+    with open(path, "rb") as f:
+        f.seek(at)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            out = reader.feed(memoryview(buf)[:n])
+            for i in range(len(out)):
+                if reader.starts is not None:
+                    reader.at = reader.starts[i]
+                yield out[i]
+    out = reader.end()
+    for i in range(len(out)):
+        if reader.starts is not None:
+            reader.at = reader.starts[i]
+        yield out[i]
