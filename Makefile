@@ -9,7 +9,7 @@ MPY    := build/mpy/.stamp
 TLS    := build/tls/cert.der
 SRC    := $(shell find lib firmware -name '*.py') boot.py main.py www/index.html
 
-.PHONY: setup run test mpy tls clean help package deploy bench fuzz
+.PHONY: setup run test mpy tls clean help package deploy bench fuzz storm
 
 help:
 	@echo "make run    start the terminal on this PC (unix port), every personality listening"
@@ -21,6 +21,7 @@ help:
 	@echo "make deploy PORT=/dev/ttyUSB0 [ARGS=\"--ssid NET --password PW\"]  flash a board (understudy deploy)"
 	@echo "make bench  measure speed and memory against an echo floor (docs/BENCHMARKS.md, ~1 min)"
 	@echo "make fuzz   the long fuzzing run of every codec, corpus kept and replayed under micropython (docs/ROBUSTNESS.md)"
+	@echo "make storm  the journal under 300 rounds of kill -9 and concurrent traffic, files and littlefs (docs/JOURNAL.md)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"
 
 setup: $(SETUP)
@@ -86,3 +87,10 @@ clean:
 
 package:
 	@$(BIN)/python -c "import sys; sys.path.insert(0, 'tools'); from understudy.package import write; write()"
+
+# the journal's long storm of power cuts (host_tests/test_journal_storm.py, docs/JOURNAL.md)
+STORM_ROUNDS ?= 300
+
+storm: $(MPY) $(TLS)
+	@UNDERSTUDY_STORM_ROUNDS=$(STORM_ROUNDS) $(BIN)/python -m pytest host_tests/test_journal_storm.py -q -s \
+		-p no:cacheprovider --timeout=3600 $(PYTEST_ARGS)

@@ -39,7 +39,7 @@ class App:
         jc = cfg["journal"]
         path = board.STATE_DIR + "/journal.bin" if jc["enabled"] else None
         flush = board.JOURNAL_FLUSH or jc["fsync"]
-        journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"], flush)
+        journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"], flush, jc["max_batch"])
         log.event("journal", "replayed" if path else "off", journal.report or "RAM only, lost at reboot")
         self.term = Terminal(cfg, journal)
         self.term.mode = cfg["web"]["mode"]

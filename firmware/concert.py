@@ -148,15 +148,15 @@ async def serve(app, msg, src):
 
 
 def _retried(term, req, op, amount, cur, ref, src):
-    """The approved transaction this request repeats, if it is among the newest
-    the journal keeps in RAM: same reference (CF, else CH), action, amount,
-    currency and register number.  A register retrying after a lost answer
-    gets the stored result instead of a second charge."""
+    """The approved transaction this request repeats, if the journal has it
+    (the open batch and the settled ones it keeps): same reference (CF, else
+    CH), action, amount, currency and register number.  A register retrying
+    after a lost answer gets the stored result instead of a second charge,
+    after a settlement too (the journal's index finds it in the file when it
+    has left RAM)."""
     if not ref:
         return None
-    for t in term.journal.recent:
-        if (t.ref == ref and t.src == src and t.op == op and t.amount == amount and t.cur == cur
-                and (t.data or {}).get("CA") == req["CA"] and t.result == "approved"
-                and not t.voided):
-            return t
-    return None
+    ca = req["CA"]
+    return term.journal.lookup(ref, src, lambda t: (
+        t.op == op and t.amount == amount and t.cur == cur and (t.data or {}).get("CA") == ca
+        and t.result == "approved" and not t.voided))

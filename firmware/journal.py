@@ -17,38 +17,41 @@ Records (JSON arrays):
     ["S", batch, ts]                              batch closed by a settlement
 
 The newest `recent` transactions stay in RAM; older ones are read back from
-the file when asked for (journal_replay.scan).  A 2 KB Bloom filter of every
-register reference in the file answers "never seen" without reading it, so a
-register that sends a fresh reference with each sale (and wants it unique)
-costs no file scan: with the file's 1,200 transactions at most (`keep` 200
-settled, `max_batch` 1,000 open), it is wrong (a needless scan) about once
-in a hundred.  Its three bit positions come from a CRC32 of the reference:
-MicroPython's own str hash has 16 bits, near-sequential for references like
-"sale-41", "sale-42" (with it, 2,000 references made a third of all lookups
-scan the file).  Without a path the journal lives in RAM only (tests of the
+the file when asked for (journal_replay).  An index kept beside it, two bytes
+per transaction of the file (a 16-bit CRC of the register's reference) and
+the file offset of every 16th begun record, finds a transaction by its
+reference without reading the file (a fresh reference: no read at all) and
+reads one by its number from the nearest offset: a retry is recognised
+across the whole file (1,200 transactions, 2.7 KB) at the cost of reading
+at most 16 transactions.
+
+Compaction (journal_replay) copies what it keeps to journal.bin.tmp in
+steps of at most 32 records, run by the core between transactions, and
+renames it over the journal when it has caught up: a power cut leaves the
+old file whole, and the copy is resumed from where it stopped after the
+next boot.  Without a path the journal lives in RAM only (tests of the
 core).
 """
 import os
+from array import array
 from binascii import crc32
 
 from firmware import drop
 from wire import records
 
-
-_BLOOM = 16384  # bits
+_SPAN = 16  # an offset kept for every 16th transaction
 
 
 def _zero():
     return {"pay": [0, 0], "refund": [0, 0], "void": [0, 0], "net": 0}
 
 
-# taken by the first Journal: allocated at import, before the config's load
-# and drop leave the heap in pieces, so a 2 KB block is still there to take
-_spare = [bytearray(_BLOOM // 8)]
+def _hash(ref):
+    return (crc32(ref.encode()) & 0xFFFF) or 1  # 0: no reference
 
 
 class Journal:
-    def __init__(self, path=None, keep=200, recent=4, min_free=4096, flush=True):
+    def __init__(self, path=None, keep=200, recent=4, min_free=4096, flush=True, max_batch=1000):
         self.path = path
         self.flush = flush  # commit each record (littlefs keeps it cached until then)
         self.keep = keep  # settled transactions kept in the file
@@ -62,28 +65,52 @@ class Journal:
         self.in_batch = 0  # transactions of the open batch
         self.f = None
         self.report = None  # what the replay found, for the boot log
-        # Bloom filter of the references in the file
-        self.refs = _spare.pop() if _spare else bytearray(_BLOOM // 8)
+        # the index: numbers base.. (n of them), 2 bytes each: hash of the reference
+        self.base = 1
+        self.n = 0
+        # allocated with the first reference (registers that send none need
+        # none), room for keep settled and a full open batch; grows if need be
+        self.idx = None
+        self.room = keep + (max_batch or 1000) + 64
+        self.marks = array("I")  # offset of the begun record of base + 16 k
+        self.size = 4  # type: int | None  # bytes in the file (its header: 4); None: unknown
+        self.voided = []  # numbers of the file's voided transactions
+        self.first_open = 1  # number of the open batch's first transaction
+        self.tidy = None  # type: object  # a compaction under way (journal_replay), or True: one is due
+        self.readers = 0  # rows() being read: no compaction step meanwhile
+        self.lost = False  # the index could not grow: lookups scan the file
         if path:
             self._cold("replay")
 
     def _cold(self, job, *args):
-        """Run replay, scan or compact from journal_replay, then forget it."""
-        from firmware import journal_replay
-
+        """Run replay or a read (journal_replay), or a compaction step
+        (journal_compact: step, run, abandon), then forget the module."""
+        name = "firmware.journal_" + ("compact" if job in ("step", "run", "abandon") else "replay")
+        mod = __import__(name, None, None, ["_"])  # type: object
+        if self.f is not None:
+            self.f.flush()  # what is read must include what was written
         try:
-            return getattr(journal_replay, job)(self, *args)
+            return getattr(mod, job)(self, *args)
         finally:
-            drop("firmware.journal_replay")
+            mod = None
+            drop(name)
             drop("wire.records_reader")
 
     # ---- writing -------------------------------------------------------
 
-    def _append(self, fields, sync=True):
-        """Write a record; commit it to flash (littlefs: flush; a PC's files:
-        fsync, if journal.fsync) unless losing it in a power cut is harmless."""
+    def _append(self, fields, sync=True, rec=None):
+        """Write a record (packed already: rec); commit it to flash (littlefs:
+        flush; a PC's files: fsync, if journal.fsync) unless losing it in a
+        power cut is harmless."""
         if self.f is not None:
-            self.f.write(records.pack(fields))
+            rec = rec or records.pack(fields)
+            try:
+                self.f.write(rec)
+            except OSError:
+                self.size = None  # offsets unknown until the file is read again
+                raise
+            if self.size is not None:
+                self.size += len(rec)
             if sync and self.flush:
                 self.f.flush()
 
@@ -95,6 +122,10 @@ class Journal:
     def begin(self, t):
         """Raises OSError (28, no space) rather than start what it cannot record."""
         if self.f is not None and self.min_free:
+            # littlefs counts a file open for appending twice until it is
+            # flushed (and an unflushed write can make the count wrap
+            # around): commit it first, whatever the board
+            self.f.flush()
             st = os.statvfs(self.path)
             if st[1] * st[4] < self.min_free:
                 raise OSError(28, "journal: flash full")
@@ -105,29 +136,31 @@ class Journal:
         t.batch = self.batch
         self.next_no += 1
         self.in_batch += 1
-        if self.f is not None:
-            self.f.write(rec)
-            if self.flush:
-                self.f.flush()
+        at = self.size
+        self._append(None, True, rec)
         self._remember(t)
-        self.saw(t.ref)
+        if self.path:
+            self.index(t.no, t.ref, at)
 
-    def _bits(self, ref):
-        h = crc32(ref.encode())
-        for k in (h, h >> 11, (h >> 22) ^ (h << 5)):
-            k %= _BLOOM
-            yield k >> 3, 1 << (k & 7)
-
-    def saw(self, ref):
-        if ref:
-            for i, m in self._bits(ref):
-                self.refs[i] |= m
-
-    def _maybe(self, ref):
-        for i, m in self._bits(ref):
-            if not self.refs[i] & m:
-                return False
-        return True
+    def index(self, no, ref, at):
+        """Enter transaction no (its reference, the offset of its begun
+        record) in the index (entries from n on are zeros: no reference)."""
+        k = no - self.base
+        if k < 0:
+            return
+        if ref and not self.lost:
+            if self.idx is None or 2 * k + 2 > len(self.idx):
+                self._cold("grow", k)  # the first reference, or more than planned
+            if self.idx is not None:
+                h = _hash(ref)
+                self.idx[2 * k] = h >> 8
+                self.idx[2 * k + 1] = h & 0xFF
+        self.n = max(self.n, k + 1)
+        if at is None:
+            self.size = None
+        m = self.marks
+        while self.size is not None and len(m) * _SPAN <= k:
+            m.append(at)
 
     def decide(self, t):
         vop = None
@@ -162,6 +195,8 @@ class Journal:
             for r in self.recent:
                 if r.no == t.orig:
                     r.voided = True
+            if t.orig not in self.voided:
+                self.voided.append(t.orig)
             tot["net"] += t.amount if vop == "refund" else -t.amount
         else:
             tot["net"] += -t.amount if op == "refund" else t.amount
@@ -172,10 +207,24 @@ class Journal:
         self.settled += self.in_batch
         self.in_batch = 0
         self.batch += 1
+        self.first_open = self.next_no
         self.totals = {}
-        if self.path and self.settled > self.keep:
-            self._cold("compact")
+        if self.path and self.settled > self.keep and self.tidy is None:
+            self.tidy = True  # the core runs it, step by step (work)
         return s
+
+    def work(self):
+        """One step of the compaction under way (at most 32 records copied);
+        True while there is more to do.  Never raises: a compaction that
+        fails is abandoned, the journal is whole without it."""
+        if not self.tidy or self.readers:
+            return bool(self.tidy)
+        try:
+            self._cold("step")
+        except Exception as e:  # (no room for the copy: it waits for the next settlement)
+            self.tidy = None
+            self._cold("abandon", repr(e))
+        return bool(self.tidy)
 
     def close(self):
         if self.f is not None:
@@ -187,25 +236,59 @@ class Journal:
     def last(self):
         return self.recent[-1] if self.recent else None
 
-    def _find(self, want, open_batch=False, ref=None):
-        """Newest transaction for which want(t) holds: RAM first, then the file
-        (with ref: want holds only for transactions with that reference)."""
+    def _find(self, want, open_batch=False):
+        """Newest transaction for which want(t) holds: RAM first, then the file."""
         for i in range(len(self.recent) - 1, -1, -1):
             t = self.recent[i]
             if want(t) and (not open_batch or t.batch == self.batch):
                 return t
         if self.path and (not self.recent or self.recent[0].no > 1):
-            return self._cold("scan", want, open_batch, False, ref)
+            return self._cold("scan", want, open_batch, False)
         return None
 
     def get(self, no):
-        return self._find(lambda t: t.no == no)
+        for t in self.recent:
+            if t.no == no:
+                return t
+        if self.path and self.base <= no < self.next_no:
+            return self._cold("load", no)
+        return None
 
-    def lookup(self, ref, src=None):
-        """Newest transaction with this register reference (and personality)."""
-        if not ref or not self._maybe(ref):  # never seen: no need to read the file
+    def lookup(self, ref, src=None, want=None, open_batch=False):
+        """Newest transaction with this register reference (and personality,
+        and for which want(t) holds): RAM first, then the file through the
+        index, which reads only the transactions the reference's hash names
+        (a reference it has not seen: nothing)."""
+        if not ref:
             return None
-        return self._find(lambda t: t.ref == ref and src in (None, t.src), False, ref)
+        old = self.next_no
+        for i in range(len(self.recent) - 1, -1, -1):
+            t = self.recent[i]
+            old = t.no
+            if t.ref == ref and src in (None, t.src) and (want is None or want(t)):
+                return t if not open_batch or t.batch == self.batch else None
+        if not self.path:
+            return None
+        if not self.lost:  # a reference the index has not seen: nothing to read
+            if self.idx is None:
+                return None
+            h = _hash(ref)
+            pat = bytes((h >> 8, h & 0xFF))
+            i = self.idx.rfind(pat, 0, 2 * self.n)
+            while i > 0 and i & 1:  # (straddling two entries: not one)
+                i = self.idx.rfind(pat, 0, i + 1)
+            if i < 0:
+                return None
+        return self._cold("find", ref, src, want, open_batch, old)
+
+    def rows(self, first):
+        """The decided transactions numbered first and up, oldest first, one
+        at a time (journal_replay.rows: close it when done)."""
+        if not self.path:
+            return iter([t for t in self.recent if t.result and t.no >= first])
+        from firmware import journal_replay
+
+        return journal_replay.rows(self, first)
 
     def select(self, want):
         """Every transaction of the open batch for which want(t) holds, oldest first."""

@@ -4,25 +4,12 @@ record layout.
 """
 import os
 
-from firmware import log
+from firmware import drop, log
+from firmware.journal import _hash
 from wire import records, records_reader
+from wire.records_reader import read as _read
 
-_CHUNK = 128  # with what is left of a record, reads need a hole of at most ~260 bytes
-
-
-def _read(path, reader):
-    """Every record of the file, in order (the header already checked)."""
-    buf = bytearray(_CHUNK)
-    with open(path, "rb") as f:
-        f.read(4)
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            for r in reader.feed(memoryview(buf)[:n]):
-                yield r
-    for r in reader.end():
-        yield r
+_SPAN = 16  # as journal._SPAN
 
 
 def _begun(r):
@@ -54,10 +41,6 @@ def _prepare(path):
         except OSError:
             pass
     try:
-        os.remove(path + ".tmp")  # a compaction cut short: the old file is whole
-    except OSError:
-        pass
-    try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError:
@@ -72,12 +55,21 @@ def _prepare(path):
         log.event("journal", "set-aside", "format v%s is not v%d: kept as %s, new journal started"
                   % (v, records.VERSION, aside))
         _fresh(path)
+        _remove(path + ".tmp")  # a compaction of the file set aside
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def replay(j):
-    """Rebuild j from its file: batch, totals, newest transactions, next number."""
+    """Rebuild j from its file: batch, totals, newest transactions, next
+    number, the index; resume a compaction a power cut interrupted."""
     _prepare(j.path)
-    reader = records_reader.Reader()
+    reader = records_reader.Reader(4)
     pending = None  # begun, not yet decided
     n = 0
     for r in _read(j.path, reader):
@@ -85,16 +77,20 @@ def replay(j):
         k = r[0]
         if k == "B":
             t = _begun(r)
-            j.saw(t.ref)
+            if j.n == 0:
+                j.base = t.no
             if t.batch > j.batch:  # (a compacted file may skip settlements)
                 j.settled += j.in_batch
                 j.batch, j.in_batch, j.totals = t.batch, 0, {}
             if t.batch == j.batch:
+                if not j.in_batch:
+                    j.first_open = t.no
                 j.in_batch += 1
             else:
                 j.settled += 1
             j.next_no = max(j.next_no, t.no + 1)
             j._remember(t)
+            j.index(t.no, t.ref, reader.at)
             pending = t
         elif k == "D":
             t = None
@@ -105,21 +101,43 @@ def replay(j):
                 _decided(t, r)
                 if t.result == "approved" and t.batch == j.batch:
                     j.count(t, r[11])
+                elif t.result == "approved" and t.op == "void" and t.orig not in j.voided:
+                    j.voided.append(t.orig)
             if pending is not None and pending.no == r[1]:
                 pending = None
         elif k == "V":
             for x in j.recent:
                 if x.no == r[1]:
                     x.delivered = True
-        elif k == "S" and r[1] >= j.batch:
+        elif (k == "S" and r[1] >= j.batch) or (k == "C" and r[2] >= j.batch):
             j.settled += j.in_batch
-            j.batch, j.in_batch, j.totals = r[1] + 1, 0, {}
+            j.batch, j.in_batch, j.totals = r[1 if k == "S" else 2] + 1, 0, {}
+            j.first_open = j.next_no
+    j.size = reader.pos if reader.pos is not None else None
     j.report = "%d records, next #%d, batch %d, %d corrupt skipped%s" % (
         n, j.next_no, j.batch, reader.corrupt, ", torn last record ignored" if reader.torn else "")
     if reader.corrupt or reader.torn:
-        compact(j)  # a clean file: later appends must not follow a torn record
+        # a clean file: later appends must not follow a torn record
+        _remove(j.path + ".tmp")
+        j.tidy = None
+        from firmware import journal_compact
+
+        journal_compact.run(j)
+        drop("firmware.journal_compact")
     else:
         j.f = open(j.path, "ab")
+        try:  # a compaction a power cut interrupted?
+            os.stat(j.path + ".tmp")
+            cut = True
+        except OSError:
+            cut = False
+        if cut:
+            from firmware import journal_compact
+
+            journal_compact.resume(j)
+            drop("firmware.journal_compact")
+        elif j.settled > j.keep:
+            j.tidy = True
     if pending is not None:
         # cut before its outcome was decided: it was not performed
         pending.result, pending.reason, pending.state = "error", "interrupted", "done"
@@ -127,21 +145,98 @@ def replay(j):
                    None, None, None, None, None, None])
         log.event("journal", "interrupted",
                   "#%d %s %d not performed" % (pending.no, pending.op, pending.amount))
+    if j.min_free:  # what the flash-full guard will see (a board's littlefs: after a flush)
+        j.f.flush()
+        st = os.statvfs(j.path)
+        j.report += ", %d bytes free" % (st[1] * st[4])
 
 
-def scan(j, want, open_batch, every=False, ref=None):
+def grow(j, k):
+    """The index, or more of it, with room for entry k; if there is no
+    memory for it, lookups read the file."""
+    try:
+        b = bytearray(max(2 * j.room, 2 * k + 256))
+    except MemoryError:
+        j.lost = True
+        j.idx = None
+        return
+    if j.idx is not None:
+        b[:2 * j.n] = memoryview(j.idx)[:2 * j.n]
+    j.idx = b
+
+
+def candidates(j, ref):
+    """Numbers of the file's transactions whose reference may be ref, newest first."""
+    h = _hash(ref)
+    pat = bytes((h >> 8, h & 0xFF))
+    idx = j.idx
+    end = 2 * j.n if idx is not None else 0
+    while end > 0:
+        i = idx.rfind(pat, 0, end)
+        if i < 0:
+            return
+        end = i + 1 if i & 1 else i  # (straddling two entries: not one)
+        if not i & 1:
+            yield j.base + i // 2
+
+
+def find(j, ref, src, want, open_batch, old):
+    """journal.lookup in the file: the candidates the index names, newest
+    first, each read from the nearest offset; the whole file if the index
+    could not grow.  old: the first number in RAM (seen already)."""
+    def ok(t):
+        return t.ref == ref and src in (None, t.src) and (want is None or want(t))
+
+    if j.lost:
+        return scan(j, lambda t: t.no < old and ok(t), open_batch)
+    for no in candidates(j, ref):
+        if no >= old:
+            continue
+        if open_batch and no < j.first_open:
+            return None
+        t = load(j, no)
+        if t is not None and ok(t):
+            return t
+    return None
+
+
+def load(j, no):
+    """Transaction no as the file has it (decided, delivered, voided), read
+    from the nearest offset the index keeps; None if it is not there."""
+    k = (no - j.base) // _SPAN
+    m = j.marks
+    at = m[k] if k < len(m) else m[-1] if m else 4
+    t = None
+    g = _read(j.path, records_reader.Reader(), at)
+    try:
+        for r in g:
+            k = r[0]
+            if k == "B":
+                if r[1] == no:
+                    t = _begun(r)
+                elif r[1] > no + 2:  # (its delivery may follow the next one's start)
+                    break
+            elif t is not None and r[1] == no:
+                if k == "D":
+                    _decided(t, r)
+                elif k == "V":
+                    t.delivered = True
+    finally:
+        g.close()
+    if t is not None:
+        t.voided = no in j.voided
+    return t
+
+
+def scan(j, want, open_batch, every=False):
     """Newest transaction in the file for which want(t) holds (final state);
-    with every, all of them, oldest first.  With ref (want holds only for
-    that reference), only the transactions carrying it, and voids (which may
-    void one of them), are built: a Synqpay or P3 register re-using a
-    reference makes the terminal read the whole file mid-traffic, and a
-    transaction object per record would churn a small heap."""
+    with every, all of them, oldest first."""
     kept = {}  # type: dict
     t = None
     for r in _read(j.path, records_reader.Reader()):
         k = r[0]
         if k == "B":
-            t = _begun(r) if ref is None or r[8] == ref or r[4] == "void" else None
+            t = _begun(r)
         elif k == "D":
             if t is not None and t.no == r[1]:
                 _decided(t, r)
@@ -162,45 +257,46 @@ def scan(j, want, open_batch, every=False, ref=None):
     return best
 
 
-def compact(j):
-    """Rewrite the file: the newest j.keep settled transactions and the whole
-    open batch, nothing damaged.  Written aside, then renamed over: a power
-    cut leaves either the old file or the new one."""
+def rows(j, first):
+    """The decided transactions numbered from first on, oldest first, one at
+    a time (a reader's answer is written as they come, never held whole).
+    A first pass notes which answers were delivered (a bit each)."""
     if j.f is not None:
-        j.f.close()
-        j.f = None
-    settled = 0
-    last_s = None
-    for r in _read(j.path, records_reader.Reader()):
-        if r[0] == "B" and r[2] < j.batch:
-            settled += 1
-        elif r[0] == "S":
-            last_s = r
-    drop = settled - j.keep
-    cutoff = None
-    tmp = j.path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(records.header())
-        if last_s is not None:
-            f.write(records.pack(last_s))
-        seen = 0
-        # the filter holds what the new file holds: zeroed in place, 64 bytes
-        # at a time (a 2 KB block of zeros may not be found in a fragmented heap)
-        zero = bytes(64)
-        mv = memoryview(j.refs)
-        for i in range(0, len(j.refs), 64):
-            mv[i:i + 64] = zero
-        for r in _read(j.path, records_reader.Reader()):
-            k = r[0]
-            if k == "B" and cutoff is None:
-                seen += r[2] < j.batch
-                if r[2] >= j.batch or seen > drop:
-                    cutoff = r[1]
-            if cutoff is not None and (k == "S" or r[1] >= cutoff):
-                f.write(records.pack(r))
-                if k == "B":
-                    j.saw(r[8])
-    os.rename(tmp, j.path)
-    j.settled = min(settled, j.keep)
-    j.f = open(j.path, "ab")
-    log.event("journal", "compacted", "kept %d settled + open batch %d" % (j.settled, j.batch))
+        j.f.flush()
+    j.readers += 1  # no compaction step while the file is read
+    try:
+        for t in _rows(j, first):
+            yield t
+    finally:
+        j.readers -= 1
+        drop("firmware.journal_replay")
+        drop("wire.records_reader")
+
+
+def _rows(j, first):
+    first = max(first, j.base)
+    n = j.next_no - first
+    if n <= 0:
+        return
+    seen = bytearray((n + 7) // 8)
+    k = (first - j.base) // _SPAN
+    m = j.marks
+    at = m[k] if k < len(m) else m[-1] if m else 4
+    for r in _read(j.path, records_reader.Reader(), at):
+        if r[0] == "V" and first <= r[1] < j.next_no:
+            i = r[1] - first
+            seen[i >> 3] |= 1 << (i & 7)
+    t = None
+    for r in _read(j.path, records_reader.Reader(), at):
+        k = r[0]
+        if k == "B":
+            t = _begun(r) if r[1] >= first else None
+        elif k == "D" and t is not None and t.no == r[1]:
+            _decided(t, r)
+            i = t.no - first
+            t.delivered = i < n and bool(seen[i >> 3] & (1 << (i & 7)))
+            t.voided = t.no in j.voided
+            yield t
+            t = None
+
+

@@ -345,6 +345,15 @@ async def start(conn, op, a, cur, tp, path, orig, tag, rtype, res, updates):
     """Claim the terminal (ACCESSORY_BUSY if taken) and run in a new task."""
     ref = w.field(tp, "customIdentifier", path, str, False)
     subject = w.field(tp, "subject", path, str, False)
+    app = conn.app
+    if ref:  # a retry (its answer was lost) is answered from the journal, not charged again
+        t = app.term.journal.lookup(ref, SRC, lambda t: (
+            t.op == op and t.amount == a and t.cur == cur and t.orig == orig
+            and t.result == "approved" and not t.voided))
+        if t is not None:
+            log.event(conn.name, "retry", "#%d: same customIdentifier, answered from the journal" % t.no)
+            app.term.delivered(t, await conn.send(result(app, t, rtype, tag, res)))
+            return
     try:
         t = conn.app.term.start(op, a, cur, SRC, ref=ref, orig=orig,
                                 data={"subject": subject[:64]} if subject else None)

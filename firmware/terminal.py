@@ -74,6 +74,31 @@ class Terminal:
         self.auth_ms = None  # overrides delays.auth_ms when set
         self.card_in = False  # a chip card left in the reader after the transaction
         self.note = None  # a passing message for the screen ("wrong PIN")
+        self._tidying = False  # the journal's compaction task runs
+        self._ended = asyncio.Event()  # a transaction ended (for that task)
+        self.tidy()
+
+    def tidy(self):
+        """Run the journal's compaction, if one is due, in steps between transactions."""
+        if self.journal.tidy and not self._tidying:
+            self._tidying = True
+            asyncio.create_task(self._tidy())
+
+    async def _tidy(self):
+        # one step whenever the terminal is idle, and at least one after each
+        # transaction, however busy the registers keep it
+        j = self.journal
+        try:
+            while j.tidy:
+                if self.current is not None:
+                    self._ended.clear()
+                    await self._ended.wait()  # run() never hangs: its waits all end
+                    await asyncio.sleep_ms(0)  # its answer first
+                if self.current is None:
+                    j.work()
+                await asyncio.sleep_ms(2)
+        finally:
+            self._tidying = False
 
     def start(self, op, amount, cur, src, ref=None, orig=None, data=None, outcome=None):
         """Claim the terminal for a new transaction, or raise Busy at once."""
@@ -103,6 +128,7 @@ class Terminal:
             if mb and j.in_batch >= mb:  # a full batch is collected first, as real terminals do
                 j.settle(clock.now())
                 log.event("core", "settled", "batch", j.batch - 1, "automatically: journal.max_batch")
+                self.tidy()
             j.begin(t)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
             await self._flow(t)
@@ -122,6 +148,7 @@ class Terminal:
             log.event("core", "error", repr(e))
             t.result, t.reason, t.auth, t.drop = "error", "internal", None, False
         self.current = None
+        self._ended.set()
         self._state(t, DONE)
         if self.cfg["log"]["heap"]:
             gc.collect()
@@ -170,6 +197,7 @@ class Terminal:
             raise Busy
         s = self.journal.settle(clock.now())
         log.event("core", "settled", "batch", s["batch"])
+        self.tidy()
         return s
 
     def _state(self, t, s):

@@ -6,22 +6,25 @@ import json
 import os
 
 from firmware import SECRET, borrow, drop, log
-from firmware.web import _Answer, _dismiss, _int, _status, _txn
+from firmware.web import _Answer, _dismiss, _int, _status, _txn, _write
 
 async def _transactions(app, name, s, method, q, body, headers):
-    """The newest n (default 50) transactions of the journal, oldest first."""
-    j = app.term.journal
+    """The newest n (default 50) decided transactions of the journal, oldest
+    first, written one by one as they are read: the answer is never whole in
+    RAM (Connection: close ends it)."""
     n = max(1, min(_int(q.get("n"), 50), 200))
-    first = j.next_no - n
-
-    def want(t):
-        return t.no >= first
-
-    if j.path:  # every decided one of any batch still in the file (journal_replay.scan)
-        txns = j._cold("scan", want, False, True)
-    else:
-        txns = [t for t in j.recent if t.result and want(t)]
-    return {"transactions": [_txn(t) for t in txns]}
+    rows = app.term.journal.rows(app.term.journal.next_no - n)
+    try:
+        await _write(s, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+                     b"Connection: close\r\n\r\n{\"transactions\": [")
+        sep = b""
+        for t in rows:
+            await _write(s, sep + json.dumps(_txn(t)).encode())
+            sep = b", "
+        await _write(s, b"]}")
+    finally:
+        if hasattr(rows, "close"):
+            rows.close()
 
 
 async def _last(app, name, s, method, q, body, headers):

@@ -14,14 +14,19 @@ class Reader:
 
     Memory stays bounded: at most one record plus one chunk is buffered.
     `corrupt` counts damaged stretches skipped; `torn` is True if the file
-    ended inside a record (a write cut by a power loss).
+    ended inside a record (a write cut by a power loss).  With pos (the
+    file offset of the first byte fed), `starts` lists the offset of each
+    record the last feed or end returned.
     """
 
-    def __init__(self):
+    def __init__(self, pos=None):
         self.buf = bytearray()
         self.corrupt = 0
         self.torn = False
         self._bad = False  # inside a damaged stretch
+        self.pos = pos  # type: int | None  # file offset of buf[0]
+        self.starts = None  # type: list | None
+        self.at = 0  # the offset of the record being read (set by the caller)
 
     def feed(self, data):
         self.buf.extend(data)  # in place: the buffer keeps its room from chunk to chunk
@@ -39,6 +44,8 @@ class Reader:
 
     def _parse(self, eof):
         out = []
+        starts = None if self.pos is None else []  # type: list | None
+        base = self.pos or 0
         buf = self.buf
         i = 0
         while i < len(buf):
@@ -49,6 +56,8 @@ class Reader:
                     if fields is not None:
                         self._bad = False
                         out.append(fields)
+                        if starts is not None:
+                            starts.append(base + i)
                         i += 7 + n
                         continue
                 elif n <= MAX_PAYLOAD:  # not all here yet
@@ -61,6 +70,9 @@ class Reader:
             self._skip()
             i += 1
         buf[:i] = b""  # in place, not a new copy of the rest for each chunk
+        if starts is not None:
+            self.pos = base + i
+            self.starts = starts
         return out
 
     def _tail(self, buf, i):
@@ -85,3 +97,27 @@ class Reader:
         if not self._bad:
             self._bad = True
             self.corrupt += 1
+
+
+def read(path, reader, at=4, chunk=128):
+    """Every record of a journal file from offset at (4: after the header),
+    in order, read chunk bytes at a time (with what is left of a record, a
+    hole of at most ~260 bytes for 128); with a reader given a position,
+    reader.at is each one's offset."""
+    buf = bytearray(chunk)
+    with open(path, "rb") as f:
+        f.seek(at)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            out = reader.feed(memoryview(buf)[:n])
+            for i in range(len(out)):
+                if reader.starts is not None:
+                    reader.at = reader.starts[i]
+                yield out[i]
+    out = reader.end()
+    for i in range(len(out)):
+        if reader.starts is not None:
+            reader.at = reader.starts[i]
+        yield out[i]
