@@ -36,10 +36,11 @@ import os
 from array import array
 from binascii import crc32
 
-from firmware import drop
+from firmware import drop, load, log
 from wire import records
 
 _SPAN = 16  # an offset kept for every 16th transaction
+_PATIENCE = 20  # compaction steps short of room (half a second apart) before it is abandoned
 
 
 def _zero():
@@ -78,15 +79,21 @@ class Journal:
         self.first_open = 1  # number of the open batch's first transaction
         self.tidy = None  # type: object  # a compaction under way (journal_replay), or True: one is due
         self.readers = 0  # rows() being read: no compaction step meanwhile
+        self.short = 0  # compaction steps in a row that found no room (tried again later)
         self.lost = False  # the index could not grow: lookups scan the file
         if path:
             self._cold("replay")
+            # the compaction's code once, forgotten at once: its names are interned
+            # now, while the heap is whole, not by a compaction hours into traffic,
+            # when the table of names may need a new block of KBs (docs/MEMORY.md)
+            load("firmware.journal_compact")
+            drop("firmware.journal_compact")
 
     def _cold(self, job, *args):
         """Run replay or a read (journal_replay), or a compaction step
         (journal_compact: step, run, abandon), then forget the module."""
         name = "firmware.journal_" + ("compact" if job in ("step", "run", "abandon") else "replay")
-        mod = __import__(name, None, None, ["_"])  # type: object
+        mod = load(name)  # type: object
         if self.f is not None:
             self.f.flush()  # what is read must include what was written
         try:
@@ -221,10 +228,25 @@ class Journal:
             return bool(self.tidy)
         try:
             self._cold("step")
-        except Exception as e:  # (no room for the copy: it waits for the next settlement)
-            self.tidy = None
-            self._cold("abandon", repr(e))
+            self.short = 0
+        except MemoryError as e:  # no room for its code or its copy now: again later, a while
+            self.short += 1
+            if self.short > _PATIENCE:
+                self._give_up(repr(e))
+        except Exception as e:
+            self._give_up(repr(e))
         return bool(self.tidy)
+
+    def _give_up(self, why):
+        """Abandon the compaction (it waits for the next settlement); the
+        journal is whole without it, and a copy left over is dealt with at
+        boot."""
+        self.tidy = None
+        self.short = 0
+        try:
+            self._cold("abandon", why)
+        except Exception:  # (no room to load even that)
+            log.event("journal", "compaction", "abandoned: %s" % why)
 
     def close(self):
         if self.f is not None:

@@ -96,7 +96,7 @@ class Terminal:
                     await asyncio.sleep_ms(0)  # its answer first
                 if self.current is None:
                     j.work()
-                await asyncio.sleep_ms(2)
+                await asyncio.sleep_ms(500 if j.short else 2)  # no room: let traffic pass
         finally:
             self._tidying = False
 

@@ -9,7 +9,7 @@ import serial
 
 from concert_client import exchange, odoo
 from conftest import CLOCK, base_config, merge
-from test_memory import HEAP_RE, last_heap
+from test_memory import HEAP_RE, last_heap, warm_up
 from understudy import paths
 from understudy.launch import Firmware
 from wire import concert_link as link
@@ -43,7 +43,7 @@ def test_serial_and_tcp_soak_within_budget_and_without_leak(tmp_path):
     n, hammers = 300, 3
     # the web face off: its trace ring holds log lines (docs/MEMORY.md, test_web_memory.py)
     cfg = merge(base_config(), {"log": {"heap": True, "frames": False}, "delays": {"auth_ms": 2},
-                                "web": {"enabled": False}})
+                                "web": {"enabled": False}, "journal": {"keep": 0}})
     for name in cfg["listeners"]:  # serial and TCP Concert: the others have their own figures
         cfg["listeners"][name]["enabled"] = name in ("concert-ip", "concert-serial")
     fw = Firmware(root=paths.MPY, heap=SERIAL_HEAP, config=cfg, state_dir=str(tmp_path / "state"),
@@ -83,6 +83,7 @@ def test_serial_and_tcp_soak_within_budget_and_without_leak(tmp_path):
                         t.join(10)
 
             soak(20)  # every path once (TCP, busy both ways) before the first measure
+            warm_up(fw, addr)  # and a settlement with its compaction
             for _ in range(10):
                 early = quiet_pay()
             soak(n)
