@@ -19,7 +19,7 @@ help:
 	@echo "make tls    the terminal's self-signed TLS certificate (build/tls, DER)"
 	@echo "make package  rewrite package.json (what mip installs on a board)"
 	@echo "make deploy PORT=/dev/ttyUSB0 [ARGS=\"--ssid NET --password PW\"]  flash a board (understudy deploy)"
-	@echo "make bench  measure speed and memory against an echo floor (docs/BENCHMARKS.md, ~1 min)"
+	@echo "make bench  speed and memory against an echo floor, mixed-use fit rates (docs/BENCHMARKS.md, ~8 min)"
 	@echo "make fuzz   the long fuzzing run of every codec, corpus kept and replayed under micropython (docs/ROBUSTNESS.md)"
 	@echo "make storm  the journal under 300 rounds of kill -9 and concurrent traffic, files and littlefs (docs/JOURNAL.md)"
 	@echo "make clean  remove build/ and state/ (keeps .venv)"

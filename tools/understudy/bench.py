@@ -644,7 +644,8 @@ MIXED_SIZES = (96, 128, 160, 192, 256)
 def main(argv=None, prog="understudy bench"):
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__.split("\n")[0],
-        epilog="Takes about a minute with the defaults.  $MICROPYTHON picks another unix-port "
+        epilog="Takes about 8 minutes with the defaults (the mixed use: --runs x --sizes runs of "
+        "--seconds each).  $MICROPYTHON picks another unix-port "
         "binary (a 32-bit build, say).")
     p.add_argument("-n", type=int, default=500, help="transactions per personality (default 500)")
     p.add_argument("--rounds", type=int, default=200,
