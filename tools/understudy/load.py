@@ -50,55 +50,51 @@ def _concert(addr, tally, stop, pause):
         stop.wait(pause)
 
 
-def _p3(addr, websocket, tally, stop, pause):
+def _pos(connect, pay, judge, tally, stop, pause):
+    """A POS on one connection paying again and again (a new connection
+    after one that failed): connect() -> pos, pay(pos) -> answer,
+    judge(answer) -> approved, busy or other."""
     pos = None
     while not stop.is_set():
         try:
             if pos is None:
-                pos = P3(addr, websocket)
-                pos.login()
-            with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
-                m = pos.pay()
-        except Exception as e:  # NoAnswer, a reset, a time-out: a new connection next
+                pos = connect()
+            got = pay(pos)
+        except Exception as e:  # no answer, a reset, a time-out: a new connection next
             tally.add("unanswered", repr(e))
             if pos is not None:
                 pos.close()
             pos = None
-            stop.wait(pause)
-            continue
-        body = json.dumps(m)
-        if '"APPROVED"' in body:
-            tally.add("approved")
-        elif "BUSY" in body:
-            tally.add("busy")
         else:
-            tally.add("other")
+            tally.add(judge(got))
         stop.wait(pause)
     if pos is not None:
         pos.close()
+
+
+def _p3(addr, websocket, tally, stop, pause):
+    def connect():
+        pos = P3(addr, websocket)
+        pos.login()
+        return pos
+
+    def pay(pos):
+        with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
+            return json.dumps(pos.pay())
+
+    def judge(body):
+        return "approved" if '"APPROVED"' in body else "busy" if "BUSY" in body else "other"
+
+    _pos(connect, pay, judge, tally, stop, pause)
 
 
 def _synqpay(addr, tally, stop, pause):
-    pos = None
-    while not stop.is_set():
-        try:
-            if pos is None:
-                pos = Synqpay(addr, False)
-            got = pos.pay()
-        except Exception as e:
-            tally.add("unanswered", repr(e))
-            if pos is not None:
-                pos.close()
-            pos = None
-            stop.wait(pause)
-            continue
-        if "result" in got:
-            tally.add("approved" if '"CAPTURED"' in json.dumps(got) else "other")
-        else:
-            tally.add("busy")
-        stop.wait(pause)
-    if pos is not None:
-        pos.close()
+    def judge(got):
+        if "result" not in got:
+            return "busy"  # Synqpay.pay() raises for any error but 201
+        return "approved" if '"CAPTURED"' in json.dumps(got) else "other"
+
+    _pos(lambda: Synqpay(addr, False), lambda pos: pos.pay(), judge, tally, stop, pause)
 
 
 def _http(addr, method, path, token, body=None):
