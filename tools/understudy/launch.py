@@ -187,15 +187,19 @@ class Firmware:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def signal_or_kill(self, sig, timeout):
+        """Send sig; kill -9 the process if it has not exited within timeout."""
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, timeout=5):
         """Ctrl-C, as a person would; kill if it does not stop."""
         if self.alive():
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.signal_or_kill(signal.SIGINT, timeout)
         if self.proc is not None:
             self._thread.join(2)
         return self.output()

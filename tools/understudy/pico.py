@@ -251,12 +251,7 @@ class Pico(Firmware):
             except OSError:
                 pass
             self.wait_for("stopped", timeout, start=i)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.signal_or_kill(signal.SIGTERM, timeout)
         if self.proc is not None:
             self._thread.join(2)
         return self.output()
@@ -265,12 +260,7 @@ class Pico(Firmware):
         """A power cut: the driver saves the flash as it is, nothing else runs."""
         self.killed = True
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.signal_or_kill(signal.SIGTERM, 10)
 
 
 def _state_of(img):
