@@ -322,6 +322,8 @@ async def _dispatch(conn, m, typ, tag, rtype, res):
         if res is not None and res != "devices/" + pc["device"]:
             raise w.P3Error("RESOURCE_UNKNOWN", "unknown resource %s" % res, "resource")
     body = w.field(m, key, "", dict, op[:5] != "ABORT") or {}
+    for note in w.relax(body):
+        log.event(conn.name, "note", conn.peer, note)
     tp = body.get("transactionParameters")
     if op == "EXECUTE_TRANSACTION" and isinstance(tp, dict) and tp.get("type") == "CHARGE":
         return await _charge(conn, body, key + ".", tag, rtype, res)

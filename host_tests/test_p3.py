@@ -40,6 +40,17 @@ def test_golden_flow(firmware, path, transport, request):
     _check(request, script, bad, got)
 
 
+def test_lenient_spellings_are_logged_as_notes(firmware):
+    script = Script(os.path.join(HERE, "golden", "p3", "lenient.txt"))
+    fw = firmware(script.config)
+    bad, _got = run_messages(script, lambda: connect(fw, "tcp"), False)
+    assert not bad, "\n".join(bad)
+    for note in ('autoCapture "true" taken as true', 'autoCapture "True" taken as true',
+                 "verifyOnReceipt taken as signatureOnReceipt",
+                 'signatureOnReceipt "true" taken as true'):
+        assert fw.wait_for(" note ", 5) is not None and note in fw.output(), fw.output()[-2000:]
+
+
 @_goldens("p3_tcp")
 def test_golden_tcp_bytes(firmware, path, request):
     script = Script(path)

@@ -133,3 +133,19 @@ def test_redact_hides_every_occurrence_of_a_secret_key():
     assert b"first" not in red and b"s3cr3t" not in red and b"AAAA" not in red, red
     assert red.count(b"***") == 3
     assert p3.redact(b'{"merchantSecret":"abc') == b'{"merchantSecret":"***'
+
+
+def test_relax_takes_text_booleans_and_signature_spellings_as_payserver_does():
+    body = {"transactionParameters": {"amount": "10.00", "autoCapture": "TRUE"},
+            "verifyOnReceipt": "false", "verified": "yes"}
+    notes = p3.relax(body)
+    assert body["transactionParameters"]["autoCapture"] is True
+    assert body["signatureOnReceipt"] is False and "verifyOnReceipt" not in body
+    assert body["verified"] == "yes"  # not a boolean spelling: field() refuses it
+    assert notes == ["verifyOnReceipt taken as signatureOnReceipt",
+                     'signatureOnReceipt "false" taken as false', 'autoCapture "TRUE" taken as true']
+    e = raises(p3.P3Error, p3.field, body, "verified", "", bool)
+    assert e.kind == "PARAMETER_INVALID"
+    body = {"onReceipt": True, "signatureOnReceipt": False}  # the real name wins
+    assert p3.relax(body) == [] and body["signatureOnReceipt"] is False
+    assert p3.relax({"transactionParameters": "x"}) == []
