@@ -17,6 +17,7 @@ import time
 from firmware import clock, log
 from firmware.terminal import Busy
 from wire import synqpay_link as L
+from wire.lenient import coerce
 
 SRC = "synqpay"  # the core's name for us, whichever port the client used
 KEY_FILE = "/synqpay.key"  # under the board's STATE_DIR: 8 hex digits
@@ -33,6 +34,9 @@ _EVENTS = {"wait_card": "WAITING_FOR_CARD", "card_read": "CARD_DETECTED",
 _RESULT = {"decline": "HOST_ERROR", "signature": "HOST_ERROR", "pin": "SMART_CARD_ERROR",
            "forbidden": "CARD_NOT_ALLOWED", "cancel": "CANCELED", "abort": "CANCELED",
            "no_card": "TIMEOUT", "no_pin": "TIMEOUT", "no_continue": "TIMEOUT", "host": "NETWORK_ERROR"}
+# params a Kotlin JSON reader would coerce from text (wire.lenient, docs/SYNQPAY.md)
+_BOOLS = ("notifyUpdate", "notifyEvents")
+_INTS = ("amount", "currency", "newAmount")
 _MODES = {"chip": "EMV", "contactless": "CONTACTLESS", "magstripe": "MAGNETIC"}
 
 
@@ -217,6 +221,8 @@ async def _request(me, key, payload):
             p = {}
         elif not isinstance(p, dict):
             raise Err(103, "params must be an object")
+        for note in coerce(p, _BOOLS, _INTS):
+            log.event(me.name, "note", me.peer, note)
         if m == "startTransaction":
             _start(me, rid, p)
             return  # answered when the transaction ends

@@ -182,6 +182,16 @@ def test_golden(firmware, tmp_path, path, request):
         pytest.skip("golden rewritten")
 
 
+def test_coerced_params_are_logged_as_notes(firmware, tmp_path):
+    fw = start(firmware, tmp_path)
+    link = Link(tcp(fw))
+    r = link.call("startTransaction", {"paymentMethod": "CREDIT_CARD", "transactionType": "SALE",
+                                       "referenceId": "n1", "amount": "0800", "notifyUpdate": "false"})
+    assert r["result"]["transaction"]["amount"] == 800, r
+    for note in ('amount "0800" taken as 800', 'notifyUpdate "false" taken as false'):
+        assert fw.wait_for(note, 5) is not None, fw.output()[-2000:]
+
+
 # ---------------------------------------------------------------- TLS
 
 def test_tls_client_pinning_the_root_and_one_skipping_verification_both_connect(firmware, tmp_path):

@@ -15,6 +15,8 @@ small pieces after its length.
 """
 import json
 
+from wire.lenient import coerce
+
 # error types (the error.type of a RESPONSE with status ERROR); docs/P3.md
 MESSAGE_INVALID = "MESSAGE_INVALID"
 TYPE_UNKNOWN = "MESSAGE_TYPE_UNKNOWN"
@@ -224,18 +226,18 @@ def field(d, key, path, types=str, need=True):
     return v
 
 
-# Booleans a real PayServer also takes as text ("true"), and the spellings
-# seen in the wild for "the cardholder signs the paper receipt": PayServer's
-# JSON reader coerces scalars, so a stand-in does too (docs/P3.md).
+# The spellings seen in the wild for "the cardholder signs the paper
+# receipt"; booleans sent as text are coerced as PayServer's JSON reader
+# does (wire.lenient, docs/P3.md).
 _FLAGS = ("autoCapture", "signatureOnReceipt", "verified")
 _ALIASES = (("verifyOnReceipt", "signatureOnReceipt"), ("onReceipt", "signatureOnReceipt"))
 
 
 def relax(body):
     """Coerce, in place, what a lenient server accepts in a request body and
-    its transactionParameters: "true"/"false" (any case) for the boolean
-    fields, and the other spellings of signatureOnReceipt.  Returns a note
-    per change, for the log; an ambiguous value is left for field() to refuse."""
+    its transactionParameters: text booleans, and the other spellings of
+    signatureOnReceipt.  Returns a note per change, for the log; what is not
+    unambiguous is left for field() to refuse."""
     notes = []
     for d in (body, body.get("transactionParameters")):
         if not isinstance(d, dict):
@@ -244,11 +246,7 @@ def relax(body):
             if alias in d and key not in d:
                 d[key] = d.pop(alias)
                 notes.append("%s taken as %s" % (alias, key))
-        for key in _FLAGS:
-            v = d.get(key)
-            if isinstance(v, str) and v.lower() in ("true", "false"):
-                d[key] = v.lower() == "true"
-                notes.append('%s "%s" taken as %s' % (key, v, v.lower()))
+        notes += coerce(d, _FLAGS)
     return notes
 
 
