@@ -217,7 +217,7 @@ async def _request(me, key, payload):
                 or type(rid) not in (str, int)):
             rid = rid if type(rid) in (str, int) else None
             raise Err(-32600, "invalid request")
-        if p is None:
+        if p is None or p == []:  # no params; many JSON-RPC clients send [] for none
             p = {}
         elif not isinstance(p, dict):
             raise Err(103, "params must be an object")
