@@ -122,7 +122,7 @@ class Fleet:
         def boot(tid, fw):
             try:
                 fw.start(timeout)
-            except Exception as e:  # noqa: BLE001 - reported below, with the terminal's name
+            except Exception as e:  # reported below, with the terminal's name
                 errors[tid] = e
 
         threads = [threading.Thread(target=boot, args=t) for t in self.terminals]
