@@ -94,5 +94,5 @@ def test_a_port_in_use_names_it_and_a_free_base(tmp_path):
 
 def test_fleet_options_need_a_count(tmp_path):
     proc = start(tmp_path, "--base-port", "19000")
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "give --count N" in err, err
