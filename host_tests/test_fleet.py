@@ -17,7 +17,7 @@ import time
 from understudy import paths
 
 PAY = b"CZ0040300CJ012012345678901CA00201CE003978CD0010CB0041250"
-BASE = 23400  # the fleet's ports: base + 10 * i + offset
+BASE = 15400  # base + 10 * i + offset: below the 20000-32000 other tests draw ports from
 
 
 def pay(port):
