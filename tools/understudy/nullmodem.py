@@ -23,8 +23,11 @@ _HUP = select.POLLHUP | select.POLLERR
 
 
 class NullModem:
-    def __init__(self, baud=None):
+    def __init__(self, baud=None, probe_s=0.01):
+        """probe_s: how often to look whether a register has opened its end
+        (its first bytes wait up to that long; a fleet of terminals uses 0.1)."""
         self.char_s = 10.0 / baud if baud else 0.0
+        self.probe_s = probe_s
         self.fw_master, self.fw_slave = pty.openpty()
         self.reg_master, reg_slave = pty.openpty()
         for fd in (self.fw_slave, reg_slave):
@@ -48,7 +51,7 @@ class NullModem:
         reg_open = False
         while not self._stop:
             now = time.monotonic()
-            wait = 0.01 if not reg_open else 0.1
+            wait = self.probe_s if not reg_open else 0.1
             if queue:
                 wait = min(wait, max(0.0, queue[0][0] - now))
                 if wait < 0.003:  # poll() rounds to whole ms: sleep precisely instead

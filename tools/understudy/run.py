@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from understudy import INSTALLED, build, paths, tls
+from understudy import INSTALLED, build, fleet, paths, tls
 from understudy.launch import Firmware, FirmwareError
 
 DEFAULT_HEAP = "2M"  # a PC is not a board: docs/MEMORY.md has the board budgets
@@ -27,10 +27,10 @@ def parse(argv, prog):
     )
     p.add_argument("--config", metavar="PATH",
                    help="config JSON (default: ./config.json if it exists, else built-in defaults)")
-    p.add_argument("--heap", metavar="SIZE", default=DEFAULT_HEAP,
-                   help="MicroPython heap, as -X heapsize takes it (default %s; a board has "
-                   "about 100-170K: try --heap 96K to see how it copes)"
-                   % DEFAULT_HEAP)
+    p.add_argument("--heap", metavar="SIZE",
+                   help="MicroPython heap, as -X heapsize takes it (default %s, with --count %s; "
+                   "a board has about 100-170K: try --heap 96K to see how it copes)"
+                   % (DEFAULT_HEAP, fleet.HEAP))
     p.add_argument("--state-dir", metavar="DIR", default=paths.STATE,
                    help="where the journal and other flash files live (default: %s)"
                    % os.path.relpath(paths.STATE))
@@ -41,7 +41,23 @@ def parse(argv, prog):
                    help="run the .py sources instead of build/mpy (needs --heap 512K, which the "
                    "default has: compiling on the fly costs RAM; 256K runs out with every "
                    "personality in use)")
-    return p.parse_args(argv)
+    f = p.add_argument_group("a fleet of terminals (docs/FLEET.md)")
+    f.add_argument("--count", metavar="N", type=int,
+                   help="start N terminals, UST00001 to UST<N>, each with its own ports, state dir "
+                   "(<state-dir>/UST00001...) and ptys; every line is printed with its terminal's name")
+    f.add_argument("--base-port", metavar="PORT", type=int, default=fleet.BASE,
+                   help="terminal i listens on PORT + i * stride + 0 concert-ip, 1 p3-tcp, 2 p3-ws, "
+                   "3 synqpay, 4 synqpay-tls, 5 web (default %d)" % fleet.BASE)
+    f.add_argument("--stride", metavar="K", type=int, default=fleet.STRIDE,
+                   help="ports between two terminals (default %d)" % fleet.STRIDE)
+    f.add_argument("--json", metavar="PATH",
+                   help="where to describe the fleet once it is READY (default <state-dir>/fleet.json)")
+    a = p.parse_args(argv)
+    if a.count is None and (a.json or a.base_port != fleet.BASE or a.stride != fleet.STRIDE):
+        p.error("--base-port, --stride and --json describe a fleet: give --count N")
+    if a.count is not None and a.count < 1:
+        p.error("--count must be at least 1")
+    return a
 
 
 def main(argv=None, prog="understudy run"):
@@ -57,7 +73,9 @@ def main(argv=None, prog="understudy run"):
         build.ensure()  # `make run` has built it; installed, the first run builds it
     tls.make(paths.TLS)
     root = paths.SOURCE if a.source else paths.MPY
-    fw = Firmware(root=root, heap=a.heap, config=config, state_dir=a.state_dir, echo=True,
+    if a.count is not None:
+        return fleet.main(a, prog, root, config)
+    fw = Firmware(root=root, heap=a.heap or DEFAULT_HEAP, config=config, state_dir=a.state_dir, echo=True,
                   flash=a.flash)
     asked = []
     # Ctrl-C in a terminal reaches the firmware by itself (same process group)

@@ -34,11 +34,35 @@ DEFAULTS = {
 TCP = ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls")
 
 
+LOW, HIGH = 20000, 32000  # below Linux's ephemeral range (32768+)
+
+
+def worker():
+    """(index, count) of this pytest-xdist worker ("gw3" of 8: (3, 8)); (0, 1) outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        index = int(name[2:]) if name.startswith("gw") else 0
+    except ValueError:
+        return 0, 1
+    return (index, count) if 0 <= index < count else (0, 1)
+
+
+def port_range():
+    """This worker's share of LOW..HIGH: each pytest-xdist worker draws its
+    ports from its own slice, so two workers never race for one port."""
+    index, count = worker()
+    span = (HIGH - LOW) // count
+    return LOW + index * span, LOW + (index + 1) * span - 1
+
+
 def free_port():
-    """A free port below Linux's ephemeral range (32768+), where no outgoing
-    connection can take it between now and the firmware's bind."""
+    """A free port of this worker's slice, below Linux's ephemeral range,
+    where no outgoing connection can take it between now and the firmware's
+    bind."""
+    low, high = port_range()
     while True:
-        port = random.randint(20000, 32000)
+        port = random.randint(low, high)
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))
