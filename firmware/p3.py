@@ -199,7 +199,7 @@ def view(app, t, final=True):
         v.append(("clearingDetails", (("authorizationCode", t.auth),
                                       ("terminalId", cfg["terminal_id"]),
                                       ("merchantId", cfg["merchant_id"]))))
-    if t.result in ("approved", "declined"):
+    if t.result in ("approved", "declined") and t.reason != "paper_out":  # out of paper: none
         paper = data.get("sig") == "receipt"
         had, receipt = borrow("firmware.receipt")
         for key, merchant in (("merchantReceipt", True), ("customerReceipt", False)):
@@ -221,7 +221,8 @@ def _update(app, t, st, tag, res):
     if step is None:
         return None
     v = view(app, t, False)
-    info = [step[1], "%s %s" % (v[4][1].decode(), v[5][1])]
+    # the terminal's passing message first: wrong PIN, insert card, swipe card
+    info = [app.term.note or step[1], "%s %s" % (v[4][1].decode(), v[5][1])]
     return w.message("EXECUTE_TRANSACTION_UPDATE", tag, res, None, None, (
         ("transaction", v),
         ("transactionProcessDetails", (("state", step[0]), ("information", info))),
@@ -361,5 +362,5 @@ async def start(conn, op, a, cur, tp, path, orig, tag, rtype, res, updates):
                                 data={"subject": subject[:64]} if subject else None)
     except Busy:
         raise w.P3Error(BUSY, "the terminal is busy with another transaction")
-    t.hold = ("signature",)
+    t.hold = ("signature", "partial")  # its amount is the amount approved
     asyncio.create_task(drive(conn, t, rtype, tag, res, updates))
