@@ -213,16 +213,21 @@ def view(app, t, final=True):
 
 
 def _update(app, t, st, tag, res):
-    """The UPDATE (or ACTION) for a state the transaction entered, or None."""
+    """The UPDATE (or ACTION) for a state the transaction entered, or None;
+    st: (that state, the terminal's note and the amount at that moment:
+    the updates of a flow that never waited are sent after it ended)."""
+    st, note, amount = st
     if st == "signature":
         return w.message("EXECUTE_TRANSACTION_ACTION", tag, res, None, None,
                          (("type", "SIGNATURE"), ("transaction", view(app, t, False))))
     step = _STEPS.get(st)
     if step is None:
         return None
+    now, t.amount = t.amount, amount
     v = view(app, t, False)
+    t.amount = now
     # the terminal's passing message first: wrong PIN, insert card, swipe card
-    info = [app.term.note or step[1], "%s %s" % (v[4][1].decode(), v[5][1])]
+    info = [note or step[1], "%s %s" % (v[4][1].decode(), v[5][1])]
     return w.message("EXECUTE_TRANSACTION_UPDATE", tag, res, None, None, (
         ("transaction", v),
         ("transactionProcessDetails", (("state", step[0]), ("information", info))),
@@ -249,7 +254,7 @@ async def drive(conn, t, rtype, tag, res, updates=True):
     ev = asyncio.Event()
 
     def progress(t):
-        pend.append(t.state)
+        pend.append((t.state, term.note, t.amount))  # as they are at that moment
         ev.set()
 
     if updates:

@@ -153,6 +153,7 @@ class Terminal:
             log.event("core", "error", repr(e))
             t.result, t.reason, t.auth, t.drop = "error", "internal", None, False
         self.current = None
+        self.note = None
         self._ended.set()
         self._state(t, DONE)
         if self.cfg["log"]["heap"]:
