@@ -368,7 +368,10 @@ class Terminal:
         self.note = None
         if w == "confirm":
             return True
-        t.result, t.reason = ("cancelled", "duplicate" if w == "cancel" else w) if w else ("timeout", "no_confirm")
+        if w:
+            t.result, t.reason = "cancelled", "duplicate" if w == "cancel" else w
+        else:
+            t.result, t.reason = "timeout", "no_confirm"
         return False
 
     def _seen(self, t):
