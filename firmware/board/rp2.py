@@ -67,13 +67,3 @@ def uart(name, lc):
     if name == "synqpay-serial":
         return hwuart.open(lc, 1, 4, 5)
     return hwuart.open(lc, 0, 0, 1)
-
-
-def power_cut(ms):
-    """The power_cut outcome: off for ms, then a real reset (the journal
-    replays at boot as after any power loss)."""
-    import machine
-    import time
-
-    time.sleep_ms(ms)  # nothing runs while the power is off
-    machine.reset()
