@@ -42,6 +42,7 @@ class FakeModule:
         self.at_baud = 38400 if full_at else None  # KEY high at power-up: full AT mode
         self.writes = []  # (setting, value) written to the module's flash
         self.commands = []  # every AT command received
+        self.talk = []  # the AT dialogue as golden lines: "> sent by the firmware", "< answered"
         self.resets = 0
         self.connected = False
         self.log = []
@@ -139,10 +140,12 @@ class FakeModule:
                 self._hc05(cmd.decode("latin-1"))
 
     def _answer(self, text):
+        self.talk.append("< " + text.replace("\r\n", "<0d><0a>"))
         os.write(self.fw_master, text.encode())
 
     def _hc05(self, cmd):
         self.commands.append(cmd)
+        self.talk.append("> " + cmd + "<0d><0a>")
         up = cmd.upper()
         if up == "AT":
             return self._answer("OK\r\n")
@@ -171,6 +174,7 @@ class FakeModule:
     def _hc06(self, raw):
         cmd = raw.decode("latin-1")
         self.commands.append(cmd)
+        self.talk.append("> " + cmd)
         if cmd == "AT":
             return self._answer("OK")
         if cmd.startswith("AT+NAME"):
