@@ -65,7 +65,7 @@ class BLEListener:
         self.pend = b""  # received, not read yet
         self.out = bytearray()  # to notify
         self.task = None
-        self.adv = None
+        self.adv = (b"", b"")  # advertising data, scan response
 
     async def start(self, lc):
         try:
@@ -112,16 +112,19 @@ class BLEListener:
 
     def _irq(self, event, data):
         """The stack's events (scheduled, not a hard IRQ): keep it short."""
+        ble = self.ble
+        if ble is None:
+            return
         if event == _IRQ_GATTS_WRITE:
             if data[0] == self.conn and data[1] == self.rx:
                 self.flag.set()
         elif event == _IRQ_CENTRAL_CONNECT:
             if self.conn is not None:  # one register at a time
-                self.ble.gap_disconnect(data[0])  # type: ignore
+                ble.gap_disconnect(data[0])
                 log.event(self.name, "refused", "a second central while one is connected")
                 return
             self.conn, self.mtu, self.pend = data[0], 23, b""
-            self.ble.gatts_read(self.rx)  # type: ignore  # nothing from before
+            ble.gatts_read(self.rx)  # nothing from before
             log.event(self.name, "connected", "central %d" % data[0])
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] != self.conn:
@@ -166,7 +169,8 @@ class BLEListener:
                 except OSError:  # the stack's queue is full: let it send
                     await asyncio.sleep_ms(20)
             else:
-                log.event(self.name, "notify", "the stack took nothing for 1 s; %d bytes dropped" % (len(self.out) - i))
+                log.event(self.name, "notify", "the stack took nothing for 1 s; %d bytes dropped"
+                          % (len(self.out) - i))
                 break
             i += n
         self.out = bytearray()

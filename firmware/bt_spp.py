@@ -150,6 +150,8 @@ class SPPListener:
         silent within ms.  An HC-05 ends its answer with OK or ERROR and a
         line end; an HC-06's ("OKsetname") ends when it falls silent."""
         st = self.st
+        if st is None:
+            return ""
         while await uart.read(st, 0):  # what came before is not the answer
             pass
         st.write(cmd.encode())
@@ -184,10 +186,11 @@ class SPPListener:
                 key.value(0)
             why = "check its power, TX to the board's RX and RX to TX"
             if not self.hc06:
-                why += ", and that KEY/EN is wired to the key pin (%s): an HC-05 takes AT commands only with KEY high" % (
-                    "GPIO %d" % lc["key"] if lc["key"] >= 0 else "none set")
-            log.event(self.name, "module", "no answer to AT at %s baud: %s; settings left as they are, serving the line" % (
-                "/".join([str(b) for b in tried]), why))
+                pin = "GPIO %d" % lc["key"] if lc["key"] >= 0 else "none set"
+                why += (", and that KEY/EN is wired to the key pin (%s): an HC-05 takes AT "
+                        "commands only with KEY high") % pin
+            log.event(self.name, "module", "no answer to AT at %s baud: %s; settings left as they are, "
+                      "serving the line" % ("/".join([str(b) for b in tried]), why))
             return
         wrote = await (self._hc06(lc, found) if self.hc06 else self._hc05(lc))
         if self.hc06:
@@ -224,7 +227,7 @@ class SPPListener:
         path = self.app.board.STATE_DIR + "/" + self.name + ".at"
         want = [module_name(self.app, lc), lc["pin"], str(lc["baud"])]
         try:
-            with open(path) as f:
+            with open(path) as f:  # noqa: ASYNC230  (a few bytes of flash, at boot)
                 had = f.read().split("\n")
         except OSError:
             had = []
@@ -242,7 +245,7 @@ class SPPListener:
                 raise OSError("%s answered %r" % (cmds[i], ans.strip()))
             wrote.append(names[i])
         if wrote:
-            with open(path, "w") as f:
+            with open(path, "w") as f:  # noqa: ASYNC230
                 f.write("\n".join(want))
         return wrote
 

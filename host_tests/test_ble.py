@@ -6,7 +6,6 @@ register on top is `understudy ecr concert`'s own serial-line code, and the
 serial golden transcripts replay byte for byte."""
 import argparse
 import os
-import sys
 import threading
 
 import pytest
@@ -121,7 +120,6 @@ def test_serial_golden_over_ble(ble, name, monkeypatch):
 def test_no_bluetooth_module_is_one_line(firmware):
     """A board whose MicroPython has no bluetooth (the unix port itself)."""
     fw = firmware({"listeners": {"concert-ble": {"enabled": True}}})
-    assert "concert-ble failed cannot listen: OSError(\"this board's MicroPython has no bluetooth module\",)" \
-        in fw.output() or "no bluetooth module" in fw.output()
-    assert sys.modules  # the terminal runs on
+    assert "concert-ble failed cannot listen: OSError(\"this board's MicroPython has no bluetooth" \
+        in fw.output()
     assert "concert-ble" not in fw.listeners

@@ -80,7 +80,8 @@ def test_first_boot_sets_the_module_then_leaves_its_flash_alone(bt):
     finally:
         t.close()
     code, out = ecr(m, "pay", "12.50")
-    assert code == 0 and out.startswith("approved  12.50 EUR  auth ") and out.endswith("card ************0014")
+    assert code == 0 and out.startswith("approved  12.50 EUR  auth ")
+    assert out.endswith("card ************0014")
     assert ecr(m, "status")[1].startswith("approved (last transaction)  12.50 EUR")
     fw.stop()
     writes = len(m.writes)
@@ -182,7 +183,7 @@ def at_transcript(path):
 def test_at_dialogue_golden(bt, path, request):
     """What the terminal says to the module at boot, and what it answers."""
     module, lc, want = at_transcript(path)
-    fw, m = bt(module=module, lc=lc)
+    _fw, m = bt(module=module, lc=lc)
     time.sleep(0.3)
     if request.config.getoption("--update-goldens"):
         keep = [ln for ln in open(path).read().splitlines() if ln[:2] not in ("> ", "< ")]
@@ -204,8 +205,10 @@ def test_board_uart_for_the_module(board, want):
     from understudy.launch import micropython
 
     fakes = os.path.join(HERE, "fakes")
-    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (fakes, paths.ROOT, os.path.join(paths.ROOT, "lib")))
-    r = subprocess.run([micropython(), os.path.join(fakes, "uart_check.py"), board, json.dumps({}), "concert-bt"],
+    lib = os.path.join(paths.ROOT, "lib")
+    env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (fakes, paths.ROOT, lib))
+    check = os.path.join(fakes, "uart_check.py")
+    r = subprocess.run([micropython(), check, board, json.dumps({}), "concert-bt"],
                        env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr
     assert want in r.stdout, r.stdout
@@ -213,6 +216,7 @@ def test_board_uart_for_the_module(board, want):
 
 def test_bad_module_settings_are_reported(bt):
     fw, m = bt(lc={"module": "hc08", "pin": "12", "bits": 7, "name": "my till"})
+    assert m.name == NAME
     out = fw.output()
     assert 'listeners.concert-bt.module: "hc08" not allowed (hc05, hc06); using "hc05"' in out
     assert "listeners.concert-bt.pin: the value set is not allowed (4 digits); using the default" in out
