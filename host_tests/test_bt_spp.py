@@ -223,3 +223,15 @@ def test_bad_module_settings_are_reported(bt):
     assert "listeners.concert-bt.bits: 7 not allowed (8..8); using 8" in out
     assert 'listeners.concert-bt.name: "my till" not allowed (up to 20 characters' in out
     assert m.pin == "1234" and m.name == NAME
+
+
+def test_the_pin_is_masked_by_the_control_api(bt):
+    import json
+    import urllib.request
+
+    fw, _m = bt(lc={"pin": "4321"})
+    host, port = fw.address("web")
+    with urllib.request.urlopen("http://%s:%d/api/config" % (host, port), timeout=10) as r:
+        cfg = json.loads(r.read())
+    assert cfg["listeners"]["concert-bt"]["pin"] == "***"
+    assert cfg["listeners"]["concert-bt"]["name"] == ""
