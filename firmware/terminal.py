@@ -108,7 +108,13 @@ class Terminal:
         if not room(self.cfg["memory"]["headroom"]):
             log.event("core", "busy", src, op, "refused; heap short (%d bytes free)" % gc.mem_free())
             raise Busy
-        t = self.current = Txn(op, amount, cur, src, ref, orig, data)
+        try:  # room() counts free bytes, not one block: a fragmented heap can still fail
+            t = Txn(op, amount, cur, src, ref, orig, data)
+        except MemoryError:
+            gc.collect()
+            log.event("core", "busy", src, op, "refused; heap short (no block for it)")
+            raise Busy
+        self.current = t
         rules = self.cfg["outcomes"]
         # a row for this transaction's number ("#7") beats the amount's row
         if not outcome and self.queue:

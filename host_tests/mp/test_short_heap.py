@@ -52,6 +52,30 @@ def test_a_transaction_is_refused_as_busy_before_it_starts_when_the_heap_is_shor
     assert term.current is None and term.journal.next_no == 1  # nothing begun, nothing recorded
 
 
+def test_no_block_for_the_transaction_is_busy_too():
+    """room() counts free bytes; a fragmented heap can still have no block
+    for the transaction itself: that is busy as well, not a MemoryError
+    that closes the register's connection unanswered."""
+    from firmware import terminal
+
+    def no_block(*args):
+        raise MemoryError("memory allocation failed, allocating 464 bytes")
+
+    cfg, problems = config.merge({"memory": {"headroom": 0}})
+    assert not problems, problems
+    term = Terminal(cfg)
+    real, terminal.Txn = terminal.Txn, no_block
+    try:
+        term.start("pay", 1250, 978, "test")
+        raise AssertionError("started")
+    except Busy:
+        pass
+    finally:
+        terminal.Txn = real
+    assert term.current is None and term.journal.next_no == 1
+    assert term.start("pay", 1250, 978, "test") is term.current  # and the next one starts
+
+
 class _App:
     def __init__(self, cfg):
         self.cfg = cfg
