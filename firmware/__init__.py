@@ -3,7 +3,7 @@
 VERSION = "0.1.0"
 # settings never shown: not in logs, config problem lines, the control API or the page
 SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.merchant_secret",
-          "card.pan")
+          "card.pan", "listeners.concert-bt.pin")
 
 
 def borrow(name):

@@ -27,6 +27,8 @@ PERSONALITIES = (
     ("synqpay-serial", "uart", "firmware.synqpay_serial"),
     ("p3-tcp", "tcp", "firmware.p3_tcp"),
     ("p3-ws", "ws", "firmware.p3_ws"),
+    ("concert-bt", "bt-spp", "firmware.bt_spp"),
+    ("concert-ble", "ble", "firmware.ble"),
 )
 # the web page and control API: its settings are the `web` section
 WEB = ("web", "http", "firmware.web")

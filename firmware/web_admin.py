@@ -105,11 +105,14 @@ async def _reset(app, name, s, method, q, body, headers):
 
 def _masked(cfg):
     out = dict(cfg)
-    for path in SECRET:
-        sec, key = path.split(".")
-        if out[sec][key]:
-            out[sec] = dict(out[sec])
-            out[sec][key] = "***"
+    for path in SECRET:  # "section.key" or "section.name.key"
+        keys = path.split(".")
+        d = out
+        for k in keys[:-1]:  # copy down the path: the running config is not touched
+            d[k] = dict(d[k])
+            d = d[k]
+        if d[keys[-1]]:
+            d[keys[-1]] = "***"
     return out
 
 

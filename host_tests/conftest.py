@@ -55,14 +55,15 @@ def firmware(fw_root, tmp_path):
     """start(config=None, heap=None, state_dir=None) -> a running Firmware."""
     started = []
 
-    def start(config=None, heap=None, state_dir=None, clock=CLOCK, flash=None):
-        """A running firmware; the same state_dir again is the same board rebooted."""
+    def start(config=None, heap=None, state_dir=None, clock=CLOCK, flash=None, path=(), env=None):
+        """A running firmware; the same state_dir again is the same board rebooted.
+        path: directories imported from first (fake modules); env: more environment."""
         cfg = merge(base_config(), config or {})
         root = paths.MPY if fw_root == "mpy" else paths.SOURCE
         heap = heap or (MPY_HEAP if fw_root == "mpy" else SOURCE_HEAP)
         fw = Firmware(root=root, heap=heap, config=cfg,
                       state_dir=state_dir or str(tmp_path / ("state%d" % len(started))),
-                      clock=clock, flash=flash)
+                      clock=clock, flash=flash, path=path, env=env)
         started.append(fw)
         return fw.start()
 

@@ -44,9 +44,13 @@ address = wlan.address
 def uart(name, lc):
     """The serial line of listener `name`.  UART0 is the REPL: Concert on
     UART2, GPIO17 (TX) and GPIO16 (RX); Synqpay on UART1, GPIO4 (TX) and
-    GPIO5 (RX) (UART1's own pins are the flash's): free on DevKitC boards."""
+    GPIO5 (RX) (UART1's own pins are the flash's): free on DevKitC boards.
+    A Bluetooth module (concert-bt) on UART1 too, GPIO25 (TX) and GPIO26 (RX):
+    the ESP32 has no fourth UART, so it and synqpay-serial take turns."""
     from firmware.board import hwuart
 
     if name == "synqpay-serial":
         return hwuart.open(lc, 1, 4, 5)
+    if name == "concert-bt":
+        return hwuart.open(lc, 1, 25, 26)
     return hwuart.open(lc, 2, 17, 16)

@@ -61,9 +61,13 @@ def address():
 
 def uart(name, lc):
     """The serial line of listener `name`: Concert on UART0, GP0 (TX) and
-    GP1 (RX); Synqpay on UART1, GP4 (TX) and GP5 (RX); the REPL is on USB."""
+    GP1 (RX); Synqpay on UART1, GP4 (TX) and GP5 (RX); the REPL is on USB.
+    A Bluetooth module (concert-bt) on UART1, GP8 (TX) and GP9 (RX): the RP2040
+    has two UARTs, so it and synqpay-serial take turns."""
     from firmware.board import hwuart
 
     if name == "synqpay-serial":
         return hwuart.open(lc, 1, 4, 5)
+    if name == "concert-bt":
+        return hwuart.open(lc, 1, 8, 9)
     return hwuart.open(lc, 0, 0, 1)

@@ -58,6 +58,30 @@ _BAUD = {1200: 0o11, 2400: 0o13, 4800: 0o14, 9600: 0o15, 19200: 0o16, 38400: 0o1
          57600: 0o10001, 115200: 0o10002}
 
 
+class _Pin:
+    """A GPIO on a PC: the file <UNDERSTUDY_PINS>/gpio<n> holds 0 or 1, so a
+    host test's fake device sees what the firmware drives and sets what it
+    reads (the Bluetooth module's KEY and STATE pins)."""
+
+    def __init__(self, n):
+        self.path = "%s/gpio%d" % (os.getenv("UNDERSTUDY_PINS") or STATE_DIR, n)
+
+    def value(self, v=None):
+        if v is not None:
+            with open(self.path, "w") as f:
+                f.write("1" if v else "0")
+            return None
+        try:
+            with open(self.path) as f:
+                return 1 if f.read(1) == "1" else 0
+        except OSError:
+            return 0
+
+
+def pin(n, out):
+    return _Pin(n)
+
+
 def uart(name, lc):
     """The serial line of listener `name`: lc["device"] (a tty, e.g. a USB
     adapter), else the pty pair the launcher made for it; shown is the path

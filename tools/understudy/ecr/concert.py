@@ -1,4 +1,5 @@
-"""`understudy ecr concert`: Concert V3 over TCP, V3 or V2 (E/E+) over a serial line.
+"""`understudy ecr concert`: Concert V3 over TCP, V3 or V2 (E/E+) over a serial line
+or over Bluetooth Low Energy (a Nordic UART Service, --ble: ecr/ble.py).
 
 Over TCP the register connects, sends one request, reads the answer and
 closes.  Concert marks no end of message: the answer is complete when the
@@ -43,7 +44,12 @@ def add_parser(sub):
     p.add_argument("--baud", type=int, default=9600, help="serial speed (default %(default)s)")
     p.add_argument("--line", default="7E1", choices=("7E1", "8N1", "7O1", "8E1"),
                    help="serial data bits, parity, stop bits (default %(default)s, Concert's)")
-    p.add_argument("--v2", action="store_true", help="serial only: Concert V2 (E+) instead of V3")
+    p.add_argument("--ble", metavar="NAME",
+                   help="use Bluetooth Low Energy instead: the terminal advertising NAME (a Nordic "
+                   "UART Service, e.g. Understudy-UST00001); needs bleak (pip install "
+                   "'understudy[ble]') and a BLE adapter.  A Bluetooth module's SPP port is a "
+                   "serial line: --serial /dev/rfcomm0")
+    p.add_argument("--v2", action="store_true", help="serial or BLE: Concert V2 (E+) instead of V3")
     p.add_argument("--currency", default="EUR", help="EUR, 978, USD... (default %(default)s)")
     p.add_argument("--register", default="01", help="register number, CA (default %(default)s)")
     p.add_argument("--pos-id", default="012345678901",
@@ -65,8 +71,8 @@ def run(a, trace):
         raise Usage("concert %s takes no amount" % a.action)
     cents = minor(a.amount, places) if needs_amount else None
     if a.v2:
-        if not a.serial:
-            raise Usage("--v2 is a serial protocol: give --serial DEVICE")
+        if not (a.serial or a.ble or getattr(a, "link", None)):
+            raise Usage("--v2 is a serial protocol: give --serial DEVICE or --ble NAME")
         if a.action not in V2_TYPES:
             raise Usage("Concert V2 has no %s request (only pay, refund, void)" % a.action)
         return _v2(a, trace, cents, num, places)
@@ -83,7 +89,10 @@ def run(a, trace):
         request = tlv.encode(pairs)
     except tlv.TLVError as e:
         raise Usage(str(e))
-    raw = _serial(a, trace, request) if a.serial else _tcp(a, trace, request)
+    if a.serial and a.ble:
+        raise Usage("give --serial or --ble, not both")
+    line = a.serial or a.ble or getattr(a, "link", None)
+    raw = _serial(a, trace, request) if line else _tcp(a, trace, request)
     try:
         answer = tlv.decode(raw)
     except tlv.TLVError as e:
@@ -148,9 +157,22 @@ def _tcp(a, trace, request):
 
 
 class Line:
-    """The register's end of a Concert serial line (pyserial)."""
+    """The register's end of a Concert serial line: pyserial, or anything with
+    its read(1) (timeout 0.05 s), write, flush and close (`port`: a BLE link)."""
 
-    def __init__(self, a, trace):
+    def __init__(self, a, trace, port=None):
+        self.trace = trace
+        self.a = a
+        self.reply_s = 3.0
+        self.rx = bytearray()  # received, not traced yet: traced as one line per turn
+        if port is not None:
+            self.s = port
+            return
+        if getattr(a, "ble", None):
+            from understudy.ecr import ble
+
+            self.s = ble.connect(a.ble, min(a.timeout, 20))
+            return
         import termios
 
         import serial
@@ -167,10 +189,6 @@ class Line:
                 self.s = serial.Serial(a.serial, a.baud, timeout=0.05)
         except (serial.SerialException, ValueError, termios.error) as e:
             raise NoAnswer("cannot open %s: %s" % (a.serial, e))
-        self.trace = trace
-        self.a = a
-        self.reply_s = 3.0
-        self.rx = bytearray()  # received, not traced yet: traced as one line per turn
 
     def close(self):
         self._flush()
@@ -276,7 +294,7 @@ class Line:
 
 
 def _serial(a, trace, request):
-    line = Line(a, trace)
+    line = Line(a, trace, getattr(a, "link", None))  # a test gives an open link
     try:
         line.send(request)
         return line.receive(a.timeout)
