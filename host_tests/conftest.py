@@ -70,12 +70,13 @@ def firmware(fw_root, tmp_path):
     yield start
     errors = []
     for fw in started:
-        died = fw.proc is not None and fw.proc.poll() not in (None, 0) and not fw.killed
+        status = fw.proc.poll() if fw.proc is not None else None
+        died = status not in (None, 0) and not fw.killed
         fw.stop()
         if fw.problems():
             errors.append("firmware printed:\n" + fw.output())
         elif died:
-            errors.append("firmware died:\n" + fw.output())
+            errors.append("firmware died (exit status %s):\n%s" % (status, fw.output()))
         fw.cleanup()
     assert not errors, "\n".join(errors)
 
