@@ -16,10 +16,8 @@ one log line; the line is served anyway (a module set up by hand works).
 Wiring: docs/BOARDS.md; settings: docs/CONFIG.md.
 """
 import asyncio
-import gc
-import sys
 
-from firmware import load, log, uart
+from firmware import log, uart
 
 HC06_BAUD = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)  # AT+BAUD1..8
 _PARITY = {"none": "0", "odd": "1", "even": "2"}  # HC-05 AT+UART's third field
@@ -112,24 +110,7 @@ class SPPListener:
             self.watch = asyncio.create_task(self._state(st))
         log.event(self.name, "ready", "%s %s, Concert on the line at %d" % (
             lc["module"], module_name(self.app, lc), lc["baud"]))
-        while True:
-            try:
-                first = b""
-                while not first:
-                    first = await uart.read(self.st, 1000)
-                mod = load("firmware.concert_serial")
-                await mod.serve(self.app, self.name, self.st, lc, first)
-                return
-            except asyncio.CancelledError:
-                raise
-            except MemoryError as e:
-                mod = None
-                gc.collect()
-                log.event(self.name, "out-of-memory", repr(e), "session dropped")
-            except Exception as e:
-                log.event(self.name, "error", repr(e))
-                sys.print_exception(e)
-                return
+        await uart.serve(self.app, self.name, self.st, lc, "firmware.concert_serial")
 
     async def _state(self, pin):
         """The module's STATE pin: high while a register is connected."""

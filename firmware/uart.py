@@ -62,21 +62,28 @@ class UARTListener:
                 pass
 
     async def _run(self, st, lc):
-        while True:
-            try:
-                first = b""
-                while not first:
-                    first = await read(st, 1000)
-                mod = load(self.module)
-                await mod.serve(self.app, self.name, st, lc, first)
-                return
-            except asyncio.CancelledError:
-                raise
-            except MemoryError as e:  # a heap too small at this peak: as TCP drops one client,
-                mod = None  # the line drops this session and serves the next
-                gc.collect()
-                log.event(self.name, "out-of-memory", repr(e), "session dropped")
-            except Exception as e:  # a bug: say so loudly; the line stays dead until a restart
-                log.event(self.name, "error", repr(e))
-                sys.print_exception(e)
-                return
+        await serve(self.app, self.name, st, lc, self.module)
+
+
+async def serve(app, name, st, lc, module):
+    """Wait for a line's first bytes, then hand the line to `module`'s
+    serve() until it returns; every serial-like listener (UART, Bluetooth
+    module, BLE) runs its stream through here."""
+    while True:
+        try:
+            first = b""
+            while not first:
+                first = await read(st, 1000)
+            mod = load(module)
+            await mod.serve(app, name, st, lc, first)
+            return
+        except asyncio.CancelledError:
+            raise
+        except MemoryError as e:  # a heap too small at this peak: as TCP drops one client,
+            mod = None  # the line drops this session and serves the next
+            gc.collect()
+            log.event(name, "out-of-memory", repr(e), "session dropped")
+        except Exception as e:  # a bug: say so loudly; the line stays dead until a restart
+            log.event(name, "error", repr(e))
+            sys.print_exception(e)
+            return
