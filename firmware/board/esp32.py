@@ -1,7 +1,5 @@
 """ESP32 dev boards (DevKitC and friends): LED on GPIO2 unless board.led says otherwise."""
-from machine import Pin
-
-from firmware.board import wlan
+from firmware.board import mcu, wlan
 
 NAME = "esp32"
 DEFAULT_HOST = "0.0.0.0"
@@ -9,29 +7,14 @@ JOURNAL_FLUSH = True  # littlefs commits a record on flush
 CONFIG_PATH = "/config.json"
 STATE_DIR = "/state"
 TLS_DIR = "/tls"  # cert.der, key.der
-_LED = 2
-_pin = None
-_active_low = False
 
 
 def setup(cfg):
-    global _pin, _active_low
-    b = cfg["board"]
-    pin = _LED if b["led"] < 0 else b["led"]
-    _active_low = b["led_active_low"]
-    try:
-        _pin = Pin(pin, Pin.OUT)
-    except Exception:
-        _pin = None
+    mcu.setup(cfg, 2)
 
 
-def stopped():
-    pass
-
-
-def led(on):
-    if _pin is not None:
-        _pin.value(1 if bool(on) != _active_low else 0)
+led = mcu.led
+stopped = mcu.stopped
 
 
 async def network_up(cfg):
@@ -47,10 +30,8 @@ def uart(name, lc):
     GPIO5 (RX) (UART1's own pins are the flash's): free on DevKitC boards.
     A Bluetooth module (concert-bt) on UART1 too, GPIO25 (TX) and GPIO26 (RX):
     the ESP32 has no fourth UART, so it and synqpay-serial take turns."""
-    from firmware.board import hwuart
-
     if name == "synqpay-serial":
-        return hwuart.open(lc, 1, 4, 5)
+        return mcu.uart(lc, 1, 4, 5)
     if name == "concert-bt":
-        return hwuart.open(lc, 1, 25, 26)
-    return hwuart.open(lc, 2, 17, 16)
+        return mcu.uart(lc, 1, 25, 26)
+    return mcu.uart(lc, 2, 17, 16)

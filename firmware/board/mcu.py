@@ -1,12 +1,31 @@
-"""machine.UART for boards that have one (ESP32, RP2040): the listener
-config's id, pins, baud, bits, parity and stop bits, with the board's
-defaults where the config says -1."""
+"""What the microcontroller boards (ESP32, RP2040) share: the status LED on
+a pin and machine.UART.  The board module names its defaults; the config's
+board.led and a listener's id, tx and rx override them where not -1."""
 from machine import UART, Pin
 
 _PARITY = {"none": None, "even": 0, "odd": 1}
+_led = None  # (Pin, active low)
 
 
-def open(lc, uid, tx, rx):
+def setup(cfg, default_led):
+    global _led
+    b = cfg["board"]
+    try:
+        _led = (Pin(default_led if b["led"] < 0 else b["led"], Pin.OUT), b["led_active_low"])
+    except Exception:  # a pin this board lacks: no LED rather than no terminal
+        _led = None
+
+
+def led(on):
+    if _led is not None:
+        _led[0].value(1 if bool(on) != _led[1] else 0)
+
+
+def stopped():
+    pass
+
+
+def uart(lc, uid, tx, rx):
     uid = uid if lc["id"] < 0 else lc["id"]
     tx = tx if lc["tx"] < 0 else lc["tx"]
     rx = rx if lc["rx"] < 0 else lc["rx"]

@@ -1,7 +1,7 @@
 """Raspberry Pi Pico W, or a plain Pico: pin "LED" (on the Wi-Fi chip on a
 Pico W, GP25 on a Pico).  A plain Pico has no `network` module: the terminal
 then runs its serial personalities only, and says so once at boot."""
-from machine import Pin
+from firmware.board import mcu
 
 NAME = "rp2"
 DEFAULT_HOST = "0.0.0.0"
@@ -9,29 +9,14 @@ JOURNAL_FLUSH = True  # littlefs commits a record on flush
 CONFIG_PATH = "/config.json"
 STATE_DIR = "/state"
 TLS_DIR = "/tls"  # cert.der, key.der
-_LED = "LED"
-_pin = None
-_active_low = False
 
 
 def setup(cfg):
-    global _pin, _active_low
-    b = cfg["board"]
-    pin = _LED if b["led"] < 0 else b["led"]
-    _active_low = b["led_active_low"]
-    try:
-        _pin = Pin(pin, Pin.OUT)
-    except Exception:
-        _pin = None
+    mcu.setup(cfg, "LED")
 
 
-def stopped():
-    pass
-
-
-def led(on):
-    if _pin is not None:
-        _pin.value(1 if bool(on) != _active_low else 0)
+led = mcu.led
+stopped = mcu.stopped
 
 
 def _wlan():
@@ -64,10 +49,8 @@ def uart(name, lc):
     GP1 (RX); Synqpay on UART1, GP4 (TX) and GP5 (RX); the REPL is on USB.
     A Bluetooth module (concert-bt) on UART1, GP8 (TX) and GP9 (RX): the RP2040
     has two UARTs, so it and synqpay-serial take turns."""
-    from firmware.board import hwuart
-
     if name == "synqpay-serial":
-        return hwuart.open(lc, 1, 4, 5)
+        return mcu.uart(lc, 1, 4, 5)
     if name == "concert-bt":
-        return hwuart.open(lc, 1, 8, 9)
-    return hwuart.open(lc, 0, 0, 1)
+        return mcu.uart(lc, 1, 8, 9)
+    return mcu.uart(lc, 0, 0, 1)
