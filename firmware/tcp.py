@@ -49,6 +49,10 @@ _NODELAY = getattr(socket, "TCP_NODELAY", 1)
 
 
 _BACKLOG = 8  # queued connections: a burst of registers waits here, not for a SYN retry
+# A connection that arrives while the heap is short waits in the backlog, up
+# to this long, for the transactions being served to finish and give their
+# heap back (a register waits as for a busy terminal); only then is it refused.
+_ROOM_WAIT_MS = 1000
 
 
 def nodelay(s):
@@ -144,14 +148,19 @@ class TCPListener:
     async def _serve(self, s):
         while True:
             yield core._io_queue.queue_read(s)
+            # before any work: a client taken on now would starve those being served
+            # (half the headroom: its transaction, if any, must find all of it)
+            need = self.app.cfg["memory"]["headroom"] // 2
+            waited = 0
+            while waited < _ROOM_WAIT_MS and not room(need):
+                await asyncio.sleep_ms(20)
+                waited += 20
             s2 = raw = addr = None
             try:
                 s2, addr = s.accept()
                 raw = s2  # a TLS socket that failed does not close the one it wraps
-                # before any work: a client taken on now would starve those being served
-                # (half the headroom: its transaction, if any, must find all of it)
-                if not room(self.app.cfg["memory"]["headroom"] // 2):
-                    raise MemoryError("heap short")
+                if waited >= _ROOM_WAIT_MS and not room(need):
+                    raise MemoryError("heap short for %d ms" % waited)
                 nodelay(s2)
                 if self.ssl is not None:
                     s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)

@@ -78,7 +78,8 @@ def test_ordinary_use_gets_every_request_answered():
         out = fw.output()
         fw.cleanup()
     heard = {name: t.n for name, t in tallies.items()}
-    assert not load.unanswered(tallies), (load.unanswered(tallies), heard)
+    why = [ln for ln in out.splitlines() if " refused " in ln or " closed " in ln][:20]
+    assert not load.unanswered(tallies), (load.unanswered(tallies), heard, why)
     for name, n in heard.items():
         assert n["approved"] > 0 and n["other"] == 0, (name, n)
     assert a["AE"] == "10" and events > 0

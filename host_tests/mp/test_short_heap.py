@@ -135,3 +135,58 @@ def test_a_synqpay_link_dropped_from_its_own_task_ends_cleanly():
         return "went on"
 
     assert asyncio.run(link()) == "ended"
+
+
+class _Board:
+    DEFAULT_HOST = "127.0.0.1"
+
+
+def test_a_connection_waits_in_the_backlog_while_the_heap_is_short():
+    """A register that connects while the heap is short is left in the
+    listen backlog until the transactions being served give their heap
+    back, then served, rather than accepted and closed unanswered."""
+    import os
+    import socket
+
+    from firmware import tcp
+
+    cfg, _ = config.merge({"allowed_ips": []})
+    a = _App(cfg)
+    a.board = _Board()
+    short = [3]  # room() says no three times, then the heap is back
+
+    def room(need):
+        short[0] -= 1
+        return short[0] < 0
+
+    async def serve(app_, name, st, ip):
+        st.write(b"answer")
+        await st.drain()
+
+    async def go():
+        lst = tcp.TCPListener(a, "test-tcp", None)
+        lst.handler = serve
+        port = int(os.getenv("UNDERSTUDY_TEST_PORT"))  # free, from the test's worker
+        await lst.start({"host": "127.0.0.1", "port": port})
+        c = socket.socket()
+        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        c.setblocking(False)
+        got = b""
+        for _ in range(100):
+            await asyncio.sleep_ms(20)
+            try:
+                got += c.recv(64) or b""
+            except OSError:
+                continue
+            if got:
+                break
+        c.close()
+        await lst.stop()
+        return got
+
+    real, tcp.room = tcp.room, room
+    try:
+        got = asyncio.run(go())
+    finally:
+        tcp.room = real
+    assert got == b"answer" and short[0] < 0, (got, short)
