@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from understudy import paths
+from understudy import paths, testkit
 
 CONFTEST = '''
 import json, os
@@ -33,7 +33,9 @@ def test_four_workers_get_four_terminals(tmp_path):
         (tmp_path / ("test_pos_%d.py" % i)).write_text(example)
     (tmp_path / "conftest.py").write_text(CONFTEST)
     record = tmp_path / "record.jsonl"
-    env = dict(os.environ, RECORD=str(record), PYTHONPATH=os.path.join(paths.ROOT, "tools"))
+    low, high = testkit.port_range()  # this worker's slice: the inner workers split it
+    env = dict(os.environ, RECORD=str(record), PYTHONPATH=os.path.join(paths.ROOT, "tools"),
+               UNDERSTUDY_PORTS="%d-%d" % (low, high))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "4", "-p", "no:cacheprovider",
                         "-p", "understudy.pytest_plugin", "--rootdir", str(tmp_path), str(tmp_path)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -42,6 +44,7 @@ def test_four_workers_get_four_terminals(tmp_path):
     assert sorted(x["worker"] for x in runs) == ["gw0", "gw1", "gw2", "gw3"]
     for key in ("pid", "concert", "web", "serial", "state"):
         assert len({x[key] for x in runs}) == 4, (key, runs)
-    for x in runs:  # each worker's ports from its own slice of 20000-32000
+    span = (high + 1 - low) // 4
+    for x in runs:  # each worker's ports from its own quarter of this worker's slice
         n = int(x["worker"][2:])
-        assert 20000 + 3000 * n <= x["concert"] < 20000 + 3000 * (n + 1), x
+        assert low + span * n <= x["concert"] < low + span * (n + 1), x

@@ -35,6 +35,10 @@ TCP = ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls")
 
 
 LOW, HIGH = 20000, 32000  # below Linux's ephemeral range (32768+)
+# A pytest run started from inside a test (a suite testing its own parallel
+# runs) gives its workers the caller's slice in UNDERSTUDY_PORTS ("LOW-HIGH"),
+# so the inner workers split that slice instead of overlapping the outer ones.
+RANGE_ENV = "UNDERSTUDY_PORTS"
 
 
 def worker():
@@ -49,11 +53,17 @@ def worker():
 
 
 def port_range():
-    """This worker's share of LOW..HIGH: each pytest-xdist worker draws its
-    ports from its own slice, so two workers never race for one port."""
+    """This worker's share of LOW..HIGH (or of UNDERSTUDY_PORTS): each
+    pytest-xdist worker draws its ports from its own slice, so two workers
+    never race for one port."""
+    low, high = LOW, HIGH
+    given = os.environ.get(RANGE_ENV)
+    if given:
+        low, high = (int(x) for x in given.split("-"))
+        high += 1
     index, count = worker()
-    span = (HIGH - LOW) // count
-    return LOW + index * span, LOW + (index + 1) * span - 1
+    span = (high - low) // count
+    return low + index * span, low + (index + 1) * span - 1
 
 
 def free_port():
