@@ -43,6 +43,9 @@ def test_deploy_to_a_board(tmp_path, wifi):
         flash = tmp_path / "flash"
         assert (flash / "firmware" / "app.mpy").exists() and (flash / "main.py").exists(), r.stdout + r.stderr
         assert (flash / "tls" / "cert.der").exists()
+        board_dir = flash / "firmware" / "board"
+        assert (board_dir / "mcu.mpy").exists()  # the unix port's own modules stay off its flash
+        assert not [f for f in os.listdir(board_dir) if f.startswith("unix")], os.listdir(board_dir)
         assert (flash / "www" / "index.html.gz").exists()  # the web page, as the terminal serves it
         cfg = json.loads((flash / "config.json").read_text())
         assert cfg["wifi"]["ssid"] == "shop"

@@ -31,6 +31,16 @@ def mpy_cross():
     return here if os.path.exists(here) else shutil.which("mpy-cross") or "mpy-cross"
 
 
+# modules only the unix port runs: in build/mpy for `make run` and the
+# tests, never copied to a board (deploy, package.json)
+HOST_ONLY = "firmware/board/unix"
+
+
+def on_board(rel):
+    """True for a file (path relative to the tree, .py or .mpy) a board gets."""
+    return not rel.startswith(HOST_ONLY)
+
+
 def sources():
     for d in paths.FIRMWARE_DIRS:
         for base, dirs, files in os.walk(os.path.join(paths.ROOT, d)):
@@ -41,7 +51,7 @@ def sources():
 
 
 def build(out=paths.MPY, quiet=False):
-    """Compile into out/; returns (number of modules, total .mpy bytes)."""
+    """Compile into out/; returns (modules, .mpy bytes) of what a board gets."""
     if os.path.isdir(out):
         shutil.rmtree(out)
     os.makedirs(out)
@@ -57,13 +67,15 @@ def build(out=paths.MPY, quiet=False):
         if r.returncode:
             sys.stderr.write("mpy-cross failed on %s:\n%s%s" % (rel, r.stdout, r.stderr))
             raise SystemExit(1)
-        n += 1
-        size += os.path.getsize(dst)
+        if on_board(rel):
+            n += 1
+            size += os.path.getsize(dst)
     page(out)
     with open(os.path.join(out, ".stamp"), "w") as f:
         f.write("%d %d\n%s\n" % (n, size, digest()))
     if not quiet:
-        print("mpy: %d modules, %.1f KB of .mpy in %s" % (n, size / 1024.0, os.path.relpath(out)))
+        print("mpy: %d modules for a board, %.1f KB of .mpy, in %s" % (
+            n, size / 1024.0, os.path.relpath(out)))
     return n, size
 
 
@@ -90,7 +102,7 @@ def digest():
 
 
 def stats(out=paths.MPY):
-    """(modules, bytes of .mpy) of the build in out/, from its stamp."""
+    """(modules, bytes of .mpy) a board gets of the build in out/, from its stamp."""
     with open(os.path.join(out, ".stamp")) as f:
         n, size = f.read().split()[:2]
     return int(n), int(size)

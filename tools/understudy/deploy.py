@@ -204,6 +204,18 @@ def put_micropython(a):
         time.sleep(0.2)
 
 
+def host_only(root, dirs):
+    """The files under dirs of the build in root that stay off a board."""
+    out = []
+    for d in dirs:
+        for base, _, files in os.walk(os.path.join(root, d)):
+            for f in files:
+                rel = os.path.relpath(os.path.join(base, f), root)
+                if not build.on_board(rel):
+                    out.append(rel)
+    return sorted(out)
+
+
 def deploy(a):
     cfg = load_config(a)
     say("config checked (%d top-level keys)" % len(cfg))
@@ -252,6 +264,8 @@ def deploy(a):
             args += ["+", "fs", "cp", "-r", os.path.join(root, d), ":" + d]
         for f in paths.FIRMWARE_FILES:
             args += ["+", "fs", "cp", os.path.join(root, f), ":" + f]
+        for f in host_only(root, dirs):  # the unix port's own modules: no use on a board
+            args += ["+", "fs", "rm", ":" + f]
         args = args[1:]
         mpremote(a.port, *args, timeout=600)
         page = paths.PAGE + ".gz"

@@ -11,14 +11,13 @@ import json
 import os
 
 from understudy import VERSION, paths
-from understudy.build import sources
+from understudy.build import on_board, sources
 
 PATH = os.path.join(paths.ROOT, "package.json")
 
 
 def contents():
-    # the unix-port board modules never run on a board
-    files = list(paths.FIRMWARE_FILES) + [f for f in sources() if "/board/unix" not in f]
+    files = list(paths.FIRMWARE_FILES) + [f for f in sources() if on_board(f)]
     files.append(paths.PAGE)  # the web page, as text (without it `/` is 404 on the board)
     return {
         "urls": [[f, f] for f in files],
