@@ -19,8 +19,11 @@ from understudy import paths  # noqa: E402
 from understudy.launch import Firmware  # noqa: E402
 # ports below the ephemeral range (no outgoing connection takes one before
 # the firmware binds it), and the config merge, as the test kit has them
-from understudy.testkit import free_port as quiet_port  # noqa: E402
-from understudy.testkit import merge  # noqa: E402
+from understudy.ports import drawn  # noqa: E402
+from understudy.ports import free_port as quiet_port  # noqa: E402
+from understudy.testkit import TCP, merge  # noqa: E402
+
+TCP_NAMES = TCP + ("web",)  # the listeners base_config() draws ports for
 
 collect_ignore = ["mp", "fakes"]  # MicroPython-only code, run by the tests that need it
 
@@ -63,7 +66,7 @@ def firmware(fw_root, tmp_path):
         heap = heap or (MPY_HEAP if fw_root == "mpy" else SOURCE_HEAP)
         fw = Firmware(root=root, heap=heap, config=cfg,
                       state_dir=state_dir or str(tmp_path / ("state%d" % len(started))),
-                      clock=clock, flash=flash, path=path, env=env)
+                      clock=clock, flash=flash, path=path, env=env, movable=drawn(TCP_NAMES, config))
         started.append(fw)
         return fw.start()
 

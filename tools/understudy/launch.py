@@ -6,6 +6,7 @@ and then READY; Firmware.start() waits for READY and keeps every output line.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import time
 
 from understudy import paths
 from understudy.nullmodem import NullModem
+from understudy.ports import free_port
 
 # listeners that want a serial line: on a PC each gets a pty pair (null modem)
 SERIAL = ("concert-serial", "synqpay-serial")
@@ -64,6 +66,10 @@ def micropython_cmd():
     return [sys.executable, "-S", "-E", "-c", LEAN % os.path.dirname(spec.origin)]
 
 
+# a listener that could not bind: EADDRINUSE (98 on Linux, as the unix port reports it)
+TAKEN = re.compile(r"(?:^|\s)(\S+) failed cannot listen: OSError\(98\b", re.M)
+
+
 class FirmwareError(RuntimeError):
     pass
 
@@ -77,10 +83,13 @@ class Firmware:
     instead, as a board does.  entry: the script to run instead of main.py
     (with its arguments); path: more directories to import from, first.
     echo: print every output line, or a function called with each.
+    movable: listeners ("web" too) whose ports the caller drew with
+    ports.free_port() and that may be given another if taken at start.
     """
 
     def __init__(self, root=None, heap="128K", config=None, state_dir=None, clock=None,
-                 echo=False, env=None, flash=None, entry=None, path=(), line_baud=None, modem_probe_s=0.01):
+                 echo=False, env=None, flash=None, entry=None, path=(), line_baud=None, modem_probe_s=0.01,
+                 movable=()):
         """line_baud: deliver serial bytes no faster than this speed (a pty
         has none), for timing measurements; None: at once.  modem_probe_s:
         the null modems' NullModem(probe_s)."""
@@ -98,8 +107,11 @@ class Firmware:
         os.makedirs(self.state_dir, exist_ok=True)
         # like a board's flash root: config.json beside the journal
         self.config_path = os.path.join(self.state_dir, "config.json")
+        self.config = None  # the dict written, if one was given: its ports may be changed
+        self.movable = set(movable)
         if isinstance(config, dict):
-            self.write_config(config)
+            self.config = json.loads(json.dumps(config))
+            self.write_config(self.config)
         elif config:
             self.config_path = os.path.abspath(config)
         self.clock = clock
@@ -124,6 +136,24 @@ class Firmware:
         os.replace(tmp, self.config_path)
 
     def start(self, timeout=15):
+        """Run it until READY.  A movable listener whose port another
+        program took between the caller's draw and the bind (two test suites
+        on one host) gets another free port and the firmware starts again,
+        up to twice, when the config is a dict this object wrote."""
+        for tries in (2, 1, 0):
+            self._start(timeout)
+            taken = TAKEN.findall("\n".join(self.lines))
+            if not taken or self.config is None or not tries or not self.movable.issuperset(taken):
+                return self
+            self.kill()
+            self._thread.join(2)
+            for name in taken:
+                lc = self.config["web"] if name == "web" else self.config["listeners"][name]
+                lc["port"] = free_port()
+            self.write_config(self.config)
+        return self
+
+    def _start(self, timeout):
         self.killed = False  # a restart after kill(): its own death counts again
         if not os.path.exists(os.path.join(self.root, "main.py")):
             raise FirmwareError("no firmware in %s (run `make mpy`)" % self.root)

@@ -14,15 +14,14 @@ The pytest plugin (understudy.pytest_plugin) gives the same as the
 import importlib.util
 import json
 import os
-import random
 import shutil
-import socket
 import tempfile
 import urllib.error
 import urllib.request
 
 from understudy import build, paths, tls
 from understudy.launch import Firmware
+from understudy.ports import drawn, free_port, port_range, worker  # noqa: F401  (the kit's API)
 
 # test-friendly time-outs: an unhappy path takes seconds, not minutes
 DEFAULTS = {
@@ -32,55 +31,6 @@ DEFAULTS = {
     "config_watch_s": 1,
 }
 TCP = ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls")
-
-
-LOW, HIGH = 20000, 32000  # below Linux's ephemeral range (32768+)
-# A pytest run started from inside a test (a suite testing its own parallel
-# runs) gives its workers the caller's slice in UNDERSTUDY_PORTS ("LOW-HIGH"),
-# so the inner workers split that slice instead of overlapping the outer ones.
-RANGE_ENV = "UNDERSTUDY_PORTS"
-
-
-def worker():
-    """(index, count) of this pytest-xdist worker ("gw3" of 8: (3, 8)); (0, 1) outside xdist."""
-    name = os.environ.get("PYTEST_XDIST_WORKER", "")
-    try:
-        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        index = int(name[2:]) if name.startswith("gw") else 0
-    except ValueError:
-        return 0, 1
-    return (index, count) if 0 <= index < count else (0, 1)
-
-
-def port_range():
-    """This worker's share of LOW..HIGH (or of UNDERSTUDY_PORTS): each
-    pytest-xdist worker draws its ports from its own slice, so two workers
-    never race for one port."""
-    low, high = LOW, HIGH
-    given = os.environ.get(RANGE_ENV)
-    if given:
-        low, high = (int(x) for x in given.split("-"))
-        high += 1
-    index, count = worker()
-    span = (high - low) // count
-    return low + index * span, low + (index + 1) * span - 1
-
-
-def free_port():
-    """A free port of this worker's slice, below Linux's ephemeral range,
-    where no outgoing connection can take it between now and the firmware's
-    bind."""
-    low, high = port_range()
-    while True:
-        port = random.randint(low, high)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            pass
-        finally:
-            s.close()
 
 
 def merge(base, extra):
@@ -125,6 +75,7 @@ class Terminal:
                                "synqpay": {"otp": "123456", "api_key": self.synqpay_key},
                                "web": {"port": free_port(), "token": os.urandom(8).hex()}})
         self.config = merge(cfg, config)
+        self.movable = drawn(TCP + ("web",), config)
         self.heap = "512K" if source and heap == "256K" else heap
         self.source = source
         self.echo = echo
@@ -141,7 +92,7 @@ class Terminal:
             with open(key, "w") as f:
                 f.write(self.synqpay_key)
         self.fw = Firmware(root=root, heap=self.heap, config=self.config, state_dir=self.state_dir,
-                           echo=self.echo)
+                           echo=self.echo, movable=self.movable)
         try:
             self.fw.start(timeout)
         except Exception:

@@ -1,0 +1,49 @@
+"""Ports for terminals under test: a port another program takes between
+the draw and the firmware's bind (two suites on one host) is drawn again;
+a port the test chose itself is never moved."""
+import socket
+
+from conftest import TCP_NAMES, base_config
+from understudy import paths
+from understudy.launch import Firmware
+from understudy.ports import drawn, free_port
+
+
+def _held():
+    s = socket.socket()
+    s.bind(("127.0.0.1", free_port()))
+    s.listen(1)
+    return s
+
+
+def _start(cfg, movable):
+    return Firmware(root=paths.MPY, heap="256K", config=cfg, movable=movable).start()
+
+
+def test_a_drawn_port_taken_at_start_is_drawn_again():
+    held = _held()
+    cfg = base_config()
+    cfg["listeners"]["p3-tcp"]["port"] = held.getsockname()[1]  # as if taken after the draw
+    fw = _start(cfg, TCP_NAMES)
+    try:
+        host, port = fw.address("p3-tcp")
+        assert port != held.getsockname()[1]
+        assert fw.address("concert-ip")[1] == cfg["listeners"]["concert-ip"]["port"]  # the others stay
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    finally:
+        fw.cleanup()
+        held.close()
+
+
+def test_a_port_the_test_chose_stays_and_fails_loudly():
+    held = _held()
+    cfg = base_config()
+    cfg["listeners"]["p3-tcp"]["port"] = held.getsockname()[1]
+    fw = _start(cfg, drawn(TCP_NAMES, {"listeners": {"p3-tcp": {"port": 1}}}))
+    try:
+        assert "p3-tcp" not in fw.listeners
+        assert "p3-tcp failed cannot listen: OSError(98" in fw.output()
+    finally:
+        fw.cleanup()
+        held.close()
