@@ -70,7 +70,7 @@ $(BENCH): $(SETUP) requirements-bench.txt
 
 bench: $(MPY) $(TLS) $(BENCH)
 	@PYTHONPATH=tools $(BIN)/python -m understudy bench $(ARGS)
-	@PYTHONPATH=tools $(BIN)/python -m understudy.bench_fleet $(FLEET)
+	@PYTHONPATH=tools $(BIN)/python -m understudy.bench_fleet --chart docs/bench-fleet.png $(FLEET)
 
 # the long fuzzing run (docs/ROBUSTNESS.md): new outcomes join host_tests/corpus,
 # which is then replayed on CPython and under micropython; FUZZ_EXAMPLES per property
