@@ -225,17 +225,24 @@ class Firmware:
         """Output may still come (the pump has not seen the end of it)."""
         return not self._eof
 
+    def _where(self, name):
+        """Where listener `name` said it listens; KeyError saying why not."""
+        try:
+            return self.listeners[name][1]
+        except KeyError:
+            said = [ln for ln in self.lines if ln.startswith(name + " ")][-3:]
+            raise KeyError("%s is not listening: %s" % (
+                name, " | ".join(said) if said else "it printed nothing (not enabled?)")) from None
+
     def address(self, name):
         """(host, port) of a TCP listener, from its `listening` line."""
-        _kind, where = self.listeners[name]
-        host, port = where.rsplit(":", 1)
+        host, port = self._where(name).rsplit(":", 1)
         return host, int(port)
 
     def serial(self, name):
         """(device path, baud) of a serial listener, from its `listening` line:
         what a register opens with pyserial."""
-        _kind, where = self.listeners[name]
-        path, baud = where.rsplit(" ", 1)
+        path, baud = self._where(name).rsplit(" ", 1)
         return path, int(baud)
 
     def output(self):
