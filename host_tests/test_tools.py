@@ -181,3 +181,10 @@ def test_docs_show_the_true_help_and_the_example_that_runs():
     example = open(os.path.join(os.path.dirname(__file__), "test_pos_example.py")).read()
     assert "```python\n" + example + "```" in testing, \
         "docs/TESTING.md's POS example differs from test_pos_example.py"
+
+
+def test_build_unix32_says_how_to_get_a_checkout(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(paths.ROOT, "tools", "build_unix32.py"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "is not a MicroPython checkout" in r.stderr, r.stderr
+    assert "git clone --depth 1 --branch v1.28.0 https://github.com/micropython/micropython" in r.stderr
