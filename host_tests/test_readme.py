@@ -170,12 +170,21 @@ def running(tmp_path):
     assert not bad, "\n".join(r.lines)
 
 
+def swap(text, mapping):
+    """Each key of mapping found in text as a whole word or path replaced by
+    its value, in one pass: a value may be another key (this run's pty for
+    one listener can be the README's for the other)."""
+    if not mapping:
+        return text
+    rx = re.compile(r"(?<![\w/])(%s)(?!\w)" % "|".join(
+        re.escape(k) for k in sorted(mapping, key=len, reverse=True)))
+    return rx.sub(lambda m: mapping[m.group(1)], text)
+
+
 def localise(cmd, running, readme_pts, values):
     """The README's command pointed at this run's ports, ptys and values."""
-    for name, port in DEFAULT_PORTS.items():
-        cmd = re.sub(r"\b%d\b" % port, str(running.ports[name]), cmd)
-    for shown, real in readme_pts.items():
-        cmd = cmd.replace(shown, real)
+    ports = {str(port): str(running.ports[name]) for name, port in DEFAULT_PORTS.items()}
+    cmd = swap(cmd, dict(ports, **readme_pts))
     for shown, real in values.items():
         cmd = re.sub(r"\b%s\b" % re.escape(shown), real, cmd)
 
@@ -242,15 +251,9 @@ def test_the_readme_shows_what_make_run_prints(running):
     back = {str(p): str(DEFAULT_PORTS[n]) for n, p in running.ports.items()}
     pts = {running.serial(n): next(ln for ln in shown if ln.startswith("listening %s serial " % n)).split()[3]
            for n in ("concert-serial", "synqpay-serial")}
-    mapping = dict(back, **pts)
-    swap = re.compile(r"(?<![\w/])(%s)\b" % "|".join(
-        re.escape(k) for k in sorted(mapping, key=len, reverse=True)))
     for ln in running.lines[:running.lines.index("READY") + 1]:
-        if ln.startswith("config "):
-            continue
-        # one pass: a pty or port this run got may be another's in the README
-        ln = swap.sub(lambda m: mapping[m.group(1)], ln)
-        got.append(ln)
+        if not ln.startswith("config "):
+            got.append(swap(ln, dict(back, **pts)))
     want = [ln for ln in shown[first:] if not ln.startswith("config ")]
     assert [ln for ln in shown[first:] if ln.startswith("config ")] == [
         "config built-in defaults (no file .../state/config.json)"]
