@@ -15,6 +15,7 @@ import gc
 
 from firmware import borrow, clock, drop, log
 from firmware.terminal import Busy
+from wire import currency as currency_table
 from wire import p3 as w
 
 SRC = "p3"  # the journal's personality for both transports
@@ -33,9 +34,6 @@ _STEPS = {
 }
 _STATUS = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "ABORTED",
            "timeout": "ABORTED", "error": "ERROR"}
-# alphabetic:numeric decimals, for the currencies the terminal can name
-_CURRENCIES = ("EUR:9782 USD:8402 GBP:8262 CHF:7562 ILS:3762 XPF:9530 JPY:3920 SEK:7522 "
-               "DKK:2082 NOK:5782 PLN:9852 CAD:1242 AUD:0362")
 _SOURCE = {"chip": "ICC", "contactless": "NFC", "magstripe": "MAGNETIC_STRIPE"}
 _TYPE = {"pay": "CHARGE", "preauth": "CHARGE", "capture": "CHARGE", "refund": "REFUND",
          "void": "REVERSAL"}
@@ -150,16 +148,15 @@ def ident(cfg, no):
 
 def currency(alpha, path):
     """(ISO numeric, decimals) of an alphabetic currency code."""
-    i = _CURRENCIES.find(alpha + ":") if len(alpha) == 3 else -1
-    if i < 0:
+    row = currency_table.by_alpha(alpha)
+    if row is None:
         raise w.P3Error(w.INVALID, "currency %s is not known" % alpha, path + "currency")
-    return int(_CURRENCIES[i + 4:i + 7]), int(_CURRENCIES[i + 7])
+    return row[1], row[2]
 
 
 def alpha(cur):
     """(alphabetic code, decimals) of an ISO numeric currency."""
-    i = _CURRENCIES.find(":%03d" % cur)
-    return (_CURRENCIES[i - 3:i], int(_CURRENCIES[i + 4])) if i >= 0 else ("%03d" % cur, 2)
+    return currency_table.name(cur)
 
 
 def amount(d, path, places, need=True):

@@ -4,26 +4,11 @@ Receipts are rebuilt from the transaction record whenever they are asked for
 (duplicates included), so nothing but the record needs to be kept.
 """
 from firmware import clock
-
-# ISO 4217 numeric -> (alpha, decimals), for the currencies receipts name
-CURRENCIES = {
-    978: ("EUR", 2),
-    840: ("USD", 2),
-    826: ("GBP", 2),
-    756: ("CHF", 2),
-    376: ("ILS", 2),
-    953: ("XPF", 0),
-    392: ("JPY", 0),
-    752: ("SEK", 2),
-    208: ("DKK", 2),
-    578: ("NOK", 2),
-    985: ("PLN", 2),
-}
-
+from wire import currency
 
 def money(minor, num):
     """1250, 978 -> '12.50 EUR'."""
-    alpha, d = CURRENCIES.get(num, ("%03d" % num, 2))
+    alpha, d = currency.name(num)
     sign = "-" if minor < 0 else ""
     minor = abs(minor)
     if d:

@@ -14,6 +14,7 @@ from wire import (
     concert_link,
     concert_tlv,
     concert_v2,
+    currency,
     http,
     p3,
     records,
@@ -22,5 +23,5 @@ from wire import (
     ws,
 )
 
-__all__ = ["concert_link", "concert_tlv", "concert_v2", "http", "p3", "records", "records_reader",
+__all__ = ["concert_link", "concert_tlv", "concert_v2", "currency", "http", "p3", "records", "records_reader",
            "synqpay_link", "ws"]

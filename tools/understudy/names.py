@@ -2,6 +2,11 @@
 Synqpay frame types and link errors, P3 states.  Used by `ecr` to print
 answers and by `trace` to decode captures.  (From shared/specs and the docs
 in docs/; a code not listed prints as itself.)"""
+from understudy.codecs import currency as currency_table
+
+# ISO 4217: (alphabetic code, numeric code, decimals), the firmware's own table
+CURRENCIES = tuple(currency_table.by_alpha(currency_table.TABLE[i:i + 3])
+                   for i in range(0, len(currency_table.TABLE), 7))
 
 CONCERT_TAGS = {
     "CZ": "protocol version",
@@ -52,8 +57,7 @@ CONCERT_CODES = {
            "07": "not completed", "08": "input time-out", "09": "bad message format",
            "10": "selection error", "11": "operator abandon", "12": "unknown action",
            "13": "currency not supported"},
-    "CE": {"978": "EUR", "840": "USD", "826": "GBP", "756": "CHF", "376": "ILS", "953": "XPF",
-           "392": "JPY"},
+    "CE": {"%03d" % num: alpha for alpha, num, _ in CURRENCIES},
     "CI": {"0": "indifferent", "1": "chip", "2": "contactless", "3": "magnetic stripe",
            "4": "manual entry"},
     "CC": {"000": "indifferent", "001": "CB/Visa/Mastercard contact", "002": "Amex contact",
@@ -85,11 +89,6 @@ SYNQPAY_ERRORS = {1: "malformed frame", 2: "frame type not taken", 3: "bad CRC",
 
 WS_OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 
-# ISO 4217: alphabetic code, numeric code, decimals (what the terminal accepts by default)
-CURRENCIES = (("EUR", 978, 2), ("USD", 840, 2), ("GBP", 826, 2), ("CHF", 756, 2), ("ILS", 376, 2),
-              ("XPF", 953, 0), ("JPY", 392, 0))
-
-
 def concert_value(tag, value):
     """'value  meaning' for a Concert tag's value, where a meaning is known."""
     table = CONCERT_CODES.get(tag)
@@ -100,7 +99,7 @@ def concert_value(tag, value):
 def currency(code):
     """(alpha, numeric, decimals) for "EUR", "eur" or "978"; ValueError if unknown."""
     c = str(code).upper()
-    for row in CURRENCIES:
-        if c == row[0] or c == str(row[1]):
-            return row
+    row = currency_table.by_alpha(c) or (currency_table.by_number(int(c)) if c.isdigit() else None)
+    if row:
+        return row
     raise ValueError("unknown currency %r (known: %s)" % (code, ", ".join(r[0] for r in CURRENCIES)))
