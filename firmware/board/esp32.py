@@ -1,12 +1,8 @@
 """ESP32 dev boards (DevKitC and friends): LED on GPIO2 unless board.led says otherwise."""
 from firmware.board import mcu, wlan
+from firmware.board.mcu import CONFIG_PATH, DEFAULT_HOST, JOURNAL_FLUSH, STATE_DIR, TLS_DIR  # noqa: F401
 
 NAME = "esp32"
-DEFAULT_HOST = "0.0.0.0"
-JOURNAL_FLUSH = True  # littlefs commits a record on flush
-CONFIG_PATH = "/config.json"
-STATE_DIR = "/state"
-TLS_DIR = "/tls"  # cert.der, key.der
 
 
 def setup(cfg):

@@ -3,6 +3,12 @@ a pin and machine.UART.  The board module names its defaults; the config's
 board.led and a listener's id, tx and rx override them where not -1."""
 from machine import UART, Pin
 
+# the flash's layout and the network's defaults, the same on both
+DEFAULT_HOST = "0.0.0.0"
+JOURNAL_FLUSH = True  # littlefs commits a record on flush
+CONFIG_PATH = "/config.json"
+STATE_DIR = "/state"
+TLS_DIR = "/tls"  # cert.der, key.der
 _PARITY = {"none": None, "even": 0, "odd": 1}
 _led = None  # (Pin, active low)
 

@@ -2,13 +2,9 @@
 Pico W, GP25 on a Pico).  A plain Pico has no `network` module: the terminal
 then runs its serial personalities only, and says so once at boot."""
 from firmware.board import mcu
+from firmware.board.mcu import CONFIG_PATH, DEFAULT_HOST, JOURNAL_FLUSH, STATE_DIR, TLS_DIR  # noqa: F401
 
 NAME = "rp2"
-DEFAULT_HOST = "0.0.0.0"
-JOURNAL_FLUSH = True  # littlefs commits a record on flush
-CONFIG_PATH = "/config.json"
-STATE_DIR = "/state"
-TLS_DIR = "/tls"  # cert.der, key.der
 
 
 def setup(cfg):
