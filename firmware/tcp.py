@@ -53,6 +53,11 @@ _BACKLOG = 8  # queued connections: a burst of registers waits here, not for a S
 # to this long, for the transactions being served to finish and give their
 # heap back (a register waits as for a busy terminal); only then is it refused.
 _ROOM_WAIT_MS = 1000
+# what an HTTP client (the page, the control API, a P3 WebSocket handshake)
+# hears when refused for want of heap: a constant, so saying it allocates nothing
+_HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+              b"Connection: close\r\n\r\n")
+_SINK = bytearray(64)  # the refused request is read into this (unread bytes would make close a reset)
 
 
 def nodelay(s):
@@ -168,6 +173,15 @@ class TCPListener:
                 st = asyncio.StreamReader(s2, {"peername": addr})
                 asyncio.create_task(self._client(st, peer_ip(addr), raw))
             except Exception as e:  # MemoryError, a failed TLS setup, a vanished peer...
+                if isinstance(e, MemoryError) and raw is not None and self.kind in ("http", "ws"):
+                    try:  # a new socket's buffer is empty: this fits, or the peer is gone
+                        raw.setblocking(False)
+                        raw.send(_HTTP_BUSY)
+                        for _ in range(64):  # up to 4 KB of request
+                            if not raw.readinto(_SINK):
+                                break
+                    except Exception:
+                        pass
                 for x in (s2, raw):  # whatever was made of this client goes
                     if x is not None:
                         x.close()

@@ -14,7 +14,7 @@ MP = os.path.join(os.path.dirname(__file__), "mp")
 @pytest.mark.parametrize("module", ["test_terminal", "test_short_heap"])
 def test_core_under_micropython(tmp_path, module):
     env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (MP, paths.ROOT, os.path.join(paths.ROOT, "lib")),
-               TMPDIR=str(tmp_path), UNDERSTUDY_TEST_PORT=str(free_port()))
+               TMPDIR=str(tmp_path), UNDERSTUDY_TEST_PORTS="%d %d" % (free_port(), free_port()))
     r = subprocess.run([micropython(), "-X", "heapsize=1M", os.path.join(MP, "..", "mp_runner.py"),
                         module], env=env, capture_output=True, text=True, timeout=120,
                        stdin=subprocess.DEVNULL)

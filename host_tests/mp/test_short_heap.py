@@ -166,7 +166,7 @@ def test_a_connection_waits_in_the_backlog_while_the_heap_is_short():
     async def go():
         lst = tcp.TCPListener(a, "test-tcp", None)
         lst.handler = serve
-        port = int(os.getenv("UNDERSTUDY_TEST_PORT"))  # free, from the test's worker
+        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[0])  # free, from the test's worker
         await lst.start({"host": "127.0.0.1", "port": port})
         c = socket.socket()
         c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
@@ -190,3 +190,51 @@ def test_a_connection_waits_in_the_backlog_while_the_heap_is_short():
     finally:
         tcp.room = real
     assert got == b"answer" and short[0] < 0, (got, short)
+
+
+def test_an_http_client_refused_for_want_of_heap_hears_503():
+    """After the wait in the backlog, still no heap: an HTTP client (the
+    page, the API, a P3 WebSocket handshake) hears 503 with Retry-After,
+    not a silent close; the bytes are a constant, so saying them needs none."""
+    import os
+    import socket
+
+    from firmware import tcp
+
+    cfg, _ = config.merge({"allowed_ips": []})
+    a = _App(cfg)
+    a.board = _Board()
+
+    async def serve(app_, name, st, ip):
+        raise AssertionError("served")
+
+    async def go():
+        lst = tcp.TCPListener(a, "web", None)
+        lst.kind = "http"
+        lst.handler = serve
+        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[1])
+        await lst.start({"host": "127.0.0.1", "port": port})
+        c = socket.socket()
+        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        c.send(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.setblocking(False)
+        got = b""
+        for _ in range(150):
+            await asyncio.sleep_ms(20)
+            try:
+                data = c.recv(256)
+            except OSError:
+                continue
+            if not data:
+                break
+            got += data
+        c.close()
+        await lst.stop()
+        return got
+
+    real, tcp.room = tcp.room, lambda need: False
+    try:
+        got = asyncio.run(go())
+    finally:
+        tcp.room = real
+    assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
