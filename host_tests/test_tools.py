@@ -188,3 +188,28 @@ def test_build_unix32_says_how_to_get_a_checkout(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "is not a MicroPython checkout" in r.stderr, r.stderr
     assert "git clone --depth 1 --branch v1.28.0 https://github.com/micropython/micropython" in r.stderr
+
+
+def test_p3_over_websocket_refused_as_busy_says_so():
+    """A terminal short of heap answers the WebSocket handshake 503 with
+    Retry-After: the POS is told it is busy and that nothing started."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def answer():
+        c, _ = srv.accept()
+        c.recv(4096)
+        c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                  b"Connection: close\r\n\r\n")
+        c.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    r = understudy("ecr", "p3", "--ws", "ws://127.0.0.1:%d/" % srv.getsockname()[1], "--no-login",
+                   "pay", "1.00")
+    srv.close()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "the terminal is busy (503 Service Unavailable, Retry-After: 1 s): nothing started" in r.stderr

@@ -16,6 +16,7 @@ import threading
 
 from understudy.bench import CONCERT, P3, Synqpay, Watcher, concert_once
 from understudy.codecs import concert_tlv as tlv
+from understudy.ecr import Busy
 
 
 class Tally:
@@ -60,6 +61,9 @@ def _pos(connect, pay, judge, tally, stop, pause):
             if pos is None:
                 pos = connect()
             got = pay(pos)
+        except Busy:  # refused before anything started (503 with Retry-After): an answer
+            tally.add("busy")
+            pos = None
         except Exception as e:  # no answer, a reset, a time-out: a new connection next
             tally.add("unanswered", repr(e))
             if pos is not None:

@@ -22,6 +22,11 @@ class NoAnswer(Exception):
     """No answer, or none that can be read: the outcome is unknown (exit 3)."""
 
 
+class Busy(NoAnswer):
+    """Refused before anything started (HTTP 503 with Retry-After): nothing
+    happened, try again (exit 3, as the register cannot know more)."""
+
+
 class Usage(Exception):
     """The request cannot be made as asked (exit 2)."""
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from understudy import names
 from understudy.codecs import p3 as wire
 from understudy.codecs import ws
-from understudy.ecr import NoAnswer, Result, Usage, Waiting, minor, progress
+from understudy.ecr import Busy, NoAnswer, Result, Usage, Waiting, minor, progress
 from understudy.wiretext import to_text
 
 MAX_MESSAGE = 1 << 20  # a terminal's answer above this is refused, never allocated
@@ -122,6 +122,10 @@ class WS:
         answer, _, self.rest = buf.partition(b"\r\n\r\n")
         trace.received(answer + b"\r\n\r\n")
         lines = answer.decode("latin-1").split("\r\n")
+        retry = [ln.split(":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith("retry-after:")]
+        if lines[0].startswith("HTTP/1.1 503") and retry:
+            raise Busy("the terminal is busy (%s, Retry-After: %s s): nothing started, try again"
+                       % (lines[0][9:], retry[0]))
         if not lines[0].startswith("HTTP/1.1 101"):
             raise NoAnswer("the terminal refused the WebSocket: %s (is %s the P3 path?)" % (lines[0], url))
         accept = [ln.split(":", 1)[1].strip() for ln in lines[1:]
