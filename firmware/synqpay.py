@@ -14,6 +14,8 @@ import gc
 import json
 import time
 
+from micropython import const
+
 from firmware import clock, log
 from firmware.terminal import Busy
 from wire import synqpay_link as L
@@ -24,6 +26,17 @@ KEY_FILE = "/synqpay.key"  # under the board's STATE_DIR: 8 hex digits
 _key = None  # the paired API key (4 bytes), None while unpaired
 _cur = None  # the connected client's Session
 _otp = None  # type: list | None  # [code, deadline ticks] during a pairing
+# JSON-RPC error codes of the device link (docs/SYNQPAY.md says what each means
+# here; private: the compiler puts the numbers in place, no name is kept)
+_PARSE_ERROR = const(-32700)
+_INVALID_REQUEST = const(-32600)
+_ILLEGAL_REQUEST = const(101)
+_MISSING_PARAM = const(102)
+_INVALID_PARAM = const(103)
+_ILLEGAL_STATE = const(201)  # busy, or not the moment for it
+_TRANSACTION_NOT_FOUND = const(302)
+_TRANSACTION_ALREADY_EXIST = const(303)
+_ILLEGAL_TRANSACTION_STATUS = const(304)
 _REF_CHARS = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _sending = 0  # number of the transaction whose answer _run is delivering
 _OPS = {"SALE": "pay", "REFUND": "refund", "VOID": "void"}
@@ -212,15 +225,15 @@ async def _request(me, key, payload):
     p = msg.get("params") if isinstance(msg, dict) else None
     try:
         if msg is ValueError:
-            raise Err(-32700, "parse error")
+            raise Err(_PARSE_ERROR, "parse error")
         if (not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or type(m) is not str
                 or type(rid) not in (str, int)):
             rid = rid if type(rid) in (str, int) else None
-            raise Err(-32600, "invalid request")
+            raise Err(_INVALID_REQUEST, "invalid request")
         if p is None or p == []:  # no params; many JSON-RPC clients send [] for none
             p = {}
         elif not isinstance(p, dict):
-            raise Err(103, "params must be an object")
+            raise Err(_INVALID_PARAM, "params must be an object")
         for note in coerce(p, _BOOLS, _INTS):
             log.event(me.name, "note", me.peer, note)
         if m == "startTransaction":
@@ -263,9 +276,9 @@ def _status(app):
 def _need(p, k, kind, what):
     v = p.get(k)
     if v is None:
-        raise Err(102, what + " is missing")
+        raise Err(_MISSING_PARAM, what + " is missing")
     if type(v) is not kind or (kind is int and v <= 0):
-        raise Err(103, what + " is invalid")
+        raise Err(_INVALID_PARAM, what + " is invalid")
     return v
 
 
@@ -273,36 +286,36 @@ def _start(me, rid, p):
     app = me.app
     term = app.term
     if _need(p, "paymentMethod", str, "payment method") != "CREDIT_CARD":
-        raise Err(103, "payment method is invalid")
+        raise Err(_INVALID_PARAM, "payment method is invalid")
     op = _OPS.get(_need(p, "transactionType", str, "transaction type"))
     if op is None:
-        raise Err(103, "transaction type is not supported")
+        raise Err(_INVALID_PARAM, "transaction type is not supported")
     ref = _need(p, "referenceId", str, "reference id")
     if not 0 < len(ref) <= 64 or ref.strip(_REF_CHARS):
-        raise Err(103, "reference id is invalid")
+        raise Err(_INVALID_PARAM, "reference id is invalid")
     if term.current or pairing():
-        raise Err(201, busy())
+        raise Err(_ILLEGAL_STATE, busy())
     orig = None
     if op == "void":
         o = term.find_void_target(pred=lambda t: t.ref == ref and t.src == SRC)
         if o is None:
             if term.journal.lookup(ref, SRC) is None:
-                raise Err(302, "transaction not found")
-            raise Err(304, "illegal transaction status")
+                raise Err(_TRANSACTION_NOT_FOUND, "transaction not found")
+            raise Err(_ILLEGAL_TRANSACTION_STATUS, "illegal transaction status")
         amount, cur, orig, ref = o.amount, o.cur, o.no, None
     else:
         amount = _need(p, "amount", int, "amount")
         if amount >= 10 ** 12:  # 12 digits, as P3 and the journal take
-            raise Err(103, "amount is invalid")
+            raise Err(_INVALID_PARAM, "amount is invalid")
         cur = p.get("currency", app.cfg["synqpay"]["currency"])
         if type(cur) is not int or not 0 < cur < 1000:
-            raise Err(103, "currency is invalid")
+            raise Err(_INVALID_PARAM, "currency is invalid")
         if term.journal.lookup(ref, SRC) is not None:
-            raise Err(303, "transaction already exists")
+            raise Err(_TRANSACTION_ALREADY_EXIST, "transaction already exists")
     try:
         t = term.start(op, amount, cur, SRC, ref=ref, orig=orig, data={"id": rid})
     except Busy:
-        raise Err(201, "device is busy")
+        raise Err(_ILLEGAL_STATE, "device is busy")
     if p.get("notifyUpdate") is True and op != "void":
         t.hold = ("card",)
     ev = p.get("notifyEvents") is True
@@ -314,12 +327,12 @@ def _continue(me, rid, p):
     term = me.app.term
     t = term.current
     if t is None or t.src != SRC or t.state != "wait_continue":
-        raise Err(201, "no transaction waits to continue")
+        raise Err(_ILLEGAL_STATE, "no transaction waits to continue")
     if p.get("referenceId") not in (None, t.ref):
-        raise Err(302, "transaction not found")
+        raise Err(_TRANSACTION_NOT_FOUND, "transaction not found")
     n = p.get("newAmount")
     if n is not None and (type(n) is not int or n <= 0):
-        raise Err(101, "illegal new amount", "ILLEGAL_NEW_AMOUNT")
+        raise Err(_ILLEGAL_REQUEST, "illegal new amount", "ILLEGAL_NEW_AMOUNT")
     t.data["id"] = rid  # the final result answers this request
     term.act("continue", {"amount": n})
 
@@ -327,11 +340,11 @@ def _continue(me, rid, p):
 def _cancel(app, p):
     t = app.term.current
     if t is None or t.src != SRC:
-        raise Err(201, "nothing to cancel")
+        raise Err(_ILLEGAL_STATE, "nothing to cancel")
     if p.get("referenceId") not in (None, t.ref):
-        raise Err(302, "transaction not found")
+        raise Err(_TRANSACTION_NOT_FOUND, "transaction not found")
     if not app.term.act("abort"):
-        raise Err(201, "not cancelable now")
+        raise Err(_ILLEGAL_STATE, "not cancelable now")
     return "null"
 
 

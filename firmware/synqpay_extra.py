@@ -10,9 +10,18 @@ import sys
 import time
 from binascii import hexlify
 
+from micropython import const
+
 from firmware import VERSION, clock, log
 from firmware import synqpay as S
 from firmware.terminal import Busy
+
+# synqpay.py's error codes that these operations answer with
+_METHOD_NOT_FOUND = const(-32601)
+_GENERAL_ERROR = const(100)
+_INVALID_PARAM = const(103)
+_ILLEGAL_STATE = const(201)
+_TRANSACTION_NOT_FOUND = const(302)
 
 PAIRING_MS = 30000  # how long the pairing code is valid
 
@@ -34,18 +43,18 @@ def call(app, m, p):
     if m == "getBatchFileStatus":
         return '{"mainTerminal":{"terminalId":"%s","batchFile":[%s]}}' % (
             app.cfg["terminal_id"], ",".join(_batch(app)))
-    raise S.Err(-32601, "method not found")
+    raise S.Err(_METHOD_NOT_FOUND, "method not found")
 
 
 def _idle(app):
     if app.term.current or S.pairing():
-        raise S.Err(201, S.busy())
+        raise S.Err(_ILLEGAL_STATE, S.busy())
 
 
 def _pair(app, p):
     sn = S._need(p, "serialNumber", str, "serial number")
     if sn != app.cfg["synqpay"]["serial_number"]:
-        raise S.Err(103, "serial number does not match")
+        raise S.Err(_INVALID_PARAM, "serial number does not match")
     _idle(app)
     code = app.cfg["synqpay"]["otp"] or "%06d" % (int.from_bytes(os.urandom(4), "big") % 1000000)
     S._otp = [code, time.ticks_add(time.ticks_ms(), PAIRING_MS)]
@@ -66,9 +75,9 @@ async def _expire(app):
 def _authenticate(app, p):
     otp = S._need(p, "otp", str, "otp")
     if not S.pairing():
-        raise S.Err(201, "no pairing in progress")
+        raise S.Err(_ILLEGAL_STATE, "no pairing in progress")
     if S._otp is None or otp != S._otp[0]:
-        raise S.Err(103, "wrong code")
+        raise S.Err(_INVALID_PARAM, "wrong code")
     hx = app.cfg["synqpay"]["api_key"].lower()
     while not hx or hx == "00000000":
         hx = hexlify(os.urandom(4)).decode()
@@ -83,7 +92,7 @@ def _authenticate(app, p):
         os.rename(d + S.KEY_FILE + ".new", d + S.KEY_FILE)
     except OSError as e:
         log.event(S.SRC, "pairing-failed", repr(e))
-        raise S.Err(100, "cannot store the key")
+        raise S.Err(_GENERAL_ERROR, "cannot store the key")
     S._key = bytes.fromhex(hx)
     S._otp = None
     log.event(S.SRC, "paired", "key stored in", d + S.KEY_FILE)
@@ -105,9 +114,9 @@ def _get_transaction(app, p):
             if t is not None and S.txid(t) != v:
                 t = None
     else:
-        raise S.Err(103, "lookup method is invalid")
+        raise S.Err(_INVALID_PARAM, "lookup method is invalid")
     if t is None or not t.result:
-        raise S.Err(302, "transaction not found")
+        raise S.Err(_TRANSACTION_NOT_FOUND, "transaction not found")
     return '{"transactionResult":"%s","transaction":%s}' % (S.result_of(t), S.tx(app, t))
 
 
@@ -134,13 +143,13 @@ def _batch(app):
 
 def _settlement(app, p):
     if S._need(p, "host", str, "host") != "SHVA":
-        raise S.Err(103, "host is invalid")
+        raise S.Err(_INVALID_PARAM, "host is invalid")
     _idle(app)
     items = _batch(app)
     try:
         s = app.term.settle()
     except Busy:
-        raise S.Err(201, "device is busy")
+        raise S.Err(_ILLEGAL_STATE, "device is busy")
     cfg = app.cfg
     lines = [cfg["merchant_name"], "TERMINAL " + cfg["terminal_id"], "BATCH %08d" % s["batch"]]
     for cur, tot in sorted(s["totals"].items()):
