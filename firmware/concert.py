@@ -13,7 +13,8 @@ from firmware import log
 from firmware.terminal import Busy
 from wire import concert_tlv as tlv
 
-_OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}
+# the action's code (V3 CD, V2 TYPE: the same four) -> the core's operation
+OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}
 _MANDATORY = ("CZ", "CJ", "CA", "CB", "CD", "CE")
 _SHORT = ("CZ", "CD")  # identification, status, duplicate, settlement, print
 
@@ -42,7 +43,7 @@ CHEQUE = "00C"
 def complete(req):
     """True once a decoded request carries every tag its action needs."""
     a = req.get("CD")
-    for k in (_MANDATORY if a in _OPS else _SHORT):
+    for k in (_MANDATORY if a in OPS else _SHORT):
         if k not in req:
             return False
     return True
@@ -113,7 +114,7 @@ async def serve(app, msg, src):
     if why:
         log.event(src, "malformed", why)
         return fail(app, req, AF_FORMAT), None
-    op = _OPS.get(req["CD"])
+    op = OPS.get(req["CD"])
     if op is None:
         from firmware import concert_extra
 

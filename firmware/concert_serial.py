@@ -20,7 +20,6 @@ PEER = "line"
 # ms: the longest read.  A time-out armed by the answer task (its ENQ) is seen
 # by the reading loop at its next turn, so it may run up to this much late.
 _TICK = 500
-_OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}  # V2 TYPE
 
 
 def _show(b):
@@ -143,7 +142,7 @@ class Line:
             log.event(self.name, "malformed", str(e))
             return v2.encode(v2.salvage(msg), v2.REFUSED), None
         term = self.app.term
-        op = _OPS.get(req["type"])
+        op = concert.OPS.get(req["type"])
         amount = int(req["amount"])
         cur = int(req["currency"])
         orig = None
