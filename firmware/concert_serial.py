@@ -22,24 +22,6 @@ PEER = "line"
 _TICK = 500
 
 
-def _show(b):
-    """Bytes for the log: text runs as they are, other bytes as <hh>.  Built
-    run by run: a frame is one text run between two or three control bytes."""
-    out = ""
-    i, n = 0, len(b)
-    while i < n:
-        j = i
-        while j < n and 32 <= b[j] < 127 and b[j] != 60:
-            j += 1
-        if j > i:
-            out += bytes(b[i:j]).decode()
-            i = j
-        else:
-            out += "<%02x>" % b[i]
-            i += 1
-    return out
-
-
 async def serve(app, name, st, lc, first):
     """The line, from its first bytes on (uart.UARTListener calls this)."""
     await Line(app, name, st, lc).run(first)
@@ -62,7 +44,7 @@ class Line:
         deadline = None
         if first:
             if log.frames or log._observers:
-                log.frame(self.name, "rx", PEER, _show(first))
+                log.frame(self.name, "rx", PEER, first)
             await self._after(link.receive(first))
         while True:
             now = time.ticks_ms()
@@ -80,7 +62,7 @@ class Line:
             data = await uart.read(self.st, wait)
             if data:
                 if log.frames or log._observers:
-                    log.frame(self.name, "rx", PEER, _show(data))
+                    log.frame(self.name, "rx", PEER, data)
                 await self._after(link.receive(data))
 
     async def _flush(self):
@@ -90,7 +72,7 @@ class Line:
                 self.st.write(out)
                 await self.st.drain()
                 if log.frames or log._observers:
-                    log.frame(self.name, "tx", PEER, _show(out))
+                    log.frame(self.name, "tx", PEER, out)
 
     async def _after(self, events):
         await self._flush()

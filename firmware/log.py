@@ -61,16 +61,19 @@ def frame(source, direction, peer, data):
 
 
 def printable(data):
-    """ASCII as is, anything else as <hh>: readable for text and binary."""
-    for b in data:
-        if b < 32 or b > 126 or b == 60:
-            break
-    else:
-        return bytes(data).decode()
-    out = []
-    for b in data:
-        if 32 <= b < 127 and b != 60:
-            out.append(chr(b))
+    """ASCII as is, anything else (and "<") as <hh>: readable for text and
+    binary.  Built run by run: a frame is mostly one text run between a few
+    control bytes, so this makes few strings."""
+    out = ""
+    i, n = 0, len(data)
+    while i < n:
+        j = i
+        while j < n and 32 <= data[j] < 127 and data[j] != 60:
+            j += 1
+        if j > i:
+            out += bytes(data[i:j]).decode()
+            i = j
         else:
-            out.append("<%02x>" % b)
-    return "".join(out)
+            out += "<%02x>" % data[i]
+            i += 1
+    return out
