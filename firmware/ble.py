@@ -89,7 +89,7 @@ class BLEListener:
         self.adv = advert(name)
         self.adv_us = lc["adv_ms"] * 1000
         self._advertise()
-        self.task = asyncio.create_task(self._run(lc))
+        self.task = asyncio.create_task(uart.serve(self.app, self.name, self, lc, "firmware.concert_serial"))
         return ["%s %s %s nus" % (self.name, self.kind, name)]
 
     async def stop(self):
@@ -180,6 +180,3 @@ class BLEListener:
                 break
             i += n
         self.out = bytearray()
-
-    async def _run(self, lc):
-        await uart.serve(self.app, self.name, self, lc, "firmware.concert_serial")

@@ -45,7 +45,8 @@ class UARTListener:
     async def start(self, lc):
         dev, where = self.app.board.uart(self.name, lc)
         self.dev = dev
-        self.task = asyncio.create_task(self._run(asyncio.StreamReader(dev), lc))
+        self.task = asyncio.create_task(serve(self.app, self.name, asyncio.StreamReader(dev), lc,
+                                              self.module))
         return ["%s %s %s %d" % (self.name, self.kind, where, lc["baud"])]
 
     async def stop(self):
@@ -60,9 +61,6 @@ class UARTListener:
                 d.deinit() if hasattr(d, "deinit") else d.close()  # machine.UART / a tty
             except Exception:
                 pass
-
-    async def _run(self, st, lc):
-        await serve(self.app, self.name, st, lc, self.module)
 
 
 async def serve(app, name, st, lc, module):
