@@ -151,7 +151,6 @@ class Firmware:
                 lc = self.config["web"] if name == "web" else self.config["listeners"][name]
                 lc["port"] = free_port()
             self.write_config(self.config)
-        return self
 
     def _start(self, timeout):
         self.killed = False  # a restart after kill(): its own death counts again
