@@ -105,40 +105,56 @@ def _bad_field(req):
 
 
 async def serve(app, msg, src):
+    """(answer, Txn or None) for one request.  Out of heap before anything
+    began, the register hears busy (AE=01 AF=00) rather than a closed
+    connection; once a transaction began, or to repeat a stored result, a
+    MemoryError goes up: the connection closes unanswered and the register
+    learns the outcome with CD=T, never a busy that would hide a charge."""
+    req = {}
     try:
-        req = tlv.decode(msg)
-        why = None if complete(req) else "missing mandatory tags"
-        why = why or _bad_field(req)
-    except tlv.TLVError as e:
-        req, why = {}, str(e)
-    if why:
-        log.event(src, "malformed", why)
-        return fail(app, req, AF_FORMAT), None
-    op = OPS.get(req["CD"])
-    if op is None:
-        from firmware import concert_extra
+        try:
+            req = tlv.decode(msg)
+            why = None if complete(req) else "missing mandatory tags"
+            why = why or _bad_field(req)
+        except tlv.TLVError as e:
+            req, why = {}, str(e)
+        if why:
+            log.event(src, "malformed", why)
+            return fail(app, req, AF_FORMAT), None
+        op = OPS.get(req["CD"])
+        if op is None:
+            from firmware import concert_extra
 
-        return concert_extra.serve(app, req, src)
-    term = app.term
-    amount = int(req["CB"])
-    cur = int(req["CE"])
-    ref = req.get("CF") or req.get("CH")
-    t = _retried(term, req, op, amount, cur, ref, src)
-    if t is not None:
-        log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
-        return answer(app, req, t), t
-    orig = None
-    if op == "void":
-        target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
-        if target is None:
-            log.event(src, "void", "no matching transaction")
-            return fail(app, req, _AF["not_found"]), None
-        orig = target.no
-    data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
-    try:
-        t = term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
+            return concert_extra.serve(app, req, src)
+        term = app.term
+        amount = int(req["CB"])
+        cur = int(req["CE"])
+        ref = req.get("CF") or req.get("CH")
+        t = _retried(term, req, op, amount, cur, ref, src)
+        if t is None:
+            orig = None
+            if op == "void":
+                target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
+                if target is None:
+                    log.event(src, "void", "no matching transaction")
+                    return fail(app, req, _AF["not_found"]), None
+                orig = target.no
+            data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
+            t = term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
+            retried = False
+        else:
+            retried = True
     except Busy:
         return fail(app, req, AF_UNKNOWN), None
+    except MemoryError as e:  # nothing began: say busy (if even that has no room, it goes up)
+        import gc
+
+        gc.collect()
+        log.event(src, "busy", "no room for the request: %r" % e)
+        return fail(app, req, AF_UNKNOWN), None
+    if retried:
+        log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
+        return answer(app, req, t), t
     if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
         asyncio.create_task(term.run(t))
         return tlv.encode(head(app, req) + [("AE", "11")]), None

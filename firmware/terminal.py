@@ -114,13 +114,16 @@ class Terminal:
             gc.collect()
             log.event("core", "busy", src, op, "refused; heap short (no block for it)")
             raise Busy
-        self.current = t
         rules = self.cfg["outcomes"]
-        # a row for this transaction's number ("#7") beats the amount's row
-        if not outcome and self.queue:
-            outcome = self.queue.pop(0)
-        t.outcome = (outcome or rules.get("#%d" % self.journal.next_no)
+        # a row for this transaction's number ("#7") beats the amount's row;
+        # all of it before claiming the terminal: a MemoryError here must
+        # leave it free (the caller answers busy), and the queue as it was
+        queued = self.queue[0] if not outcome and self.queue else None
+        t.outcome = (outcome or queued or rules.get("#%d" % self.journal.next_no)
                      or rules.get("%02d" % (amount % 100)) or rules["default"])
+        if queued is not None:
+            self.queue.pop(0)
+        self.current = t
         self._wake = None
         self._ev.clear()
         self.note = None

@@ -238,3 +238,80 @@ def test_an_http_client_refused_for_want_of_heap_hears_503():
     finally:
         tcp.room = real
     assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
+
+
+def _concert_app():
+    cfg, _ = config.merge({"delays": {"auth_ms": 0}})
+    a = _App(cfg)
+    a.term = Terminal(cfg)
+    return a
+
+
+_PAY = b"CZ0040300CJ012012345678901CA00201CE003978CD0010CB0041250"
+
+
+def test_concert_out_of_heap_before_anything_began_answers_busy():
+    from firmware import concert
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    real = concert.tlv.decode
+    calls = [0]
+
+    def decode(msg):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        return real(msg)
+
+    concert.tlv.decode = decode
+    try:
+        ans, t = asyncio.run(concert.serve(a, _PAY, "concert-ip"))
+    finally:
+        concert.tlv.decode = real
+    got = tlv.decode(ans)
+    assert (got["AE"], got["AF"]) == ("01", "00") and t is None, got
+    assert a.term.current is None and a.term.journal.next_no == 1  # nothing began
+
+
+def test_concert_out_of_heap_after_the_payment_never_says_busy():
+    """The payment ran: an answer that finds no room must not become a busy
+    (the register would drop a charged sale); the error goes up, the
+    connection closes, and CD=T tells the register the truth."""
+    from firmware import concert
+
+    a = _concert_app()
+    real = concert.answer
+
+    def answer(app_, req, t):
+        raise MemoryError("memory allocation failed, allocating 200 bytes")
+
+    concert.answer = answer
+    try:
+        asyncio.run(concert.serve(a, _PAY, "concert-ip"))
+        raise AssertionError("answered")
+    except MemoryError:
+        pass
+    finally:
+        concert.answer = real
+    assert a.term.journal.next_no == 2 and a.term.journal.last().result == "approved"
+
+
+def test_a_memory_error_while_choosing_the_outcome_leaves_the_terminal_free():
+    cfg, _ = config.merge({})
+    term = Terminal(cfg)
+
+    class Rules:
+        def get(self, key):
+            raise MemoryError("memory allocation failed, allocating 16 bytes")
+
+    real, cfg["outcomes"] = cfg["outcomes"], Rules()
+    try:
+        term.start("pay", 1250, 978, "test")
+        raise AssertionError("started")
+    except MemoryError:
+        pass
+    finally:
+        cfg["outcomes"] = real
+    assert term.current is None  # free: the next one starts
+    assert term.start("pay", 1250, 978, "test") is term.current
