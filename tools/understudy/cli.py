@@ -29,7 +29,8 @@ def parser():
         prog="understudy",
         description="Understudy, a payment terminal stand-in: the host tools.",
         epilog="`understudy COMMAND --help` tells more.  Exit codes of `ecr`: 0 approved, "
-        "1 not approved, 2 usage, 3 no answer (outcome unknown).")
+        "1 not approved, 2 usage, 3 no answer (outcome unknown, or the terminal too busy to "
+        "start: nothing happened).")
     p.add_argument("--version", action="version", version="understudy %s" % VERSION)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
