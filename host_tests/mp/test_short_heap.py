@@ -76,6 +76,19 @@ def test_no_block_for_the_transaction_is_busy_too():
     assert term.start("pay", 1250, 978, "test") is term.current  # and the next one starts
 
 
+def _fails_once(real, why):
+    """(real, but its first call raises MemoryError(why); [calls so far])."""
+    calls = [0]
+
+    def f(*args):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise MemoryError(why)
+        return real(*args)
+
+    return f, calls
+
+
 class _App:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -97,14 +110,7 @@ def test_the_config_watcher_outlives_a_memory_error():
     cfg, _ = config.merge({"config_watch_s": 1})
     a = _App(cfg)
     real = app._signature
-    calls = [0]
-
-    def failing(p):
-        calls[0] += 1
-        if calls[0] == 1:
-            raise MemoryError("memory allocation failed")
-        return real(p)
-
+    failing, calls = _fails_once(real, "memory allocation failed")
     app._signature = failing
     try:
         async def go():
@@ -256,15 +262,7 @@ def test_concert_out_of_heap_before_anything_began_answers_busy():
 
     a = _concert_app()
     real = concert.tlv.decode
-    calls = [0]
-
-    def decode(msg):
-        calls[0] += 1
-        if calls[0] == 1:
-            raise MemoryError("memory allocation failed, allocating 96 bytes")
-        return real(msg)
-
-    concert.tlv.decode = decode
+    concert.tlv.decode = _fails_once(real, "memory allocation failed, allocating 96 bytes")[0]
     try:
         ans, t = asyncio.run(concert.serve(a, _PAY, "concert-ip"))
     finally:
