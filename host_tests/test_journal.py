@@ -72,12 +72,14 @@ def test_batch_and_totals_survive_restarts_until_settlement(firmware, tmp_path):
 
 def test_cut_before_the_outcome_is_not_performed(firmware, tmp_path):
     state = str(tmp_path / "board")
-    fw = firmware({"delays": {"card_ms": 3000}}, state_dir=state)
+    # the card comes long after the kill, even on a loaded machine
+    fw = firmware({"delays": {"card_ms": 30000}, "timeouts": {"card_s": 60}}, state_dir=state)
     threading.Thread(target=exchange, args=(addr(fw), odoo(1250)), daemon=True).start()
     assert fw.wait_for("core start #1", 5) is not None
     fw.kill()
+    first = fw.output()
     fw = firmware(state_dir=state)
-    assert fw.wait_for("journal interrupted #1 pay 1250 not performed", 2) is not None
+    assert fw.wait_for("journal interrupted #1 pay 1250 not performed", 2) is not None, first + fw.output()
     s = ask(fw, STATUS)
     assert (s["AE"], s["AF"], s["CB"]) == ("01", "07", "1250")
     assert totals(ask(fw, SETTLE)) == {}

@@ -29,6 +29,9 @@ def test_a_drawn_port_taken_at_start_is_drawn_again():
         host, port = fw.address("p3-tcp")
         assert port != held.getsockname()[1]
         assert fw.address("concert-ip")[1] == cfg["listeners"]["concert-ip"]["port"]  # the others stay
+        # the first boot's lines stay (a journal it replayed says so only then)
+        out = fw.output()
+        assert out.count("journal replayed") == 2 and "(launcher) p3-tcp taken" in out, out
         with socket.create_connection((host, port), timeout=5):
             pass
     finally:

@@ -140,9 +140,11 @@ class Firmware:
         program took between the caller's draw and the bind (two test suites
         on one host) gets another free port and the firmware starts again,
         up to twice, when the config is a dict this object wrote."""
+        self.lines = []
         for tries in (2, 1, 0):
+            mark = len(self.lines)
             self._start(timeout)
-            taken = TAKEN.findall("\n".join(self.lines))
+            taken = TAKEN.findall("\n".join(self.lines[mark:]))
             if not taken or self.config is None or not tries or not self.movable.issuperset(taken):
                 return self
             self.kill()
@@ -151,6 +153,10 @@ class Firmware:
                 lc = self.config["web"] if name == "web" else self.config["listeners"][name]
                 lc["port"] = free_port()
             self.write_config(self.config)
+            # what that boot printed stays: it ran (a journal it replayed
+            # said so then, not again)
+            self.lines.append("(launcher) %s taken: starting again on other ports"
+                              % ", ".join(taken))
 
     def _start(self, timeout):
         self.killed = False  # a restart after kill(): its own death counts again
@@ -171,8 +177,8 @@ class Firmware:
             "%s=%s,%s" % (n, m.firmware_path, m.register_path) for n, m in self.modems.items())
         cmd = micropython_cmd() + ["-X", "heapsize=%s" % self.heap]
         cmd += list(self.entry) if self.entry else [os.path.join(self.root, "main.py")]
-        self.lines = []
         self.listeners = {}
+        mark = len(self.lines)
         self.proc = subprocess.Popen(
             cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -180,7 +186,7 @@ class Firmware:
         self._eof = False
         self._thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self._thread.start()
-        if not self.wait_for("READY", timeout):
+        if self.wait_for("READY", timeout, mark) is None:
             out = self.output()
             code = self.proc.poll()
             self.kill()
