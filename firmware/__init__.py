@@ -54,3 +54,24 @@ def room(need):
         return True
     gc.collect()
     return gc.mem_free() >= need
+
+
+ROOM_WAITS = (20, 100)  # ms: a peak of other clients mid-answer usually passes by then
+
+
+async def when_room(fn, *args):
+    """fn(*args), once more after a collection and a pause (each of
+    ROOM_WAITS) if the heap has no block for it; MemoryError if it still
+    has none.  For what must be built once work is done (the answer to a
+    payment the terminal approved): a short wait beats an unanswered
+    register."""
+    import asyncio
+    import gc
+
+    for wait in ROOM_WAITS:
+        try:
+            return fn(*args)
+        except MemoryError:
+            gc.collect()
+            await asyncio.sleep_ms(wait)
+    return fn(*args)

@@ -9,7 +9,7 @@ Decisions where the sources disagree are listed in docs/CONCERT.md.
 """
 import asyncio
 
-from firmware import log
+from firmware import log, when_room
 from firmware.terminal import Busy
 from wire import concert_tlv as tlv
 
@@ -107,9 +107,10 @@ def _bad_field(req):
 async def serve(app, msg, src):
     """(answer, Txn or None) for one request.  Out of heap before anything
     began, the register hears busy (AE=01 AF=00) rather than a closed
-    connection; once a transaction began, or to repeat a stored result, a
-    MemoryError goes up: the connection closes unanswered and the register
-    learns the outcome with CD=T, never a busy that would hide a charge."""
+    connection; once a transaction began, or to repeat a stored result, the
+    answer waits for room (when_room), and if none comes a MemoryError goes
+    up: the connection closes unanswered and the register learns the
+    outcome with CD=T, never a busy that would hide a charge."""
     req = {}
     try:
         try:
@@ -154,14 +155,14 @@ async def serve(app, msg, src):
         return fail(app, req, AF_UNKNOWN), None
     if retried:
         log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
-        return answer(app, req, t), t
+        return await when_room(answer, app, req, t), t
     if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
         asyncio.create_task(term.run(t))
         return tlv.encode(head(app, req) + [("AE", "11")]), None
     await term.run(t)
     if t.drop:
         return None, t
-    return answer(app, req, t), t
+    return await when_room(answer, app, req, t), t
 
 
 def _retried(term, req, op, amount, cur, ref, src):

@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from firmware import concert, log, uart
+from firmware import concert, log, uart, when_room
 from firmware.terminal import Busy
 from wire import concert_link
 from wire import concert_v2 as v2
@@ -150,5 +150,5 @@ class Line:
         if t.drop:
             return None, t
         if t.result != "approved":
-            return v2.encode(req, v2.REFUSED), t
-        return v2.encode(req, v2.ACCEPTED, "" if req["mode"] == "C" else t.pan or ""), t
+            return await when_room(v2.encode, req, v2.REFUSED), t
+        return await when_room(v2.encode, req, v2.ACCEPTED, "" if req["mode"] == "C" else t.pan or ""), t

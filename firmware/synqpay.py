@@ -16,7 +16,7 @@ import time
 
 from micropython import const
 
-from firmware import clock, log
+from firmware import ROOM_WAITS, clock, log, when_room
 from firmware.terminal import Busy
 from wire import synqpay_link as L
 from wire.lenient import coerce
@@ -64,6 +64,7 @@ class Session:
         self.s = s
         self.peer = peer
         self.auth = False  # has sent a frame with the paired key
+        self.began = False  # the request being handled has changed something
         self.lock = asyncio.Lock()  # one writer at a time
         self.task = asyncio.current_task()
 
@@ -156,7 +157,7 @@ async def serve(app, name, s, peer, hello=None):
                     log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
                     ev = d.expire()  # the cut frame's first byte; then the rest of it,
                     while ev is not None:  # or frames found in it, as bytes that came
-                        await _frame(me, ev)
+                        await _handle(me, ev)
                         ev = d.next()
                     continue
                 log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
@@ -167,7 +168,7 @@ async def serve(app, name, s, peer, hello=None):
             ev = d.next()
             while ev is not None:
                 hello = False
-                await _frame(me, ev)
+                await _handle(me, ev)
                 ev = d.next()
     except asyncio.CancelledError:  # evicted, or dropped on purpose
         pass
@@ -175,6 +176,24 @@ async def serve(app, name, s, peer, hello=None):
         if _cur is me:
             _cur = None
     log.event(name, "gone", peer)
+
+
+async def _handle(me, ev):
+    """_frame(me, ev), again after a pause (ROOM_WAITS) if the heap had no
+    room for it before it changed anything: a POS hears its answer late
+    rather than never.  Once it changed something, or after the last
+    wait, the MemoryError ends the link (an answer owed is resent on
+    reconnect)."""
+    for wait in ROOM_WAITS:
+        me.began = False
+        try:
+            return await _frame(me, ev)
+        except MemoryError:
+            if me.began:
+                raise
+            gc.collect()
+            await asyncio.sleep_ms(wait)
+    await _frame(me, ev)
 
 
 async def _frame(me, ev):
@@ -245,12 +264,14 @@ async def _request(me, key, payload):
         if m == "getStatus":
             result = _status(app)
         elif m == "cancel":
+            me.began = True
             result = _cancel(app, p)
         else:
             from firmware import synqpay_extra
 
+            me.began = True  # pairing, a refund by reference...: not done twice
             result = synqpay_extra.call(app, m, p)
-        body = _reply(rid, result)
+        body = await when_room(_reply, rid, result)
         shown = _reply(rid, '{"apiKey":"********"}') if m == "authenticate" else body
     except Err as e:
         a = e.args
@@ -316,6 +337,7 @@ def _start(me, rid, p):
         t = term.start(op, amount, cur, SRC, ref=ref, orig=orig, data={"id": rid})
     except Busy:
         raise Err(_ILLEGAL_STATE, "device is busy")
+    me.began = True
     if p.get("notifyUpdate") is True and op != "void":
         t.hold = ("card",)
     ev = p.get("notifyEvents") is True
@@ -333,6 +355,7 @@ def _continue(me, rid, p):
     n = p.get("newAmount")
     if n is not None and (type(n) is not int or n <= 0):
         raise Err(_ILLEGAL_REQUEST, "illegal new amount", "ILLEGAL_NEW_AMOUNT")
+    me.began = True
     t.data["id"] = rid  # the final result answers this request
     term.act("continue", {"amount": n})
 
@@ -386,20 +409,17 @@ async def _deliver(app, t):
     c = client()
     if c is None:
         return False
-    for wait in _ROOM_WAITS:  # a passing peak (other links mid-answer) often ends soon
-        try:
-            parts, shown = _framed(L.RESPONSE, _answer(app, t))
-            return await c.send(parts, shown)
-        except MemoryError:
-            parts = shown = None
-            gc.collect()
-            if wait:
-                await asyncio.sleep_ms(wait)
-    c.drop("no memory for the answer #%d; resent on reconnect" % t.no)
-    return None
+    try:
+        parts, shown = await when_room(_built, app, t)
+    except MemoryError:
+        gc.collect()
+        c.drop("no memory for the answer #%d; resent on reconnect" % t.no)
+        return None
+    return await c.send(parts, shown)
 
 
-_ROOM_WAITS = (20, 100, 0)  # ms before building an answer that found no room, again
+def _built(app, t):
+    return _framed(L.RESPONSE, _answer(app, t))
 
 
 async def _flush(me):

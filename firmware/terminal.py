@@ -16,6 +16,8 @@ forbidden, host_error, signature (see the README for what each does).
 import asyncio
 import gc
 
+from micropython import const
+
 from firmware import clock, log, room
 from firmware.journal import Journal
 
@@ -30,6 +32,7 @@ SIGNATURE = "signature"  # t.hold has "signature" and the outcome asks for one
 DONE = "done"
 _WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
 _ABORTABLE = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE)
+_SPARE = const(512)  # bytes: a run() coroutine and its task, on a 64-bit build too
 
 # results: approved, declined, cancelled, timeout, error (with a reason)
 
@@ -110,6 +113,10 @@ class Terminal:
             raise Busy
         try:  # room() counts free bytes, not one block: a fragmented heap can still fail
             t = Txn(op, amount, cur, src, ref, orig, data)
+            # a block for what the caller makes once the terminal is claimed
+            # (the run() coroutine, its task): garbage at once, so the
+            # collection a failed allocation runs gives it back
+            bytearray(_SPARE)
         except MemoryError:
             gc.collect()
             log.event("core", "busy", src, op, "refused; heap short (no block for it)")

@@ -313,3 +313,56 @@ def test_a_memory_error_while_choosing_the_outcome_leaves_the_terminal_free():
         cfg["outcomes"] = real
     assert term.current is None  # free: the next one starts
     assert term.start("pay", 1250, 978, "test") is term.current
+
+
+def test_concert_answer_after_the_payment_waits_for_room():
+    """The payment ran and the heap has no block for its answer just then
+    (other clients mid-answer): the answer is built a moment later, and the
+    register hears its approval instead of a closed connection."""
+    from firmware import concert
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    real = concert.answer
+    concert.answer, calls = _fails_once(real, "memory allocation failed, allocating 512 bytes")
+    try:
+        ans, t = asyncio.run(concert.serve(a, _PAY, "concert-ip"))
+    finally:
+        concert.answer = real
+    assert tlv.decode(ans)["AE"] == "10" and t.result == "approved" and calls[0] == 2
+
+
+class _Stream:
+    def __init__(self):
+        self.out = b""
+
+    def write(self, data):
+        self.out += bytes(data)
+
+    async def drain(self):
+        pass
+
+
+def test_a_synqpay_request_without_room_is_answered_a_moment_later():
+    """A request the heap had no room for before it changed anything is
+    handled again after a pause, not a link dropped under the POS."""
+    from firmware import synqpay
+    from wire import synqpay_link as L
+
+    a = _concert_app()
+    s = _Stream()
+    real, key = synqpay._status, synqpay._key
+    synqpay._key = b"\x01\x02\x03\x04"
+    synqpay._status, calls = _fails_once(real, "memory allocation failed, allocating 328 bytes")
+
+    async def link():
+        me = synqpay.Session(a, "synqpay", s, "127.0.0.1")
+        me.auth = True
+        await synqpay._handle(me, (L.REQUEST, synqpay._key,
+                                   b'{"jsonrpc":"2.0","id":7,"method":"getStatus"}'))
+
+    try:
+        asyncio.run(link())
+    finally:
+        synqpay._status, synqpay._key = real, key
+    assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
