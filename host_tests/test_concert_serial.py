@@ -6,6 +6,7 @@ import glob
 import json
 import logging
 import os
+import subprocess
 import threading
 import time
 
@@ -16,6 +17,9 @@ import telium
 
 from concert_client import exchange, odoo
 from golden import Transcript
+from understudy import paths
+from understudy.launch import micropython
+from understudy.nullmodem import NullModem
 from wire import concert_link as link
 from wire import concert_tlv as tlv
 
@@ -146,6 +150,31 @@ def test_pytelium_payment_refund_declined_cancelled(firmware):
     for n, what in ((1, "approved"), (2, "approved"), (3, "declined decline"), (4, "cancelled cancel")):
         assert fw.wait_for("core done #%d %s" % (n, what), 2) is not None
     assert fw.wait_for("core start #2 refund 990 978 concert-serial", 1) is not None
+
+
+_OPEN_THRICE = """
+from firmware.board import unix
+lc = {"device": %r, "bits": 7, "parity": "even", "stop": 1, "baud": 9600}
+for i in range(3):
+    unix.uart("concert-serial", lc)[0].close()
+print("opened 3 times")
+"""
+
+
+def test_a_pty_line_opens_again_after_a_restart():
+    """Linux keeps a pty at 8 bits without parity: it ignores 7E1 the first
+    time and refuses it (EINVAL) once the line was set, as after a reboot
+    on the same pty (the launcher restarts a firmware whose drawn port was
+    taken) or a config change.  The listener opens it all the same."""
+    m = NullModem()
+    try:
+        lib = os.path.join(paths.SOURCE, "lib")
+        env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (paths.SOURCE, lib))
+        r = subprocess.run([micropython(), "-c", _OPEN_THRICE % m.firmware_path], env=env,
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    finally:
+        m.close()
+    assert "opened 3 times" in r.stdout, r.stdout + r.stderr
 
 
 def test_pytelium_refund_type_is_a_void_of_the_last_matching_payment(firmware):
