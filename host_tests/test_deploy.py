@@ -46,6 +46,9 @@ def test_deploy_to_a_board(tmp_path, wifi):
         board_dir = flash / "firmware" / "board"
         assert (board_dir / "mcu.mpy").exists()  # the unix port's own modules stay off its flash
         assert not [f for f in os.listdir(board_dir) if f.startswith("unix")], os.listdir(board_dir)
+        assert (board_dir / "esp32.mpy").exists()  # (its sys.platform is linux: both boards' stay)
+        # the Bluetooth listeners, off in this config, stay on the PC
+        assert not [f for f in ("ble.mpy", "bt_spp.mpy") if (flash / "firmware" / f).exists()]
         assert (flash / "www" / "index.html.gz").exists()  # the web page, as the terminal serves it
         cfg = json.loads((flash / "config.json").read_text())
         assert cfg["wifi"]["ssid"] == "shop"
@@ -61,6 +64,25 @@ def test_deploy_to_a_board(tmp_path, wifi):
         assert "Traceback" not in booted and "READY" in booted, booted
     finally:
         board.close()
+
+
+def test_what_each_board_gets():
+    """build.on_board: the unix port's modules never, another board's module
+    not, the Bluetooth listeners' when the config enables one or asked."""
+    from argparse import Namespace
+
+    from understudy import build
+
+    assert not build.on_board("firmware/board/unix.mpy")
+    assert build.on_board("firmware/board/esp32.mpy", "esp32")
+    assert not build.on_board("firmware/board/rp2.mpy", "esp32")
+    assert build.on_board("firmware/board/rp2.mpy", "linux")  # not a board's: every one kept
+    assert build.on_board("firmware/ble.py") and not build.on_board("firmware/ble.mpy", "rp2", False)
+    assert build.on_board("firmware/app.mpy", "rp2", False)
+    ask = Namespace(bluetooth=False)
+    assert not deploy.wants_bluetooth(ask, {"listeners": {"concert-ip": {"enabled": True}}})
+    assert deploy.wants_bluetooth(ask, {"listeners": {"concert-ble": {"enabled": True}}})
+    assert deploy.wants_bluetooth(Namespace(bluetooth=True), {})
 
 
 def test_no_board_and_bad_config(tmp_path):

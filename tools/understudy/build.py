@@ -34,11 +34,37 @@ def mpy_cross():
 # modules only the unix port runs: in build/mpy for `make run` and the
 # tests, never copied to a board (deploy, package.json)
 HOST_ONLY = "firmware/board/unix"
+# each board's own module, by sys.platform: `understudy deploy` leaves the
+# other board's off a board's flash
+BOARD_MODULE = {"firmware/board/esp32": "esp32", "firmware/board/rp2": "rp2"}
+# the Bluetooth listeners (off by default): deployed when the config enables
+# one, or with --bluetooth
+BLUETOOTH = ("firmware/bt_spp", "firmware/ble")
 
 
-def on_board(rel):
-    """True for a file (path relative to the tree, .py or .mpy) a board gets."""
-    return not rel.startswith(HOST_ONLY)
+def on_board(rel, platform=None, bluetooth=True):
+    """True for a file (path relative to the tree, .py or .mpy) a board
+    gets: never the unix port's own modules; on a board of `platform`
+    (sys.platform: esp32, rp2), not another board's module (any other
+    platform keeps them all); without bluetooth, not the
+    Bluetooth listeners'.  Defaults: what any board may use (package.json)."""
+    stem = rel.rsplit(".", 1)[0]
+    if stem.startswith(HOST_ONLY):
+        return False
+    if platform in BOARD_MODULE.values() and BOARD_MODULE.get(stem, platform) != platform:
+        return False
+    return bluetooth or stem not in BLUETOOTH
+
+
+def largest_board(sizes):
+    """(platform, modules, bytes) of the largest default deploy (no
+    Bluetooth), from {relative path: size} of a build's .mpy files."""
+    out = []
+    for platform in sorted(set(BOARD_MODULE.values())):
+        got = [n for rel, n in sizes.items() if on_board(rel, platform, False)]
+        out.append((sum(got), len(got), platform))
+    size, n, platform = max(out)
+    return platform, n, size
 
 
 def sources():
@@ -57,7 +83,7 @@ def build(out=paths.MPY, quiet=False):
     os.makedirs(out)
     for f in paths.FIRMWARE_FILES:
         shutil.copy(os.path.join(paths.ROOT, f), os.path.join(out, f))
-    n = size = 0
+    sizes = {}
     tool = mpy_cross()
     for rel in sources():
         dst = os.path.join(out, rel[:-3] + ".mpy")
@@ -67,15 +93,14 @@ def build(out=paths.MPY, quiet=False):
         if r.returncode:
             sys.stderr.write("mpy-cross failed on %s:\n%s%s" % (rel, r.stdout, r.stderr))
             raise SystemExit(1)
-        if on_board(rel):
-            n += 1
-            size += os.path.getsize(dst)
+        sizes[rel] = os.path.getsize(dst)
     page(out)
+    platform, n, size = largest_board(sizes)
     with open(os.path.join(out, ".stamp"), "w") as f:
         f.write("%d %d\n%s\n" % (n, size, digest()))
     if not quiet:
-        print("mpy: %d modules for a board, %.1f KB of .mpy, in %s" % (
-            n, size / 1024.0, os.path.relpath(out)))
+        print("mpy: %d modules, %.1f KB of .mpy for a board (%s, the larger), in %s" % (
+            n, size / 1024.0, platform, os.path.relpath(out)))
     return n, size
 
 
@@ -102,7 +127,8 @@ def digest():
 
 
 def stats(out=paths.MPY):
-    """(modules, bytes of .mpy) a board gets of the build in out/, from its stamp."""
+    """(modules, bytes of .mpy) the larger board's default deploy gets of
+    the build in out/, from its stamp."""
     with open(os.path.join(out, ".stamp")) as f:
         n, size = f.read().split()[:2]
     return int(n), int(size)

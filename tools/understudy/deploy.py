@@ -204,16 +204,23 @@ def put_micropython(a):
         time.sleep(0.2)
 
 
-def host_only(root, dirs):
-    """The files under dirs of the build in root that stay off a board."""
+def left_off(root, dirs, platform, bluetooth):
+    """The files under dirs of the build in root that stay off this board
+    (build.on_board)."""
     out = []
     for d in dirs:
         for base, _, files in os.walk(os.path.join(root, d)):
             for f in files:
                 rel = os.path.relpath(os.path.join(base, f), root)
-                if not build.on_board(rel):
+                if not build.on_board(rel, platform, bluetooth):
                     out.append(rel)
     return sorted(out)
+
+
+def wants_bluetooth(a, cfg):
+    """--bluetooth, or a config that enables a Bluetooth listener."""
+    ls = cfg.get("listeners") or {}
+    return a.bluetooth or any((ls.get(n) or {}).get("enabled") for n in ("concert-bt", "concert-ble"))
 
 
 def deploy(a):
@@ -264,7 +271,10 @@ def deploy(a):
             args += ["+", "fs", "cp", "-r", os.path.join(root, d), ":" + d]
         for f in paths.FIRMWARE_FILES:
             args += ["+", "fs", "cp", os.path.join(root, f), ":" + f]
-        for f in host_only(root, dirs):  # the unix port's own modules: no use on a board
+        bt = wants_bluetooth(a, cfg)
+        if not bt:
+            say("the Bluetooth listeners are off: their modules stay on the PC (--bluetooth)")
+        for f in left_off(root, dirs, platform, bt):  # the unix port's, the other board's...
             args += ["+", "fs", "rm", ":" + f]
         args = args[1:]
         mpremote(a.port, *args, timeout=600)
@@ -315,6 +325,9 @@ def main(argv=None, prog="understudy deploy"):
                    help="make a new TLS certificate naming this address (the board's IP)")
     p.add_argument("--no-tls", action="store_true", help="do not copy the TLS identity")
     p.add_argument("--no-reset", action="store_true", help="copy only; do not reset the board")
+    p.add_argument("--bluetooth", action="store_true",
+                   help="copy the Bluetooth listeners' modules (concert-bt, concert-ble: 5.4 KB) even "
+                        "if the config does not enable them (it does: they are copied)")
     p.add_argument("--frozen", action="store_true",
                    help="the board's MicroPython was built with Understudy frozen in (manifest.py): "
                    "copy only main.py, boot.py, config and TLS, and remove an older firmware/ from "
