@@ -20,7 +20,7 @@ async def pin(term, t, o, ms):
             if wrong >= 3:
                 t.result, t.reason = "declined", "pin"
                 return False
-            term.note = "wrong PIN, %d tries left" % (3 - wrong)
+            term.note = "Wrong PIN, %d tries left" % (3 - wrong)
             log.event("core", "pin", "#%d" % t.no, "wrong")
             term._state(t, PIN)
             continue

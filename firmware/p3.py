@@ -196,7 +196,7 @@ def view(app, t, final=True):
         v.append(("clearingDetails", (("authorizationCode", t.auth),
                                       ("terminalId", cfg["terminal_id"]),
                                       ("merchantId", cfg["merchant_id"]))))
-    if t.result in ("approved", "declined"):
+    if t.result in ("approved", "declined") and t.reason != "paper_out":  # out of paper: none
         paper = data.get("sig") == "receipt"
         had, receipt = borrow("firmware.receipt")
         for key, merchant in (("merchantReceipt", True), ("customerReceipt", False)):
@@ -210,15 +210,21 @@ def view(app, t, final=True):
 
 
 def _update(app, t, st, tag, res):
-    """The UPDATE (or ACTION) for a state the transaction entered, or None."""
+    """The UPDATE (or ACTION) for a state the transaction entered, or None;
+    st: (that state, the terminal's note and the amount at that moment:
+    the updates of a flow that never waited are sent after it ended)."""
+    st, note, amount = st
     if st == "signature":
         return w.message("EXECUTE_TRANSACTION_ACTION", tag, res, None, None,
                          (("type", "SIGNATURE"), ("transaction", view(app, t, False))))
     step = _STEPS.get(st)
     if step is None:
         return None
+    now, t.amount = t.amount, amount
     v = view(app, t, False)
-    info = [step[1], "%s %s" % (v[4][1].decode(), v[5][1])]
+    t.amount = now
+    # the terminal's passing message first: wrong PIN, insert card, swipe card
+    info = [note or step[1], "%s %s" % (v[4][1].decode(), v[5][1])]
     return w.message("EXECUTE_TRANSACTION_UPDATE", tag, res, None, None, (
         ("transaction", v),
         ("transactionProcessDetails", (("state", step[0]), ("information", info))),
@@ -245,7 +251,7 @@ async def drive(conn, t, rtype, tag, res, updates=True):
     ev = asyncio.Event()
 
     def progress(t):
-        pend.append(t.state)
+        pend.append((t.state, term.note, t.amount))  # as they are at that moment
         ev.set()
 
     if updates:
@@ -358,5 +364,5 @@ async def start(conn, op, a, cur, tp, path, orig, tag, rtype, res, updates):
                                 data={"subject": subject[:64]} if subject else None)
     except Busy:
         raise w.P3Error(BUSY, "the terminal is busy with another transaction")
-    t.hold = ("signature",)
+    t.hold = ("signature", "partial")  # its amount is the amount approved
     asyncio.create_task(drive(conn, t, rtype, tag, res, updates))

@@ -45,8 +45,9 @@ _EVENTS = {"wait_card": "WAITING_FOR_CARD", "card_read": "CARD_DETECTED",
            "pin": "PIN_STARTED", "auth": "AUTHORIZATION_STARTED"}
 # TxResult `result` by the core's reason (approved is OK)
 _RESULT = {"decline": "HOST_ERROR", "signature": "HOST_ERROR", "pin": "SMART_CARD_ERROR",
-           "forbidden": "CARD_NOT_ALLOWED", "cancel": "CANCELED", "abort": "CANCELED",
-           "no_card": "TIMEOUT", "no_pin": "TIMEOUT", "no_continue": "TIMEOUT", "host": "NETWORK_ERROR"}
+           "removed": "SMART_CARD_ERROR", "forbidden": "CARD_NOT_ALLOWED", "cancel": "CANCELED",
+           "abort": "CANCELED", "duplicate": "CANCELED", "no_card": "TIMEOUT", "no_pin": "TIMEOUT",
+           "no_continue": "TIMEOUT", "no_confirm": "TIMEOUT", "host": "NETWORK_ERROR"}
 # params a Kotlin JSON reader would coerce from text (wire.lenient, docs/SYNQPAY.md)
 _BOOLS = ("notifyUpdate", "notifyEvents")
 _INTS = ("amount", "currency", "newAmount")

@@ -34,7 +34,8 @@ _PAGE = ("www/index.html.gz", "www/index.html")
 _RESULT = {"approved": "APPROVED", "declined": "DECLINED", "cancelled": "CANCELLED",
            "timeout": "TIME-OUT", "error": "NOT COMPLETED"}
 _SCREEN = {"wait_card": "PRESENT CARD", "card_read": "CARD READ", "wait_continue": "PLEASE WAIT",
-           "pin": "ENTER PIN", "auth": "AUTHORISING...", "signature": "SIGNATURE?"}
+           "pin": "ENTER PIN", "auth": "AUTHORISING...", "signature": "SIGNATURE?",
+           "confirm": "DUPLICATE? OK/STOP"}
 _PROFILES = ("chip", "contactless", "magstripe")
 # path -> (methods, handler name); GET is a read, anything else changes state.
 # Handlers are _<name> here, or in firmware/web_admin.py for the names in _ADMIN.
@@ -257,7 +258,7 @@ def screen(app):
     t = term.current
     if t is not None:
         top = _money(t) if t.op == "pay" else "%s %s" % (t.op.upper(), _money(t))
-        if t.state == "pin" and term.note:
+        if term.note:  # wrong PIN, insert card, swipe card, possible duplicate
             return [top, term.note.upper()]
         return [top, _SCREEN.get(t.state, "PLEASE WAIT")]
     last = term.journal.last()
@@ -428,7 +429,8 @@ async def _cancel(app, name, s, method, q, body, headers):
 
 async def _remove(app, name, s, method, q, body, headers):
     term = app.term
-    term.act("cancel")  # a card pulled out before the end cancels it
+    t = term.current  # a card pulled out before the end cancels it
+    term.act("cancel" if t is None or t.state == "wait_card" else "removed")
     term.card_in = False
     if term.current is None:
         _dismiss(app)

@@ -51,11 +51,16 @@ async def _receipt(app, name, s, method, q, body, headers):
 # ---- the tester ----------------------------------------------------------
 
 
-def _outcomes():
+def _bad_outcomes(got):
+    """None if got is a list of outcomes the core knows; else what is allowed."""
     had, config = borrow("firmware.config")
-    names = config.OUTCOMES
-    drop("firmware.config", had)
-    return names
+    try:
+        if isinstance(got, list) and all(config.outcome_ok(o) for o in got):
+            return None
+        return "outcomes: a list of " + ", ".join(config.OUTCOMES) + " (arguments: " + ", ".join(
+            "%s:%s" % (k, "|".join(a for a in v if a)) for k, v in config.ARGS.items()) + ", partial:N)"
+    finally:
+        drop("firmware.config", had)
 
 
 async def _queue(app, name, s, method, q, body, headers):
@@ -64,9 +69,9 @@ async def _queue(app, name, s, method, q, body, headers):
         term.queue = []
     elif method == "POST":
         got = body.get("outcomes")
-        names = _outcomes()
-        if not isinstance(got, list) or [o for o in got if o not in names]:
-            raise _Answer(400, "Bad Request", "outcomes: a list of " + ", ".join(names))
+        bad = _bad_outcomes(got)
+        if bad:
+            raise _Answer(400, "Bad Request", bad)
         if body.get("replace"):
             term.queue = []
         term.queue.extend(got)

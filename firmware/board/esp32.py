@@ -11,6 +11,7 @@ def setup(cfg):
 
 led = mcu.led
 stopped = mcu.stopped
+power_cut = mcu.power_cut
 
 
 async def network_up(cfg):

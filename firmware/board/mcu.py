@@ -38,3 +38,13 @@ def uart(lc, uid, tx, rx):
     u = UART(uid, baudrate=lc["baud"], bits=lc["bits"], parity=_PARITY[lc["parity"]],
              stop=lc["stop"], tx=Pin(tx), rx=Pin(rx), timeout=0, rxbuf=1024)
     return u, "uart%d:tx%d:rx%d" % (uid, tx, rx)
+
+
+def power_cut(ms):
+    """The power_cut outcome: off for ms, then a real reset (the journal
+    replays at boot as after any power loss)."""
+    import machine
+    import time
+
+    time.sleep_ms(ms)  # nothing runs while the power is off
+    machine.reset()

@@ -13,6 +13,7 @@ def setup(cfg):
 
 led = mcu.led
 stopped = mcu.stopped
+power_cut = mcu.power_cut
 
 
 def _wlan():

@@ -117,3 +117,14 @@ def uart(name, lc):
         a[2] = (a[2] & ~0o1560) | (own & 0o1560)
         termios.tcsetattr(fd, termios.TCSANOW, a)
     return f, shown
+
+
+def power_cut(ms):
+    """The power_cut outcome on a PC: the process dies as in a power loss
+    (kill -9: nothing flushed, no handler runs).  The launcher read the
+    `power-cut ... off <ms> ms` line just printed; it starts the firmware
+    again on the same state dir after that long (tools/understudy/launch.py)."""
+    import sys
+
+    os.system("kill -9 $PPID")  # the shell's parent: this process
+    sys.exit(3)  # not reached, unless there is no shell
