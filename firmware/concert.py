@@ -25,9 +25,6 @@ _AF = {
     "not_found": "04",
     "forbidden": "05",
     "cancel": "06",
-    "removed": "06",  # the card pulled out: abandoned, as the red button
-    "duplicate": "06",  # "possible duplicate?" refused by the cardholder
-    "no_confirm": "08",
     "no_card": "08",
     "no_pin": "08",
     "host": "07",
@@ -67,9 +64,12 @@ def fail(app, req, af, cb=None):
 
 def answer(app, req, t):
     """The answer to a finished transaction (status replies reuse it)."""
-    if t.result == "approved":  # partial approval: CB says the amount approved
-        pairs = head(app, req, "%02d" % t.amount if t.reason == "partial" else None)
-        pairs += [("AE", "10"), ("AF", "01")]
+    if t.reason and t.reason not in _AF:  # partial, paper out, card removed...: concert_extra
+        from firmware import concert_extra
+
+        return concert_extra.rare(app, req, t)
+    if t.result == "approved":
+        pairs = head(app, req) + [("AE", "10"), ("AF", "01")]
         if req.get("CC") == CHEQUE:
             pairs.append(("CC", CHEQUE))
         elif t.pan:
@@ -88,7 +88,7 @@ def answer(app, req, t):
             cb = "0" * len(req.get("CB", "00"))
         af = "04" if req.get("CC") == CHEQUE else _AF.get(t.reason, AF_UNKNOWN)
         pairs = head(app, req, cb) + [("AE", "01"), ("AF", af), ("CF", req.get("CF"))]
-    if req.get("CK", "")[:1] == "1" and t.reason != "paper_out":  # no paper: no ticket
+    if req.get("CK", "")[:1] == "1":
         from firmware import concert_extra
 
         pairs += concert_extra.tickets(app, req, t)

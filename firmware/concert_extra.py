@@ -27,6 +27,32 @@ def tickets(app, req, t=None, text=None):
     return out
 
 
+# the answer to a reason concert.answer does not know, as the answer to one
+# it does: the rarer outcomes (firmware/unhappy.py), and the core's own
+# (internal: AF 00)
+_AS = {"removed": "cancel",  # the card pulled out: abandoned, AF 06 as the red button
+       "duplicate": "cancel",  # "possible duplicate?" refused by the cardholder: AF 06
+       "no_confirm": "no_card",  # nobody answered it: AF 08, as other time-outs
+       "partial": None,  # approved for less: CB says the amount approved
+       "paper_out": None}  # approved, and no ticket: the paper is out
+
+
+def rare(app, req, t):
+    """concert.answer for a transaction whose reason it does not know."""
+    why = t.reason
+    t.reason = _AS.get(why, "")
+    if why == "partial":
+        req = dict(req)
+        req["CB"] = "%02d" % t.amount
+    elif why == "paper_out":
+        req = dict(req)
+        req.pop("CK", None)
+    try:
+        return answer(app, req, t)
+    finally:
+        t.reason = why
+
+
 def _ok(app, req, more=()):
     return tlv.encode(head(app, req) + [("AE", "10")] + list(more))
 

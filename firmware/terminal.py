@@ -9,9 +9,12 @@ Results are protocol-neutral; adapters map them to their codes.
 
 Outcome names: the runtime queue (`queue`, filled by the control API) comes
 first, then the `outcomes` config table: "#<n>" for transaction number n,
-then the amount's last 2 digits.  The names, and their arguments
-("wrong_pin:2", "power_cut:after_auth"), are in config.OUTCOMES; what each
-does: the README's outcome table and docs/CONTROL.md.
+then the amount's last 2 digits.  The plain ones (approve,
+decline, cancel, no_card, pin_blocked, slow, currency, lost, forbidden,
+host_error, signature) run here; the rarer ones ("wrong_pin:2",
+"power_cut:after_auth"..., unhappy.NAMES) and the duplicate check run in
+firmware/unhappy.py, loaded on their first use.  What each does: the
+README's outcome table and docs/CONTROL.md.
 """
 import asyncio
 import gc
@@ -29,9 +32,9 @@ PIN = "pin"
 WAIT_CONTINUE = "wait_continue"  # t.hold has "card": stopped after the card read
 AUTH = "auth"
 SIGNATURE = "signature"  # t.hold has "signature" and the outcome asks for one
-CONFIRM = "confirm"  # a possible duplicate: the cardholder confirms or not
 DONE = "done"
-_WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE, CONFIRM)
+# "confirm": a possible duplicate, the cardholder confirms or not (unhappy.py)
+_WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE, "confirm")
 _ABORTABLE = _WAITING
 _SPARE = const(512)  # bytes: a run() coroutine and its task, on a 64-bit build too
 
@@ -160,8 +163,6 @@ class Terminal:
         try:
             if t.no:  # begun: the outcome is recorded
                 self.journal.decide(t)
-                if t.outcome == "power_cut:after_auth":
-                    self._cut(t, "after_auth")  # decided, not answered
         except OSError as e:  # cannot record the outcome: it must not stand
             log.event("core", "journal-full", repr(e))
             t.result, t.reason, t.auth, t.drop = "error", "journal", None, False
@@ -169,7 +170,6 @@ class Terminal:
             log.event("core", "error", repr(e))
             t.result, t.reason, t.auth, t.drop = "error", "internal", None, False
         self.current = None
-        self.note = None
         self._ended.set()
         self._state(t, DONE)
         if self.cfg["log"]["heap"]:
@@ -183,8 +183,6 @@ class Terminal:
         if t.delivered:  # told once already: answering it again changes nothing
             return
         self.journal.delivered(t, ok)
-        if ok and t.outcome == "power_cut:after_answer":
-            self._cut(t, "after_answer")
         if not ok:
             log.event("core", "undelivered", "#%d" % t.no, t.result)
 
@@ -200,8 +198,8 @@ class Terminal:
         Returns False when nothing is waiting for it."""
         t = self.current
         if t is None or t.state not in (_ABORTABLE if what == "abort" else (WAIT_CARD,) if what == "card"
-                                        else (PIN,) if what == "pin" else (PIN, CONFIRM) if what == "confirm"
-                                        else _WAITING):
+                                        else (PIN,) if what == "pin"
+                                        else (PIN, "confirm") if what == "confirm" else _WAITING):
             return False
         self._wake = what
         self.wake_data = data
@@ -249,160 +247,71 @@ class Terminal:
 
     async def _flow(self, t):
         """Sets t.result ("approved", "declined", "cancelled", "timeout",
-        "error") and t.reason, walking the steps: card, PIN, duplicate
-        check, authorisation.  A step that ends the transaction returns
-        False.  t.outcome is "name" or "name:argument" (power_cut:after_auth)."""
-        o, _, arg = t.outcome.partition(":")
-        if o == "currency" or t.cur not in self.cfg["currencies"]:
+        "error") and t.reason, walking the states.  The rarer outcomes, and
+        every transaction while the duplicate check is on, walk unhappy.py's."""
+        cfg = self.cfg
+        # the outcomes run here; any other is unhappy.py's.  Outcome names are
+        # checked when set (config.outcome), and none of the others is part
+        # of a name below: one string costs less RAM than a tuple of them
+        if cfg["card"]["dup_min"] or t.outcome not in ("approve decline cancel no_card pin_blocked slow "
+                                                     "currency lost forbidden host_error signature"):
+            from firmware import load
+
+            return await load("firmware.unhappy").run(self, t)
+        d = cfg["delays"]
+        to = cfg["timeouts"]
+        o = t.outcome
+        if o == "currency" or t.cur not in cfg["currencies"]:
             t.result, t.reason = "error", "currency"
             return
         # void, capture and a refund of a known transaction need no card
         if t.op not in ("void", "capture") and not (t.op == "refund" and t.orig):
-            if not (await self._card(t, o, arg) and await self._continue(t)
-                    and await self._pin(t, o, arg) and await self._duplicate(t, o, arg)):
+            self._state(t, WAIT_CARD)
+            card_ms = to["card_s"] * 1000
+            inter = self.mode == "interactive"
+            w = await self._wait(card_ms if o == "no_card" or inter else min(d["card_ms"], card_ms))
+            card = None
+            if w == "card":  # presented on the page or through the API
+                card, w = self.wake_data or {}, None
+            elif w is None and inter:
+                o = "no_card"  # nobody presented one in time
+            if w or (card is None and o in ("no_card", "cancel")):
+                t.result = "cancelled" if w or o == "cancel" else "timeout"
+                t.reason = w or o
                 return
-        await self._auth(t, o, arg)
-
-    async def _present(self, t, o, first):
-        """Waits for a card: its data ({} in automatic mode), or None once
-        the result is set (time-out, cancelled)."""
-        to = self.cfg["timeouts"]
-        self._state(t, WAIT_CARD)
-        card_ms = to["card_s"] * 1000
-        inter = self.mode == "interactive"
-        w = await self._wait(card_ms if (o == "no_card" and first) or inter
-                             else min(self.cfg["delays"]["card_ms"], card_ms))
-        card = None
-        if w == "card":  # presented on the page or through the API
-            card, w = self.wake_data or {}, None
-        elif w is None and inter:
-            o = "no_card"  # nobody presented one in time
-        if w or (card is None and first and o in ("no_card", "cancel")):
-            t.result = "cancelled" if w or o == "cancel" else "timeout"
-            t.reason = w or o
-            return None
-        return card or {}
-
-    async def _card(self, t, o, arg):
-        """The card step: presented, read; a contactless tap refused for
-        strong authentication (sca: insert the card) or a chip that cannot
-        be read (fallback: swipe it) asks for the card again."""
-        card = await self._present(t, o, True)
-        if card is None:
-            return False
-        c = self.cfg["card"]
-        t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
-        t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
-        t.mode = card.get("profile") or t.mode
-        t.brand = card.get("brand") or t.brand
-        again = None
-        if o == "sca" and t.mode != "magstripe":
-            t.mode, again = "contactless", ("Insert card", "chip")  # the tap the issuer refused
-        elif o == "fallback" and t.mode == "chip":
-            again = ("Chip error, swipe card", "magstripe")
-        if again:
+            c = cfg["card"]
+            t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
+            t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
+            if card:
+                t.mode = card.get("profile") or t.mode
+                t.brand = card.get("brand") or t.brand
+            self.card_in = inter and t.mode == "chip"  # auto mode: taken out at once
             self._state(t, CARD_READ)
-            log.event("core", "card", "#%d" % t.no, t.mode, "refused:", again[0])
-            self.note = again[0]
-            card = await self._present(t, o, False)
-            self.note = None
-            if card is None:
-                return False
-            t.mode = again[1]  # whatever the page said: inserted, swiped
-        self.card_in = self.mode == "interactive" and t.mode == "chip"  # auto mode: taken out at once
-        self._state(t, CARD_READ)
-        if o == "power_cut" and arg == "after_card":
-            self._cut(t, arg)
-        return True
+            if "card" in t.hold:  # the register looks at the card first
+                self._state(t, WAIT_CONTINUE)
+                w = await self._wait(to["continue_s"] * 1000)
+                if w != "continue":
+                    t.result = "cancelled" if w else "timeout"
+                    t.reason = w or "no_continue"
+                    return
+                if self.wake_data and self.wake_data.get("amount"):
+                    t.amount = self.wake_data["amount"]
+            if o == "pin_blocked" or (t.mode == "chip" and t.op in ("pay", "preauth")):
+                self._state(t, PIN)
+                if self.mode == "interactive":
+                    from firmware import cardholder  # only when someone types PINs
 
-    async def _continue(self, t):
-        if "card" not in t.hold:  # the register looks at the card first
-            return True
-        self._state(t, WAIT_CONTINUE)
-        w = await self._wait(self.cfg["timeouts"]["continue_s"] * 1000)
-        if w != "continue":
-            t.result = "cancelled" if w else "timeout"
-            t.reason = w or "no_continue"
-            return False
-        if self.wake_data and self.wake_data.get("amount"):
-            t.amount = self.wake_data["amount"]
-        return True
-
-    async def _pin(self, t, o, arg):
-        """The PIN step (chip cards paying): right at once, wrong once or
-        twice first (wrong_pin[:2]), three times wrong (pin_blocked); the
-        card pulled out meanwhile (removed)."""
-        d = self.cfg["delays"]
-        ms = self.cfg["timeouts"]["pin_s"] * 1000
-        if o != "pin_blocked" and not (t.mode == "chip" and t.op in ("pay", "preauth")):
-            if o == "removed":  # no PIN to wait for: pulled out while it is read
-                return self._removed(t)
-            return True
-        self._state(t, PIN)
-        if self.mode == "interactive":
-            from firmware import cardholder  # only when someone types PINs
-
-            return await cardholder.pin(self, t, o, ms)
-        wrong = 3 if o == "pin_blocked" else int(arg or 1) if o == "wrong_pin" else 0
-        for i in range(wrong + 1):
-            w = await self._wait(min(d["pin_ms"], ms))
-            if w:
-                t.result, t.reason = "cancelled", w
-                return False
-            if o == "removed":
-                return self._removed(t)
-            if i == wrong:
-                break
-            log.event("core", "pin", "#%d" % t.no, "wrong")
-            if i == 2:
-                t.result, t.reason = "declined", "pin"
-                return False
-            self.note = "Wrong PIN, %d tries left" % (2 - i)
-            self._state(t, PIN)
-        self.note = None
-        return True
-
-    def _removed(self, t):
-        log.event("core", "card", "#%d" % t.no, "removed before the end")
-        self.card_in = False
-        t.result, t.reason = "cancelled", "removed"
-        return False
-
-    async def _duplicate(self, t, o, arg):
-        """Possible duplicate: the same card and amount approved within
-        duplicate_min minutes (or the outcome says so): the cardholder
-        confirms (green key) or not (red key)."""
-        if o != "duplicate" and not self._seen(t):
-            return True
-        self.note = "Possible duplicate, OK?"
-        self._state(t, CONFIRM)
-        if self.mode == "interactive":
-            w = await self._wait(self.cfg["timeouts"]["pin_s"] * 1000)
-        else:
-            w = await self._wait(min(self.cfg["delays"]["pin_ms"], self.cfg["timeouts"]["pin_s"] * 1000))
-            w = w or ("cancel" if arg == "no" else "confirm")
-        self.note = None
-        if w == "confirm":
-            return True
-        if w:
-            t.result, t.reason = "cancelled", "duplicate" if w == "cancel" else w
-        else:
-            t.result, t.reason = "timeout", "no_confirm"
-        return False
-
-    def _seen(self, t):
-        n = self.cfg["duplicate_min"]
-        if not n or not t.pan:
-            return False
-        for r in self.journal.recent:
-            if (r is not t and r.result == "approved" and r.op == t.op and r.amount == t.amount
-                    and r.pan == t.pan and r.cur == t.cur and 0 <= t.ts - r.ts < n * 60):
-                return True
-        return False
-
-    async def _auth(self, t, o, arg):
-        d = self.cfg["delays"]
-        to = self.cfg["timeouts"]
+                    if not await cardholder.pin(self, t, o, to["pin_s"] * 1000):
+                        return
+                else:
+                    for _ in range(3 if o == "pin_blocked" else 1):
+                        w = await self._wait(min(d["pin_ms"], to["pin_s"] * 1000))
+                        if w:
+                            t.result, t.reason = "cancelled", w
+                            return
+                    if o == "pin_blocked":
+                        t.result, t.reason = "declined", "pin"
+                        return
         self._state(t, AUTH)
         ms = d["slow_auth_ms"] if o == "slow" else d["auth_ms"] if self.auth_ms is None else self.auth_ms
         host_ms = to["auth_s"] * 1000
@@ -410,35 +319,16 @@ class Terminal:
             await asyncio.sleep_ms(min(ms, host_ms))
         if ms > host_ms or o == "host_error":
             t.result, t.reason = "error", "host"
-            return
-        if o in ("decline", "forbidden") or (o == "sca" and arg == "decline"):
-            t.result, t.reason = "declined", "decline" if o == "sca" else o
-            return
-        if o == "partial":
-            part = int(arg) if arg else t.amount // 2
-            if "partial" not in t.hold or not 0 < part < t.amount:
-                log.event("core", "partial", "#%d" % t.no, "not expressible here: declined")
-                t.result, t.reason = "declined", "decline"
-                return
-            t.amount, t.reason = part, "partial"
-        t.auth = "%06d" % ((t.no * 7919 + t.amount * 31) % 1000000)
-        if o == "signature" and "signature" in t.hold:
-            self._state(t, SIGNATURE)
-            w = await self._wait(to["signature_s"] * 1000)
-            if w != "signed":
-                t.result, t.reason = ("cancelled", w) if w == "abort" else ("declined", "signature")
-                t.auth = None
-                return
-        t.result = "approved"
-        if o == "paper_out":
-            t.reason = "paper_out"  # approved; its ticket could not be printed
-        t.drop = o == "lost"
-
-    def _cut(self, t, step):
-        """The power goes: the board reboots now (on a PC the launcher
-        starts the firmware again on the same state dir)."""
-        ms = self.cfg["faults"]["power_off_ms"]
-        log.event("core", "power-cut", "#%d" % t.no, step, "off %d ms" % ms)
-        from firmware.board import load
-
-        load().power_cut(ms)
+        elif o in ("decline", "forbidden"):
+            t.result, t.reason = "declined", o
+        else:
+            t.auth = "%06d" % ((t.no * 7919 + t.amount * 31) % 1000000)
+            if o == "signature" and "signature" in t.hold:
+                self._state(t, SIGNATURE)
+                w = await self._wait(to["signature_s"] * 1000)
+                if w != "signed":
+                    t.result, t.reason = ("cancelled", w) if w == "abort" else ("declined", "signature")
+                    t.auth = None
+                    return
+            t.result = "approved"
+            t.drop = o == "lost"

@@ -52,13 +52,18 @@ async def _receipt(app, name, s, method, q, body, headers):
 
 
 def _bad_outcomes(got):
-    """None if got is a list of outcomes the core knows; else what is allowed."""
+    """None if got is a list of outcomes the core knows; else what is allowed.
+    The rarer outcomes' names are firmware/unhappy.py's: borrowed only for
+    one of them, or to list them."""
     had, config = borrow("firmware.config")
     try:
-        if isinstance(got, list) and all(config.outcome_ok(o) for o in got):
+        if isinstance(got, list) and all(config.outcome(o) for o in got):
             return None
-        return "outcomes: a list of " + ", ".join(config.OUTCOMES) + " (arguments: " + ", ".join(
-            "%s:%s" % (k, "|".join(a for a in v if a)) for k, v in config.ARGS.items()) + ", partial:N)"
+        had_u, u = borrow("firmware.unhappy")
+        names = ", ".join(config.OUTCOMES + u.NAMES)
+        args = ", ".join("%s:%s" % (k, "|".join(a for a in v if a)) for k, v in u.ARGS.items())
+        drop("firmware.unhappy", had_u)
+        return "outcomes: a list of %s (arguments: %s, partial:N)" % (names, args)
     finally:
         drop("firmware.config", had)
 
