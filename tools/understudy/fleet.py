@@ -165,7 +165,7 @@ class Fleet:
         """[(name, exit status, last lines)] of terminals that died since the last call."""
         died = []
         for tid, fw in self.terminals:
-            if tid in self.dead or fw.proc is None or fw.proc.poll() is None or self.stopping:
+            if tid in self.dead or fw.proc is None or fw.alive() or self.stopping:
                 continue
             fw.wait()  # its last output is in
             self.dead[tid] = fw.proc.returncode
@@ -183,6 +183,8 @@ class Fleet:
     def stop(self, timeout=5):
         """Ctrl-C to every terminal at once; kill -9 those still running after timeout."""
         self.stopping = True
+        for _tid, fw in self.terminals:
+            fw.halt()  # one off for a power cut stays off
         self.signal(signal.SIGINT)
         end = time.monotonic() + timeout
         while self.alive() and time.monotonic() < end:

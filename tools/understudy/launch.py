@@ -21,6 +21,10 @@ from understudy.ports import free_port
 
 # listeners that want a serial line: on a PC each gets a pty pair (null modem)
 SERIAL = ("concert-serial", "synqpay-serial")
+# the firmware's exit status for the power_cut outcome (firmware/board/unix.py):
+# whoever started it starts it again on the same state dir, after the time the
+# `core power-cut ... off <ms> ms` line says (faults.off_ms)
+POWER_CUT = 75
 
 
 def micropython():
@@ -66,12 +70,12 @@ def micropython_cmd():
     return [sys.executable, "-S", "-E", "-c", LEAN % os.path.dirname(spec.origin)]
 
 
-# a listener that could not bind: EADDRINUSE (98 on Linux, as the unix port reports it)
-TAKEN = re.compile(r"(?:^|\s)(\S+) failed cannot listen: OSError\(98\b", re.M)
-
-
 class FirmwareError(RuntimeError):
     pass
+
+
+# a listener that could not bind: EADDRINUSE (98 on Linux, as the unix port reports it)
+TAKEN = re.compile(r"(?:^|\s)(\S+) failed cannot listen: OSError\(98\b", re.M)
 
 
 class Firmware:
@@ -85,11 +89,14 @@ class Firmware:
     echo: print every output line, or a function called with each.
     movable: listeners ("web" too) whose ports the caller drew with
     ports.free_port() and that may be given another if taken at start.
+    revive: when the firmware exits with POWER_CUT (the power_cut outcome),
+    start it again on the same state dir and ports after the delay it
+    printed, keeping every output line; alive() stays true meanwhile.
     """
 
     def __init__(self, root=None, heap="128K", config=None, state_dir=None, clock=None,
                  echo=False, env=None, flash=None, entry=None, path=(), line_baud=None, modem_probe_s=0.01,
-                 movable=()):
+                 movable=(), revive=True):
         """line_baud: deliver serial bytes no faster than this speed (a pty
         has none), for timing measurements; None: at once.  modem_probe_s:
         the null modems' NullModem(probe_s)."""
@@ -123,6 +130,10 @@ class Firmware:
         self.path = list(path)
         self.proc = None
         self.killed = False
+        self.revive = revive
+        self.boots = 0  # processes started, power cuts' restarts included
+        self._halt = threading.Event()  # set: no restart after a power cut
+        self._life = threading.RLock()  # a restart and a stop or kill, one at a time
         self.lines = []
         self.listeners = {}  # name -> (kind, where)
         self._cond = threading.Condition()
@@ -155,11 +166,11 @@ class Firmware:
             self.write_config(self.config)
             # what that boot printed stays: it ran (a journal it replayed
             # said so then, not again)
-            self.lines.append("(launcher) %s taken: starting again on other ports"
-                              % ", ".join(taken))
+            self._line("(launcher) %s taken: starting again on other ports" % ", ".join(taken))
 
     def _start(self, timeout):
         self.killed = False  # a restart after kill(): its own death counts again
+        self._halt.clear()
         if not os.path.exists(os.path.join(self.root, "main.py")):
             raise FirmwareError("no firmware in %s (run `make mpy`)" % self.root)
         env = dict(os.environ)
@@ -179,13 +190,9 @@ class Firmware:
         cmd += list(self.entry) if self.entry else [os.path.join(self.root, "main.py")]
         self.listeners = {}
         mark = len(self.lines)
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self._eof = False
-        self._thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
-        self._thread.start()
+        self._run = (cmd, env)
+        with self._life:
+            self._spawn()
         if self.wait_for("READY", timeout, mark) is None:
             out = self.output()
             code = self.proc.poll()
@@ -195,6 +202,26 @@ class Firmware:
             raise FirmwareError("firmware %s:\n%s" % (why, out))
         return self
 
+    def _spawn(self):
+        cmd, env = self._run
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.boots += 1
+        self._eof = False
+        self._thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._thread.start()
+
+    def _line(self, line):
+        if callable(self.echo):
+            self.echo(line)
+        elif self.echo:
+            print(line, flush=True)
+        with self._cond:
+            self.lines.append(line)
+            self._cond.notify_all()
+
     def _pump(self, proc):
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -202,16 +229,37 @@ class Firmware:
                 parts = line.split(None, 3)
                 if len(parts) == 4:
                     self.listeners[parts[1]] = (parts[2], parts[3])
-            if callable(self.echo):
-                self.echo(line)
-            elif self.echo:
-                print(line, flush=True)
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
+            self._line(line)
+        if proc.wait() == POWER_CUT and self.revive and not self._halt.is_set() and self._revived():
+            return  # the new process's pump carries on
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+
+    def _revived(self):
+        """After a power cut: wait the time the firmware said it stays off,
+        then boot it again on the same state dir (its listeners are away
+        meanwhile).  False if stopped or killed first, or it cannot start."""
+        ms = 0
+        for line in reversed(self.lines[-20:]):
+            m = re.search(r"power-cut .* off (\d+) ms", line)
+            if m:
+                ms = int(m.group(1))
+                break
+        self._line("launcher power-cut: the firmware exited (status %d); booting it again in %d ms"
+                   % (POWER_CUT, ms))
+        if self._halt.wait(ms / 1000.0):
+            return False
+        with self._life:
+            if self._halt.is_set():
+                return False
+            try:
+                self._spawn()
+            except OSError as e:
+                self._line("launcher power-cut: cannot start the firmware again: %s" % e)
+                self._halt.set()
+                return False
+        return True
 
     def wait_for(self, text, timeout=10, start=0):
         """Index of the first line at or after `start` containing text, or None."""
@@ -222,7 +270,7 @@ class Firmware:
                     if text in self.lines[i]:
                         return i
                 left = end - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._pending()):
+                if left <= 0 or (not self.alive() and not self._pending()):
                     return None
                 self._cond.wait(min(left, 0.2))
 
@@ -255,13 +303,26 @@ class Firmware:
             return "\n".join(self.lines)
 
     def wait(self):
-        """Wait for the process to end by itself; its exit status."""
-        code = self.proc.wait()
-        self._thread.join(2)
-        return code
+        """Wait for the process to end by itself (and for good: a power
+        cut's restart is waited for too); its exit status."""
+        while True:
+            proc = self.proc
+            code = proc.wait()
+            self._thread.join(2)
+            if self.proc is proc and not self.alive():
+                return code
+            time.sleep(0.05)
 
     def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+        """The firmware runs, or is off for a power cut and will boot again."""
+        if self.proc is None:
+            return False
+        code = self.proc.poll()
+        return code is None or (code == POWER_CUT and self.revive and not self._halt.is_set())
+
+    def halt(self):
+        """No restart after a power cut from now on (stop and kill do this)."""
+        self._halt.set()
 
     def signal_or_kill(self, sig, timeout):
         """Send sig; kill -9 the process if it has not exited within timeout."""
@@ -274,8 +335,10 @@ class Firmware:
 
     def stop(self, timeout=5):
         """Ctrl-C, as a person would; kill if it does not stop."""
-        if self.alive():
-            self.signal_or_kill(signal.SIGINT, timeout)
+        self._halt.set()
+        with self._life:
+            if self.alive():
+                self.signal_or_kill(signal.SIGINT, timeout)
         if self.proc is not None:
             self._thread.join(2)
         return self.output()
@@ -283,9 +346,11 @@ class Firmware:
     def kill(self):
         """kill -9: a power cut, as far as the firmware can tell."""
         self.killed = True
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait()
+        self._halt.set()
+        with self._life:
+            if self.alive():
+                self.proc.kill()
+                self.proc.wait()
 
     def cleanup(self):
         self.kill()

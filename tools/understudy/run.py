@@ -88,8 +88,10 @@ def main(argv=None, prog="understudy run"):
         sys.stderr.write("%s: %s\n" % (prog, e))
         return 1
     sent = False
-    while fw.alive():
+    while fw.alive():  # and while it is off for a power cut: the launcher boots it again
         time.sleep(0.1)
+        if asked:
+            fw.halt()  # stopping: no boot after a power cut now
         if asked and not sent and time.monotonic() - asked[0] > 0.5:
             fw.proc.send_signal(signal.SIGINT)
             sent = True

@@ -106,7 +106,7 @@ class Terminal:
         errors, and a death of its own."""
         if self.fw is None:
             return []
-        died = self.fw.proc.poll() not in (None, 0) and not self.fw.killed
+        died = not self.fw.alive() and self.fw.proc.poll() not in (None, 0) and not self.fw.killed
         self.fw.stop()
         bad = self.fw.problems()
         if died:
@@ -186,9 +186,18 @@ class Terminal:
     def output(self):
         return self.fw.output()
 
-    def wait_for(self, text, timeout=10):
-        """The index of the first log line containing text, or None."""
-        return self.fw.wait_for(text, timeout)
+    def wait_for(self, text, timeout=10, start=0):
+        """The index of the first log line at or after `start` containing
+        text, or None."""
+        return self.fw.wait_for(text, timeout, start)
+
+    def wait_ready(self, timeout=30, start=0):
+        """After a power cut (the power_cut outcome): wait until the terminal
+        has booted again (the launcher restarts it on the same state dir and
+        ports) and is READY; False if it did not within timeout.  start: the
+        first log line to look at (len(fw.lines) before the transaction)."""
+        cut = self.fw.wait_for("launcher power-cut", timeout, start)
+        return cut is not None and self.fw.wait_for("READY", timeout, cut) is not None
 
 
 class Control:
