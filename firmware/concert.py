@@ -160,7 +160,6 @@ async def serve(app, msg, src):
     if retried:
         log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
         return await when_room(answer, app, req, t), t
-    t.hold = ("partial",)  # CB in the answer carries the amount approved
     if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
         asyncio.create_task(term.run(t))
         return tlv.encode(head(app, req) + [("AE", "11")]), None

@@ -143,6 +143,7 @@ class Line:
             t = term.start(op, amount, cur, self.name, orig=orig, data={"pos": req["pos"]})
         except Busy:
             return v2.encode(req, v2.REFUSED), None
+        t.hold = ("whole",)  # V2 answers no amount: no partial approval (unhappy.py)
         if req["delai"] == "A011" and self.lc["immediate"]:  # answer now, result on the terminal
             asyncio.create_task(term.run(t))
             return v2.encode(req, v2.TAKEN), None

@@ -364,5 +364,5 @@ async def start(conn, op, a, cur, tp, path, orig, tag, rtype, res, updates):
                                 data={"subject": subject[:64]} if subject else None)
     except Busy:
         raise w.P3Error(BUSY, "the terminal is busy with another transaction")
-    t.hold = ("signature", "partial")  # its amount is the amount approved
+    t.hold = ("signature",)
     asyncio.create_task(drive(conn, t, rtype, tag, res, updates))

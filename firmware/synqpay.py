@@ -339,8 +339,8 @@ def _start(me, rid, p):
     except Busy:
         raise Err(_ILLEGAL_STATE, "device is busy")
     me.began = True
-    if p.get("notifyUpdate") is True and op != "void":
-        t.hold = ("card",)
+    # no approved amount of its own in a TxResult: no partial approval (unhappy.py)
+    t.hold = ("card", "whole") if p.get("notifyUpdate") is True and op != "void" else ("whole",)
     ev = p.get("notifyEvents") is True
     t.progress = lambda t: _progress(app, t, ev)
     asyncio.create_task(_run(app, t))

@@ -64,7 +64,8 @@ class Txn:
         self.delivered = self.voided = False
         self.drop = False  # "lost" outcome: the adapter withholds the answer
         # where the adapter wants the flow to stop ("card", "signature"), and
-        # what its protocol can say ("partial": an approved amount of its own)
+        # what its protocol cannot say ("whole": no approved amount of its own,
+        # so no partial approval)
         self.hold = ()
         self.progress = None  # callback(t) on each state change; not kept
 
@@ -153,7 +154,19 @@ class Terminal:
                 self.tidy()
             j.begin(t)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
-            await self._flow(t)
+            # the outcomes named here run in _flow; any other, and every one
+            # while the duplicate check is on, in unhappy.py, which wraps _flow.
+            # Outcome names are checked when set (config.outcome), and none of
+            # the others is part of a name below: one string costs less RAM
+            # than a tuple of them
+            if self.cfg["card"]["dup_min"] or t.outcome not in (
+                    "approve decline cancel no_card pin_blocked slow currency lost forbidden "
+                    "host_error signature"):
+                from firmware import load
+
+                await load("firmware.unhappy").run(self, t)
+            else:
+                await self._flow(t)
         except OSError as e:  # the journal cannot record it: refuse, approve nothing
             log.event("core", "journal-full", repr(e))
             t.result, t.reason = "error", "journal"
@@ -247,17 +260,8 @@ class Terminal:
 
     async def _flow(self, t):
         """Sets t.result ("approved", "declined", "cancelled", "timeout",
-        "error") and t.reason, walking the states.  The rarer outcomes, and
-        every transaction while the duplicate check is on, walk unhappy.py's."""
+        "error") and t.reason, walking the states (unhappy.py wraps it)."""
         cfg = self.cfg
-        # the outcomes run here; any other is unhappy.py's.  Outcome names are
-        # checked when set (config.outcome), and none of the others is part
-        # of a name below: one string costs less RAM than a tuple of them
-        if cfg["card"]["dup_min"] or t.outcome not in ("approve decline cancel no_card pin_blocked slow "
-                                                     "currency lost forbidden host_error signature"):
-            from firmware import load
-
-            return await load("firmware.unhappy").run(self, t)
         d = cfg["delays"]
         to = cfg["timeouts"]
         o = t.outcome
