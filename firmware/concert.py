@@ -67,7 +67,7 @@ def answer(app, req, t):
     if t.reason and t.reason not in _AF:  # partial, paper out, card removed...: concert_extra
         from firmware import concert_extra
 
-        return concert_extra.rare(app, req, t)
+        return concert_extra.odd(app, req, t)
     if t.result == "approved":
         pairs = head(app, req) + [("AE", "10"), ("AF", "01")]
         if req.get("CC") == CHEQUE:

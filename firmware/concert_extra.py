@@ -37,8 +37,9 @@ _AS = {"removed": "cancel",  # the card pulled out: abandoned, AF 06 as the red 
        "paper_out": None}  # approved, and no ticket: the paper is out
 
 
-def rare(app, req, t):
-    """concert.answer for a transaction whose reason it does not know."""
+def odd(app, req, t):
+    """concert.answer for a transaction whose reason it does not know (odd:
+    a name the terminal knows already, docs/MEMORY.md "Names")."""
     why = t.reason
     t.reason = _AS.get(why, "")
     if why == "partial":
