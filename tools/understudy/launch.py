@@ -229,7 +229,13 @@ class Firmware:
                 parts = line.split(None, 3)
                 if len(parts) == 4:
                     self.listeners[parts[1]] = (parts[2], parts[3])
-            self._line(line)
+            if callable(self.echo):  # (inline, as _line: this loop keeps up with a busy firmware)
+                self.echo(line)
+            elif self.echo:
+                print(line, flush=True)
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
         if proc.wait() == POWER_CUT and self.revive and not self._halt.is_set() and self._revived():
             return  # the new process's pump carries on
         with self._cond:
