@@ -216,6 +216,20 @@ def test_power_cut_after_answer_concert_has_its_answer_and_the_terminal_reboots(
     assert out.split("auth ")[1].split()[0] == out2.split("auth ")[1].split()[0]  # the same one
 
 
+def test_power_cut_over_the_concert_serial_line_the_line_comes_back(terminal):
+    """The same pty after the reboot (7E1, which Linux refuses on a pty once
+    the line was set: the unix board keeps the pty's own format)."""
+    mark = cut(terminal, "power_cut:after_auth", off_ms=0)
+    line = terminal.concert_serial
+    code, out, err = ecr(terminal, "concert", "pay", "12.50", "--serial", line, "--timeout", "10")
+    assert code != 0 and "approved" not in out, out + err  # the answer never came
+    assert terminal.wait_for("power-cut", 10, mark) is not None
+    assert terminal.wait_ready(30, mark), terminal.output()[-2000:]
+    assert terminal.concert_serial == line
+    code, out, err = ecr(terminal, "concert", "status", "--serial", line, quiet=True)
+    assert code == 0 and out.startswith("approved (last transaction)  12.50 EUR"), out + err
+
+
 def test_power_cut_after_auth_p3_looks_it_up_after_the_reboot(terminal):
     mark = cut(terminal, "power_cut:after_auth")
     ref = "order-cut-%d" % mark
