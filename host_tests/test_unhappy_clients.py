@@ -80,6 +80,13 @@ def test_concert(terminal, outcome, status, head, line):
     assert terminal.control.queued() == []  # it was this transaction's
 
 
+def test_concert_v2_has_no_approved_amount_so_partial_is_declined(terminal):
+    terminal.control.queue("partial")
+    code, out, err = ecr(terminal, "concert", "pay", "12.00", "--serial", terminal.concert_serial, "--v2")
+    assert code == 1 and first(out).startswith("declined  12.00 EUR"), out + err
+    assert terminal.control.last()["reason"] == "decline"  # not approved for another amount
+
+
 def test_concert_paper_out_answers_without_the_tickets_asked_for(terminal):
     code, out, err = ecr(terminal, "concert", "pay", "12.00", "--tickets", "both")
     assert code == 0 and "ZT" in out, out + err  # the ticket Concert carries, when there is paper
