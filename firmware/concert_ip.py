@@ -8,8 +8,9 @@ close.  A register that closed before the answer is marked "not delivered";
 one that only closed its sending half (nc, socat do) still gets its answer.
 """
 import asyncio
+import gc
 
-from firmware import concert, log
+from firmware import concert, log, when_room
 from firmware.tcp import deadline, peer_reset, read_by
 from wire import concert_tlv as tlv
 
@@ -66,16 +67,24 @@ async def _watch(r, state):
 
 async def serve(app, name, s, peer):
     """One register's connection: one request, one answer."""
-    msg = await _read_request(app, name, s, peer)
-    if msg is None:
-        return
-    log.frame(name, "rx", peer, msg)
+    try:
+        msg = await _read_request(app, name, s, peer)
+    except MemoryError as e:  # no room to read it: nothing began, the register hears busy
+        gc.collect()
+        log.event(name, "busy", peer, "no room to read the request: %r" % e)
+        msg = None
+    else:
+        if msg is None:
+            return
+        log.frame(name, "rx", peer, msg)
     gone = [False]
     # from here on, anything more the register sends is read and dropped,
     # and its closing is noticed (gone) whenever it happens
     watcher = asyncio.create_task(_watch(s, gone))
     try:
-        if len(msg) > app.cfg["concert"]["max_request"]:
+        if msg is None:  # (its fields unread: the answer echoes none)
+            ans, t = await when_room(concert.fail, app, {}, concert.AF_UNKNOWN), None
+        elif len(msg) > app.cfg["concert"]["max_request"]:
             ans, t = concert.fail(app, {}, concert.AF_FORMAT), None
         else:
             ans, t = await concert.serve(app, msg, name)

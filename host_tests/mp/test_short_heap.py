@@ -366,3 +366,38 @@ def test_a_synqpay_request_without_room_is_answered_a_moment_later():
     finally:
         synqpay._status, synqpay._key = real, key
     assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
+
+
+class _Register:
+    """A Concert register's connection whose first read finds no heap."""
+
+    def __init__(self):
+        self.out = b""
+        self.reads = 0
+
+    async def read(self, n):
+        self.reads += 1
+        if self.reads == 1:
+            raise MemoryError("memory allocation failed, allocating 256 bytes")
+        await asyncio.sleep_ms(100)  # it closes once it has the answer
+        return b""
+
+    def write(self, data):
+        self.out += bytes(data)
+
+    async def drain(self):
+        pass
+
+
+def test_concert_over_tcp_with_no_room_to_read_the_request_answers_busy():
+    """The request could not be read: nothing began, and the register hears
+    busy (AE=01 AF=00) rather than a connection reset on its unread bytes."""
+    from firmware import concert_ip
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    reg = _Register()
+    asyncio.run(concert_ip.serve(a, "concert-ip", reg, "127.0.0.1"))
+    got = tlv.decode(reg.out)
+    assert (got["AE"], got["AF"]) == ("01", "00"), got
+    assert a.term.journal.next_no == 1  # nothing began
