@@ -13,7 +13,7 @@ docs/P3.md.
 import asyncio
 import gc
 
-from firmware import borrow, clock, drop, log
+from firmware import ROOM_WAITS, borrow, clock, drop, log
 from firmware.terminal import Busy
 from wire import currency as currency_table
 from wire import p3 as w
@@ -58,13 +58,31 @@ class Conn:
             self.s.write(head)
             if isinstance(data, tuple):  # a message: written in pieces
                 first = []  # type: list
+                done = [0, 0]  # bytes written, bytes made by this pass
 
                 def put(b):
                     if not first:
                         first.append(b)
-                    self.s.write(b)
+                    n = len(b)
+                    at = done[1]
+                    done[1] += n
+                    if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
+                        self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
+                        done[0] = done[1]
 
-                w.pieces(data, put, 256)  # a 512-byte hole is not always there
+                # a 512-byte hole is not always there; a piece with no room
+                # half way: the same message is made again (the same bytes)
+                # after a pause, and goes on where it stopped
+                for wait in ROOM_WAITS + (0,):
+                    done[1] = 0
+                    try:
+                        w.pieces(data, put, 256)
+                        break
+                    except MemoryError:
+                        if not wait:
+                            raise
+                        gc.collect()
+                        await asyncio.sleep_ms(wait)
                 data = first[0] if first else b""
             elif data:
                 self.s.write(data)

@@ -401,3 +401,34 @@ def test_concert_over_tcp_with_no_room_to_read_the_request_answers_busy():
     got = tlv.decode(reg.out)
     assert (got["AE"], got["AF"]) == ("01", "00"), got
     assert a.term.journal.next_no == 1  # nothing began
+
+
+class _Flaky(_Stream):
+    """A stream whose third write finds no heap, once."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            raise MemoryError("memory allocation failed, allocating 256 bytes")
+        super().write(data)
+
+
+def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
+    """A P3 message goes out in 256-byte pieces as they are made; a piece
+    with no room half way is made again after a pause and the message goes
+    on from there: the POS reads it whole, each byte once."""
+    from firmware import p3
+    from wire import p3 as w
+
+    a = _concert_app()
+    s = _Flaky()
+    m = w.message("TRANSACTION_RESPONSE", "T1", "devices/x", "SUCCESS",
+                  body=(("receipt", "x" * 900), ("amount", 1250)))
+    conn = p3.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    assert asyncio.run(conn.send(m)) is True
+    body = bytes(w.dumps(m))
+    assert len(body) > 3 * 256 and s.out == b"%d\n" % len(body) + body, s.out
