@@ -155,7 +155,7 @@ async def serve(app, msg, src):
         import gc
 
         gc.collect()
-        log.event(src, "busy", "no room for the request: %r" % e)
+        log.event(src, "busy", "no room for the request: %s" % e)
         return fail(app, req, AF_UNKNOWN), None
     if retried:
         log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)

@@ -71,7 +71,7 @@ async def serve(app, name, s, peer):
         msg = await _read_request(app, name, s, peer)
     except MemoryError as e:  # no room to read it: nothing began, the register hears busy
         gc.collect()
-        log.event(name, "busy", peer, "no room to read the request: %r" % e)
+        log.event(name, "busy", peer, "no room to read the request: %s" % e)
         msg = None
     else:
         if msg is None:

@@ -13,7 +13,7 @@ docs/P3.md.
 import asyncio
 import gc
 
-from firmware import ROOM_WAITS, borrow, clock, drop, log
+from firmware import ROOM_WAITS, borrow, clock, drop, log, when_room
 from firmware.terminal import Busy
 from wire import currency as currency_table
 from wire import p3 as w
@@ -104,7 +104,7 @@ class Conn:
 
     async def send(self, m):
         """Send one message; False if the connection is gone."""
-        n = w.size(m)
+        n = await when_room(w.size, m)
         first = await self.write(self.head(n), m)
         if first is None:
             return False
@@ -277,9 +277,12 @@ async def drive(conn, t, rtype, tag, res, updates=True):
     task = asyncio.create_task(term.run(t))
     while pend or not task.done():
         if pend:
-            m = _update(app, t, pend.pop(0), tag, res)
-            if m is not None and conn.open:
-                await conn.send(m)
+            try:
+                m = _update(app, t, pend.pop(0), tag, res)
+                if m is not None and conn.open:
+                    await conn.send(m)
+            except MemoryError:  # a progress message with no room: the final answer matters
+                gc.collect()
             continue
         ev.clear()
         try:  # the core's own waits all end; this only re-checks the task
@@ -292,7 +295,15 @@ async def drive(conn, t, rtype, tag, res, updates=True):
         conn.close()
         term.delivered(t, False)
         return
-    term.delivered(t, await conn.send(result(app, t, rtype, tag, res)))
+    try:
+        m = await when_room(result, app, t, rtype, tag, res)
+        ok = await conn.send(m)
+    except MemoryError:  # no room for it at all: the POS sees the connection close
+        gc.collect()     # (and looks the transaction up), never a silence
+        log.event(conn.name, "gone", conn.peer, "no memory for the answer")
+        conn.close()
+        ok = False
+    term.delivered(t, ok)
 
 
 async def handle(conn, data):
