@@ -32,14 +32,27 @@ class Central:
     def accept(self, timeout=15):
         self.srv.settimeout(timeout)
         self.sock, _ = self.srv.accept()
-        self.srv.close()
-        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.sock,), daemon=True).start()
+        threading.Thread(target=self._again, daemon=True).start()
 
-    def _pump(self):
+    def _again(self):
+        """A firmware started again (the launcher redraws a port taken at boot,
+        a power cut) makes its radio again: the central talks to the new one."""
+        while True:
+            try:
+                self.srv.settimeout(None)
+                s, _ = self.srv.accept()
+            except OSError:  # closed
+                return
+            with self.cond:
+                self.sock = s
+            threading.Thread(target=self._pump, args=(s,), daemon=True).start()
+
+    def _pump(self, sock):
         buf = b""
         while True:
             try:
-                data = self.sock.recv(65536)
+                data = sock.recv(65536)
             except OSError:
                 data = b""
             if not data:
@@ -129,6 +142,7 @@ class Central:
         return Port(self, timeout)
 
     def close(self):
+        self.srv.close()
         if self.sock is not None:
             self.sock.close()
 
