@@ -119,7 +119,6 @@ def uart(name, lc):
     return f, shown
 
 
-
 def power_cut(ms):
     """The power_cut outcome on a PC: the firmware exits at once with status
     75 (EX_TEMPFAIL; launch.POWER_CUT), through every task: SystemExit is no
