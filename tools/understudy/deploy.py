@@ -326,8 +326,9 @@ def main(argv=None, prog="understudy deploy"):
     p.add_argument("--no-tls", action="store_true", help="do not copy the TLS identity")
     p.add_argument("--no-reset", action="store_true", help="copy only; do not reset the board")
     p.add_argument("--bluetooth", action="store_true",
-                   help="copy the Bluetooth listeners' modules (concert-bt, concert-ble: 5.4 KB) even "
-                        "if the config does not enable them (it does: they are copied)")
+                   help="copy the Bluetooth listeners' modules (concert-bt, concert-ble: 5.4 KB) "
+                        "though the config enables neither (a config that enables one gets them "
+                        "anyway), to enable one later without deploying again")
     p.add_argument("--frozen", action="store_true",
                    help="the board's MicroPython was built with Understudy frozen in (manifest.py): "
                    "copy only main.py, boot.py, config and TLS, and remove an older firmware/ from "
