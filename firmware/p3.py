@@ -13,7 +13,7 @@ docs/P3.md.
 import asyncio
 import gc
 
-from firmware import ROOM_WAITS, borrow, clock, drop, log, when_room
+from firmware import borrow, clock, drop, log, when_room
 from firmware.terminal import Busy
 from wire import currency as currency_table
 from wire import p3 as w
@@ -70,19 +70,13 @@ class Conn:
                         self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
                         done[0] = done[1]
 
-                # a 512-byte hole is not always there; a piece with no room
-                # half way: the same message is made again (the same bytes)
-                # after a pause, and goes on where it stopped
-                for wait in ROOM_WAITS + (0,):
+                def make():
                     done[1] = 0
-                    try:
-                        w.pieces(data, put, 256)
-                        break
-                    except MemoryError:
-                        if not wait:
-                            raise
-                        gc.collect()
-                        await asyncio.sleep_ms(wait)
+                    w.pieces(data, put, 256)  # a 512-byte hole is not always there
+
+                # a piece with no room half way: the same message is made again
+                # (the same bytes) after a pause and goes on where it stopped
+                await when_room(make)
                 data = first[0] if first else b""
             elif data:
                 self.s.write(data)

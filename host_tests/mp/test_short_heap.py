@@ -26,6 +26,15 @@ def _locked(fn):
     return None
 
 
+def _raises(exc, fn):
+    """True if fn() raises exc; AssertionError (naming what happened) if it returns."""
+    try:
+        fn()
+    except exc:
+        return True
+    raise AssertionError("%r did not raise %s" % (fn, exc.__name__))
+
+
 def test_logging_never_raises_when_the_heap_is_gone():
     seen = []
     log.watch(lambda src, what, line: seen.append(line))
@@ -44,11 +53,7 @@ def test_a_transaction_is_refused_as_busy_before_it_starts_when_the_heap_is_shor
     cfg, problems = config.merge({"memory": {"headroom": 1 << 20}})  # more than this heap has
     assert not problems, problems
     term = Terminal(cfg)
-    try:
-        term.start("pay", 1250, 978, "test")
-        raise AssertionError("started")
-    except Busy:
-        pass
+    assert _raises(Busy, lambda: term.start("pay", 1250, 978, "test"))
     assert term.current is None and term.journal.next_no == 1  # nothing begun, nothing recorded
 
 
@@ -66,10 +71,7 @@ def test_no_block_for_the_transaction_is_busy_too():
     term = Terminal(cfg)
     real, terminal.Txn = terminal.Txn, no_block
     try:
-        term.start("pay", 1250, 978, "test")
-        raise AssertionError("started")
-    except Busy:
-        pass
+        assert _raises(Busy, lambda: term.start("pay", 1250, 978, "test"))
     finally:
         terminal.Txn = real
     assert term.current is None and term.journal.next_no == 1
@@ -286,10 +288,7 @@ def test_concert_out_of_heap_after_the_payment_never_says_busy():
 
     concert.answer = answer
     try:
-        asyncio.run(concert.serve(a, _PAY, "concert-ip"))
-        raise AssertionError("answered")
-    except MemoryError:
-        pass
+        assert _raises(MemoryError, lambda: asyncio.run(concert.serve(a, _PAY, "concert-ip")))
     finally:
         concert.answer = real
     assert a.term.journal.next_no == 2 and a.term.journal.last().result == "approved"
@@ -305,10 +304,7 @@ def test_a_memory_error_while_choosing_the_outcome_leaves_the_terminal_free():
 
     real, cfg["outcomes"] = cfg["outcomes"], Rules()
     try:
-        term.start("pay", 1250, 978, "test")
-        raise AssertionError("started")
-    except MemoryError:
-        pass
+        assert _raises(MemoryError, lambda: term.start("pay", 1250, 978, "test"))
     finally:
         cfg["outcomes"] = real
     assert term.current is None  # free: the next one starts
