@@ -181,6 +181,36 @@ def test_interactive_cardholder_on_the_api(firmware):
     assert box["v"]["AE"] == "10"
 
 
+def test_a_possible_duplicate_is_confirmed_or_refused_on_the_page(firmware):
+    """card.dup_min: the same card and amount again within it asks the
+    cardholder (the page's OK and STOP keys); nothing to confirm is a 409."""
+    fw = firmware(dict(CFG, card={"dup_min": 5}, timeouts={"card_s": 10, "pin_s": 10}))
+    assert concert(fw, 1234)["AE"] == "10"  # the first: nothing to compare with
+    ok(fw, "POST", "/api/mode", {"mode": "interactive"})
+    th, box = in_background(concert, fw, 1234)
+    st = wait_state(fw, "confirm")
+    assert st["screen"][1] == "POSSIBLE DUPLICATE, OK?", st
+    ok(fw, "POST", "/api/confirm")
+    wait_state(fw, "wait_card")
+    assert post(fw, "/api/confirm", {})[0] == 409  # a card is awaited, not a yes
+    ok(fw, "POST", "/api/card", {"profile": "chip"})
+    wait_state(fw, "pin")
+    ok(fw, "POST", "/api/pin", {"pin": "1234"})
+    th.join(10)
+    assert box["v"]["AE"] == "10"
+    ok(fw, "POST", "/api/remove")
+    th, box = in_background(concert, fw, 1234)  # again: refused with the red key
+    wait_state(fw, "confirm")
+    ok(fw, "POST", "/api/cancel")
+    th.join(10)
+    assert (box["v"]["AE"], box["v"]["AF"]) == ("01", "06")
+    assert [t["reason"] for t in ok(fw, "GET", "/api/transactions")["transactions"]][-1] == "duplicate"
+    th, box = in_background(concert, fw, 990)  # another amount is not a duplicate:
+    wait_state(fw, "wait_card")  # straight to the card
+    ok(fw, "POST", "/api/cancel")
+    th.join(10)
+
+
 def test_interactive_nobody_acts_register_gets_the_timeout(firmware):
     fw = firmware(dict(CFG, web={"token": TOKEN, "mode": "interactive"},
                        timeouts={"card_s": 1, "pin_s": 1}))
