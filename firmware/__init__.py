@@ -6,33 +6,34 @@ SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.me
           "card.pan", "listeners.concert-bt.pin")
 
 
-def borrow(name):
-    """(was it loaded already, the module): import a rarely used module for
-    one job; give it back with drop(name, had)."""
+PIN_TRIES = 3  # wrong PINs before the card is blocked (terminal, cardholder)
+
+
+def loaded(name):
+    """True if module `name` is imported already.  Code used rarely is
+    imported inside the function that needs it (the firmware's one way of
+    loading on demand); a one-off job notes loaded() first and gives the
+    module back with drop(name, had) when done."""
     import sys
 
-    return name in sys.modules, __import__(name, None, None, ["_"])
+    return name in sys.modules
 
 
-def load(name):
-    """A personality's module, imported on its first use (a listener's
-    first client or bytes), after a collection: its code needs contiguous
-    blocks, which the garbage of a busy terminal may be holding."""
-    import sys
-
-    m = sys.modules.get(name)
-    if m is None:
-        import gc
-
-        gc.collect()
-        m = __import__(name, None, None, ["_"])
-    return m
+def adapter(app, cls):
+    """The app's one instance of a personality's adapter class, made at its
+    first use: the personality's state lives there (tests make a fresh app,
+    host_tests/mp/inproc.py), not in module globals."""
+    a = app.adapters.get(cls)
+    if a is None:
+        a = app.adapters[cls] = cls(app)
+    return a
 
 
 def drop(name, had=False):
     """Forget a module imported for a one-off job (boot, replay, a rare
-    request), unless it was loaded before (had), so the garbage collector
-    can take its RAM back; the next use reads it from flash again."""
+    request), unless it was loaded before (had: loaded(name) before the
+    import), so the garbage collector can take its RAM back; the next use
+    reads it from flash again."""
     import sys
 
     if had or sys.modules.pop(name, None) is None:
@@ -75,3 +76,25 @@ async def when_room(fn, *args):
             gc.collect()
             await asyncio.sleep_ms(wait)
     return fn(*args)
+
+
+def signature(path):
+    """CRC of a file (None if unreadable): how the config watcher and PUT
+    /api/config know the file changed (mtime is too coarse, 1 s, and
+    littlefs may lack it).  Read in small pieces: the watcher runs every
+    few seconds, whatever the heap, and a config file is a few KB."""
+    from binascii import crc32
+
+    buf = bytearray(128)
+    mv = memoryview(buf)
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    return crc
+                crc = crc32(mv[:n], crc)
+    except OSError:
+        return None
+

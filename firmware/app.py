@@ -8,30 +8,30 @@ listener, everything else applies to the next transaction.
 import asyncio
 import gc
 import time
-from binascii import crc32
 
-from firmware import VERSION, drop, log
+from firmware import VERSION, drop, log, signature
 from firmware.board import load as load_board
 from firmware.journal import Journal
 from firmware.terminal import Terminal
 
-# (listener name, kind, module).  The module is imported when the listener's
-# first client connects ("tcp", "tls", "ws": its serve(app, name, stream, peer)) or
-# the first bytes arrive on the line ("uart": serve(app, name, stream, lc,
-# first)); other kinds import it at start and call make(app, name).
+# (listener name, kind): App.serve_of(name) imports the personality that
+# serves it when its first client connects ("tcp", "tls", "ws": serve(app,
+# name, stream, peer)) or its line's first bytes arrive ("uart", and the
+# Bluetooth listeners, which hand their line to uart: serve(app, name,
+# stream, lc, first)).
 PERSONALITIES = (
-    ("concert-ip", "tcp", "firmware.concert_ip"),
-    ("synqpay", "tcp", "firmware.synqpay"),
-    ("synqpay-tls", "tls", "firmware.synqpay"),
-    ("concert-serial", "uart", "firmware.concert_serial"),
-    ("synqpay-serial", "uart", "firmware.synqpay_serial"),
-    ("p3-tcp", "tcp", "firmware.p3_tcp"),
-    ("p3-ws", "ws", "firmware.p3_ws"),
-    ("concert-bt", "bt-spp", "firmware.bt_spp"),
-    ("concert-ble", "ble", "firmware.ble"),
+    ("concert-ip", "tcp"),
+    ("synqpay", "tcp"),
+    ("synqpay-tls", "tls"),
+    ("concert-serial", "uart"),
+    ("synqpay-serial", "uart"),
+    ("p3-tcp", "tcp"),
+    ("p3-ws", "ws"),
+    ("concert-bt", "bt-spp"),
+    ("concert-ble", "ble"),
 )
 # the web page and control API: its settings are the `web` section
-WEB = ("web", "http", "firmware.web")
+WEB = ("web", "http")
 
 
 class App:
@@ -50,17 +50,52 @@ class App:
         self.seen = None  # CRC of the config file last loaded
         self._applying = False  # one apply at a time: the file watcher, PUT /api/config
         self.web_seen = None  # ticks of the last web request while its code is loaded
+        self.adapters = {}  # personality -> its adapter object, made at its first use
+
+    def serve_of(self, name):
+        """The serve() of listener `name`, its personality imported now: at
+        the first client (or the line's first bytes), so a personality
+        nobody uses costs no RAM.  Collected first: code needs contiguous
+        blocks, which a busy terminal's garbage may be holding."""
+        gc.collect()
+        if name == "concert-ip":
+            from firmware import concert_ip
+
+            return concert_ip.serve
+        if name in ("concert-serial", "concert-bt", "concert-ble"):
+            from firmware import concert_serial
+
+            return concert_serial.serve
+        if name in ("synqpay", "synqpay-tls"):
+            from firmware import synqpay
+
+            return synqpay.serve
+        if name == "synqpay-serial":
+            from firmware import synqpay_serial
+
+            return synqpay_serial.serve
+        if name == "p3-tcp":
+            from firmware import p3_tcp
+
+            return p3_tcp.serve
+        if name == "p3-ws":
+            from firmware import p3_ws
+
+            return p3_ws.serve
+        from firmware import web
+
+        return web.serve
 
     def _lc(self, name, cfg=None):
         cfg = cfg or self.cfg
         return cfg["web"] if name == "web" else cfg["listeners"][name]
 
-    async def start_listener(self, name, kind, module):
+    async def start_listener(self, name, kind):
         lc = self._lc(name)
         if not lc["enabled"]:
             return
         try:
-            lst = self._listener(name, kind, module)
+            lst = self._listener(name, kind)
             lines = await lst.start(lc)
         except Exception as e:  # port taken, no memory...: the others still start
             log.event(name, "failed", "cannot listen: %r" % e)
@@ -69,22 +104,28 @@ class App:
         for line in lines:
             print("listening " + line)
 
-    def _listener(self, name, kind, module):
+    def _listener(self, name, kind):
         if kind == "uart":
             from firmware import uart
 
-            return uart.UARTListener(self, name, module)
-        if kind in ("tcp", "tls", "ws", "http"):
-            from firmware import tcp
+            return uart.UARTListener(self, name)
+        if kind == "bt-spp":
+            from firmware import bt_spp
 
-            if kind == "http" and self.trace is None:  # the web face shows the trace
-                from firmware import trace
+            return bt_spp.SPPListener(self, name)
+        if kind == "ble":
+            from firmware import ble
 
-                self.trace = trace.Trace(self)
-            lst = (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name, module)
-            lst.kind = kind
-            return lst
-        return __import__(module, None, None, ["make"]).make(self, name)
+            return ble.BLEListener(self, name)
+        from firmware import tcp
+
+        if kind == "http" and self.trace is None:  # the web face shows the trace
+            from firmware import trace
+
+            self.trace = trace.Trace(self)
+        lst = (tcp.TLSListener if kind == "tls" else tcp.TCPListener)(self, name)
+        lst.kind = kind
+        return lst
 
     async def stop_listener(self, name):
         entry = self.listeners.pop(name, None)
@@ -104,30 +145,12 @@ class App:
             log.frames = cfg["log"]["frames"]
             if cfg["web"]["mode"] != old["web"]["mode"]:
                 self.term.mode = cfg["web"]["mode"]
-            for name, kind, module in PERSONALITIES + (WEB,):
+            for name, kind in PERSONALITIES + (WEB,):
                 if self._lc(name, cfg) != self._lc(name, old):
                     await self.stop_listener(name)
-                    await self.start_listener(name, kind, module)
+                    await self.start_listener(name, kind)
         finally:
             self._applying = False
-
-
-def _signature(path):
-    """CRC of the file: mtime is too coarse (1 s) and littlefs may lack it.
-    Read in small pieces: the watcher runs every few seconds, whatever the
-    heap, and a config file is a few KB."""
-    buf = bytearray(128)
-    mv = memoryview(buf)
-    crc = 0
-    try:
-        with open(path, "rb") as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    return crc
-                crc = crc32(mv[:n], crc)
-    except OSError:
-        return None
 
 
 def load_config(path, running=None):
@@ -154,7 +177,7 @@ async def _tend(app, path):
             _rest_web(app)
             if not app.cfg["config_watch_s"]:
                 continue
-            now = _signature(path)
+            now = signature(path)
             if now == app.seen:
                 continue
             cfg = load_config(path, app.cfg)
@@ -180,9 +203,9 @@ def _rest_web(app):
     if lst.clients or time.ticks_diff(time.ticks_ms(), app.web_seen) < idle * 1000:
         return
     app.web_seen = None
-    lst.handler = WEB[2]
+    lst.handler = None
     app.trace.rest()
-    for name in (WEB[2], "wire.http", "firmware.receipt"):  # what it brought (those who
+    for name in ("firmware.web", "wire.http", "firmware.receipt"):  # what it brought (those who
         drop(name)  # imported one too keep theirs)
     gc.collect()
     log.event("web", "rested", "nobody for %d s: page code and trace let go" % idle)
@@ -192,7 +215,7 @@ async def _main():
     board = load_board()
     gc.collect()
     print("understudy %s on %s, heap %d bytes" % (VERSION, board.NAME, gc.mem_free() + gc.mem_alloc()))
-    seen = _signature(board.CONFIG_PATH)  # now: a change after READY must be seen
+    seen = signature(board.CONFIG_PATH)  # now: a change after READY must be seen
     # which file: PUT /api/config writes there too, and the next boot reads it
     if seen is None:
         log.event("config", "built-in defaults", "(no file %s)" % board.CONFIG_PATH)
@@ -205,8 +228,8 @@ async def _main():
     app = _app = App(board, cfg)
     app.seen = seen
     await board.network_up(cfg)
-    for name, kind, module in PERSONALITIES + (WEB,):
-        await app.start_listener(name, kind, module)
+    for name, kind in PERSONALITIES + (WEB,):
+        await app.start_listener(name, kind)
     if cfg["log"]["heap"]:
         gc.collect()
         log.event("app", "heap", "alloc=%d" % gc.mem_alloc())

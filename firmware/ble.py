@@ -42,10 +42,6 @@ _NOTIFY_TRIES = 50  # 20 ms apart: a stack whose queue stays full for 1 s drops 
 _Flag = asyncio.Event if sys.platform == "linux" else asyncio.ThreadSafeFlag
 
 
-def make(app, name):
-    return BLEListener(app, name)
-
-
 def advert(name):
     """(advertising data, scan response): flags and the service's 128-bit
     UUID; the complete local name in the scan response (31 bytes each)."""
@@ -89,7 +85,7 @@ class BLEListener:
         self.adv = advert(name)
         self.adv_us = lc["adv_ms"] * 1000
         self._advertise()
-        self.task = asyncio.create_task(uart.serve(self.app, self.name, self, lc, "firmware.concert_serial"))
+        self.task = asyncio.create_task(uart.serve(self.app, self.name, self, lc))
         return ["%s %s %s nus" % (self.name, self.kind, name)]
 
     async def stop(self):

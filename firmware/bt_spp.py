@@ -24,10 +24,6 @@ _PARITY = {"none": "0", "odd": "1", "even": "2"}  # HC-05 AT+UART's third field
 _TRY = (38400, 9600, 115200, 57600, 19200)  # the speeds a module is tried at after the configured one
 
 
-def make(app, name):
-    return SPPListener(app, name)
-
-
 def module_name(app, lc):
     """The name the module shows: `name`, else Understudy-<terminal_id>."""
     return lc["name"] or "Understudy-" + app.cfg["terminal_id"]
@@ -110,7 +106,7 @@ class SPPListener:
             self.watch = asyncio.create_task(self._state(st))
         log.event(self.name, "ready", "%s %s, Concert on the line at %d" % (
             lc["module"], module_name(self.app, lc), lc["baud"]))
-        await uart.serve(self.app, self.name, self.st, lc, "firmware.concert_serial")
+        await uart.serve(self.app, self.name, self.st, lc)
 
     async def _state(self, pin):
         """The module's STATE pin: high while a register is connected."""

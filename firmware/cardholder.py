@@ -1,8 +1,7 @@
 """The cardholder at the keypad, in interactive mode (web.mode or POST
 /api/mode): imported by the core only when a PIN is typed on the page or
 through the control API, so automatic terminals do not carry it."""
-from firmware import log
-from firmware.terminal import PIN
+from firmware import PIN_TRIES, log
 
 
 async def pin(term, t, o, ms):
@@ -17,12 +16,12 @@ async def pin(term, t, o, ms):
             return True
         if w in ("pin", "confirm"):
             wrong += 1
-            if wrong >= 3:
+            if wrong >= PIN_TRIES:
                 t.result, t.reason = "declined", "pin"
                 return False
-            term.note = "Wrong PIN, %d tries left" % (3 - wrong)
+            term.note = "Wrong PIN, %d tries left" % (PIN_TRIES - wrong)
             log.event("core", "pin", "#%d" % t.no, "wrong")
-            term._state(t, PIN)
+            term._state(t, t.state)  # PIN entry again
             continue
         t.result, t.reason = ("cancelled", w) if w else ("timeout", "no_pin")
         return False

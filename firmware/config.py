@@ -37,10 +37,12 @@ def outcome(v):
         return True
     if type(v) is not str:
         return False
-    from firmware import borrow, drop
+    from firmware import drop, loaded
 
-    had, m = borrow("firmware.unhappy")
-    ok = m.ok(v)
+    had = loaded("firmware.unhappy")
+    from firmware import unhappy
+
+    ok = unhappy.ok(v)
     drop("firmware.unhappy", had)
     return ok
 

@@ -34,9 +34,8 @@ core).
 """
 import os
 from array import array
-from binascii import crc32
 
-from firmware import drop, load, log
+from firmware import clock, drop, log
 from wire import records
 
 _SPAN = 16  # an offset kept for every 16th transaction
@@ -47,11 +46,37 @@ def _zero():
     return {"pay": [0, 0], "refund": [0, 0], "void": [0, 0], "net": 0}
 
 
-def _hash(ref):
-    return (crc32(ref.encode()) & 0xFFFF) or 1  # 0: no reference
+IDLE = "idle"  # a new transaction's state (the others: firmware/terminal.py)
+
+
+class Txn:
+    """One transaction, as the core runs it and the journal records it."""
+
+    def __init__(self, op, amount, cur, src, ref, orig, data):
+        self.op = op  # pay, refund, void, preauth, capture
+        self.amount = amount  # minor units
+        self.cur = cur  # ISO 4217 numeric
+        self.src = src  # personality that asked
+        self.ref = ref  # the register's reference, if its protocol has one
+        self.orig = orig  # number of the transaction voided/captured/refunded
+        self.data = data  # small protocol extras kept with the record
+        self.no = self.batch = 0
+        self.ts = clock.now()
+        self.state = IDLE
+        self.outcome = self.result = self.reason = self.auth = None
+        self.pan = self.brand = self.mode = self.aid = self.exp = None  # card, PAN masked
+        self.delivered = self.voided = False
+        self.drop = False  # "lost" outcome: the adapter withholds the answer
+        # where the adapter wants the flow to stop ("card", "signature"), and
+        # what its protocol cannot say ("whole": no approved amount of its own,
+        # so no partial approval)
+        self.hold = ()
+        self.progress = None  # callback(t) on each state change; not kept
 
 
 class Journal:
+    Txn = Txn  # what replay and reads (journal_replay) make of a begun record
+
     def __init__(self, path=None, keep=200, recent=4, min_free=4096, flush=True, max_batch=1000):
         self.path = path
         self.flush = flush  # commit each record (littlefs keeps it cached until then)
@@ -82,25 +107,28 @@ class Journal:
         self.short = 0  # compaction steps in a row that found no room (tried again later)
         self.lost = False  # the index could not grow: lookups scan the file
         if path:
-            self._cold("replay")
+            from firmware import journal_replay
+
+            self._cold(journal_replay.replay)
             # the compaction's code once, forgotten at once: its names are interned
             # now, while the heap is whole, not by a compaction hours into traffic,
             # when the table of names may need a new block of KBs (docs/MEMORY.md)
-            load("firmware.journal_compact")
+            from firmware import journal_compact  # noqa: F401
+
             drop("firmware.journal_compact")
 
-    def _cold(self, job, *args):
-        """Run replay or a read (journal_replay), or a compaction step
-        (journal_compact: step, run, abandon), then forget the module."""
-        name = "firmware.journal_" + ("compact" if job in ("step", "run", "abandon") else "replay")
-        mod = load(name)  # type: object
+    def _cold(self, fn, *args):
+        """fn(self, *args): replay or a read (journal_replay), a compaction
+        step (journal_compact), imported by the caller for this one job;
+        their modules are forgotten afterwards."""
         if self.f is not None:
             self.f.flush()  # what is read must include what was written
         try:
-            return getattr(mod, job)(self, *args)
+            return fn(self, *args)
         finally:
-            mod = None
-            drop(name)
+            fn = None
+            drop("firmware.journal_replay")
+            drop("firmware.journal_compact")
             drop("wire.records_reader")
 
     # ---- writing -------------------------------------------------------
@@ -157,9 +185,11 @@ class Journal:
             return
         if ref and not self.lost:
             if self.idx is None or 2 * k + 2 > len(self.idx):
-                self._cold("grow", k)  # the first reference, or more than planned
+                from firmware import journal_replay
+
+                self._cold(journal_replay.grow, k)  # the first reference, or more than planned
             if self.idx is not None:
-                h = _hash(ref)
+                h = records.ref_hash(ref)
                 self.idx[2 * k] = h >> 8
                 self.idx[2 * k + 1] = h & 0xFF
         self.n = max(self.n, k + 1)
@@ -227,7 +257,9 @@ class Journal:
         if not self.tidy or self.readers:
             return bool(self.tidy)
         try:
-            self._cold("step")
+            from firmware import journal_compact
+
+            self._cold(journal_compact.step)
             self.short = 0
         except MemoryError as e:  # no room for its code or its copy now: again later, a while
             self.short += 1
@@ -244,7 +276,9 @@ class Journal:
         self.tidy = None
         self.short = 0
         try:
-            self._cold("abandon", why)
+            from firmware import journal_compact
+
+            self._cold(journal_compact.abandon, why)
         except Exception:  # (no room to load even that)
             log.event("journal", "compaction", "abandoned: %s" % why)
 
@@ -265,7 +299,9 @@ class Journal:
             if want(t) and (not open_batch or t.batch == self.batch):
                 return t
         if self.path and (not self.recent or self.recent[0].no > 1):
-            return self._cold("scan", want, open_batch, False)
+            from firmware import journal_replay
+
+            return self._cold(journal_replay.scan, want, open_batch, False)
         return None
 
     def get(self, no):
@@ -273,7 +309,9 @@ class Journal:
             if t.no == no:
                 return t
         if self.path and self.base <= no < self.next_no:
-            return self._cold("load", no)
+            from firmware import journal_replay
+
+            return self._cold(journal_replay.load, no)
         return None
 
     def lookup(self, ref, src=None, want=None, open_batch=False):
@@ -294,14 +332,16 @@ class Journal:
         if not self.lost:  # a reference the index has not seen: nothing to read
             if self.idx is None:
                 return None
-            h = _hash(ref)
+            h = records.ref_hash(ref)
             pat = bytes((h >> 8, h & 0xFF))
             i = self.idx.rfind(pat, 0, 2 * self.n)
             while i > 0 and i & 1:  # (straddling two entries: not one)
                 i = self.idx.rfind(pat, 0, i + 1)
             if i < 0:
                 return None
-        return self._cold("find", ref, src, want, open_batch, old)
+        from firmware import journal_replay
+
+        return self._cold(journal_replay.find, ref, src, want, open_batch, old)
 
     def rows(self, first):
         """The decided transactions numbered first and up, oldest first, one
@@ -315,7 +355,9 @@ class Journal:
     def select(self, want):
         """Every transaction of the open batch for which want(t) holds, oldest first."""
         if self.path:
-            return self._cold("scan", want, True, True)
+            from firmware import journal_replay
+
+            return self._cold(journal_replay.scan, want, True, True)
         return [t for t in self.recent if t.batch == self.batch and want(t)]
 
     def find(self, want):

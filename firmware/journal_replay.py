@@ -5,17 +5,14 @@ record layout.
 import os
 
 from firmware import drop, log
-from firmware.journal import _hash
 from wire import records, records_reader
 from wire.records_reader import read as _read
 
 _SPAN = 16  # as journal._SPAN
 
 
-def _begun(r):
-    from firmware.terminal import Txn
-
-    t = Txn(r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+def _begun(j, r):
+    t = j.Txn(r[4], r[5], r[6], r[7], r[8], r[9], r[10])
     t.no, t.batch, t.ts = r[1], r[2], r[3]
     return t
 
@@ -76,7 +73,7 @@ def replay(j):
         n += 1
         k = r[0]
         if k == "B":
-            t = _begun(r)
+            t = _begun(j, r)
             if j.n == 0:
                 j.base = t.no
             if t.batch > j.batch:  # (a compacted file may skip settlements)
@@ -167,7 +164,7 @@ def grow(j, k):
 
 def candidates(j, ref):
     """Numbers of the file's transactions whose reference may be ref, newest first."""
-    h = _hash(ref)
+    h = records.ref_hash(ref)
     pat = bytes((h >> 8, h & 0xFF))
     idx = j.idx
     end = 2 * j.n if idx is not None else 0
@@ -213,7 +210,7 @@ def load(j, no):
             k = r[0]
             if k == "B":
                 if r[1] == no:
-                    t = _begun(r)
+                    t = _begun(j, r)
                 elif r[1] > no + 2:  # (its delivery may follow the next one's start)
                     break
             elif t is not None and r[1] == no:
@@ -236,7 +233,7 @@ def scan(j, want, open_batch, every=False):
     for r in _read(j.path, records_reader.Reader()):
         k = r[0]
         if k == "B":
-            t = _begun(r)
+            t = _begun(j, r)
         elif k == "D":
             if t is not None and t.no == r[1]:
                 _decided(t, r)
@@ -290,7 +287,7 @@ def _rows(j, first):
     for r in _read(j.path, records_reader.Reader(), at):
         k = r[0]
         if k == "B":
-            t = _begun(r) if r[1] >= first else None
+            t = _begun(j, r) if r[1] >= first else None
         elif k == "D" and t is not None and t.no == r[1]:
             _decided(t, r)
             i = t.no - first

@@ -6,14 +6,14 @@ Login and the running transaction belong to the server, not to a
 connection: a POS may log in on one socket, pay on another and abort or
 sign from a third.  A transaction runs in its own task, so the connection
 that started it can still abort it or submit a signature.  Only charges are
-handled here; every other request is served by p3_extra, borrowed for that
-request (firmware.borrow()).  Every decision where the sources are silent is in
+handled here; every other request is served by p3_extra, imported for that
+request (imported, then dropped).  Every decision where the sources are silent is in
 docs/P3.md.
 """
 import asyncio
 import gc
 
-from firmware import borrow, clock, drop, log, when_room
+from firmware import clock, drop, loaded, log, when_room
 from firmware.terminal import Busy
 from wire import currency as currency_table
 from wire import p3 as w
@@ -210,7 +210,9 @@ def view(app, t, final=True):
                                       ("merchantId", cfg["merchant_id"]))))
     if t.result in ("approved", "declined") and t.reason != "paper_out":  # out of paper: none
         paper = data.get("sig") == "receipt"
-        had, receipt = borrow("firmware.receipt")
+        had = loaded("firmware.receipt")
+        from firmware import receipt
+
         for key, merchant in (("merchantReceipt", True), ("customerReceipt", False)):
             lines = receipt.transaction(t, cfg, merchant).split("\n")[:-1]
             if merchant and paper:
@@ -353,9 +355,11 @@ async def _dispatch(conn, m, typ, tag, rtype, res):
     tp = body.get("transactionParameters")
     if op == "EXECUTE_TRANSACTION" and isinstance(tp, dict) and tp.get("type") == "CHARGE":
         return await _charge(conn, body, key + ".", tag, rtype, res)
-    had, extra = borrow("firmware.p3_extra")
+    had = loaded("firmware.p3_extra")
+    from firmware import p3_extra
+
     try:
-        await extra.serve(conn, op, body, key + ".", tag, rtype, res)
+        await p3_extra.serve(conn, op, body, key + ".", tag, rtype, res)
     finally:
         drop("firmware.p3_extra", had)
 

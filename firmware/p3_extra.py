@@ -1,7 +1,7 @@
 """The rarer P3 requests: login, abort, signature, the transactions that
 are not a plain charge (refunds, reversals, amend) and lookups, answered
 from the terminal core and its journal.  p3 imports this module for one
-request and forgets it afterwards (firmware.borrow), so its RAM is free between
+request and forgets it afterwards (firmware.loaded, drop), so its RAM is free between
 uses.
 """
 from firmware import log, p3

@@ -9,7 +9,7 @@ timeouts.request_ms for the rest of it.
 """
 import asyncio
 
-from firmware import borrow, drop, log, p3, tcp
+from firmware import drop, loaded, log, p3, tcp
 from wire import ws
 
 _MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
@@ -22,7 +22,9 @@ def _text(n):
 async def _handshake(app, name, s, peer):
     """Bytes that followed the handshake, or None if it failed."""
     ms = app.cfg["timeouts"]["request_ms"]
-    had, http = borrow("wire.http")  # only needed while a connection opens
+    had = loaded("wire.http")
+    from wire import http  # only needed while a connection opens
+
     try:
         head, early = await tcp.read_head(s, tcp.deadline(ms), http, _MAX_HEAD)  # the whole handshake
         if head is None:

@@ -2,9 +2,9 @@
 
 It owns what every TCP personality shares: binding, the allowed-IP list, a
 cap on simultaneous clients, logging, and closing the socket whatever the
-handler does.  The handler is `async serve(app, name, stream, peer_ip)` of
-the personality's module, which is imported only when its first client
-connects: a terminal that nobody talks Synqpay to never loads Synqpay.
+handler does.  The handler is the personality's `async serve(app, name,
+stream, peer_ip)`, imported only when the first client connects
+(App.serve_of): a terminal that nobody talks Synqpay to never loads Synqpay.
 
 The accept loop is our own rather than asyncio.start_server's: that one dies
 for good on a MemoryError, which would leave a terminal that accepts
@@ -19,7 +19,7 @@ import time
 
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's loop internals
 
-from firmware import load, log, room
+from firmware import log, room
 
 
 def peer_ip(addr):
@@ -87,7 +87,7 @@ def read_by(s, n, due, cap=0):
 async def read_head(s, due, http, limit):
     """An HTTP request head by `due`: (head, the bytes after it), or (None,
     b"") if the peer left; http.HTTPError 431 past `limit` bytes.  `http` is
-    wire.http, passed in by callers that borrow it."""
+    wire.http, passed in by callers that import it for the occasion."""
     buf = b""
     while True:
         chunk = await read_by(s, min(512, limit + 1 - len(buf)), due)
@@ -114,10 +114,10 @@ def close(st):
 class TCPListener:
     kind = "tcp"
 
-    def __init__(self, app, name, module, ssl=None):
+    def __init__(self, app, name, ssl=None):
         self.app = app
         self.name = name
-        self.handler = module  # its serve() once imported
+        self.handler = None  # its personality's serve(), from the first client on
         self.ssl = ssl
         self.sock = None
         self.task = None
@@ -199,8 +199,8 @@ class TCPListener:
             self.clients += 1
             try:
                 h = self.handler
-                if isinstance(h, str):
-                    h = self.handler = load(h).serve
+                if h is None:
+                    h = self.handler = self.app.serve_of(self.name)
                 await h(self.app, self.name, st, ip)
             except OSError as e:  # the peer reset or vanished
                 log.event(self.name, "closed", ip, repr(e))

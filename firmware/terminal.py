@@ -21,11 +21,10 @@ import gc
 
 from micropython import const
 
-from firmware import clock, log, room
-from firmware.journal import Journal
+from firmware import PIN_TRIES, clock, log, room
+from firmware.journal import Journal, Txn
 
 # states
-IDLE = "idle"
 WAIT_CARD = "wait_card"
 CARD_READ = "card_read"
 PIN = "pin"
@@ -43,31 +42,6 @@ _SPARE = const(512)  # bytes: a run() coroutine and its task, on a 64-bit build 
 
 class Busy(Exception):
     """Another transaction is running."""
-
-
-class Txn:
-    """One transaction; also the journal record."""
-
-    def __init__(self, op, amount, cur, src, ref, orig, data):
-        self.op = op  # pay, refund, void, preauth, capture
-        self.amount = amount  # minor units
-        self.cur = cur  # ISO 4217 numeric
-        self.src = src  # personality that asked
-        self.ref = ref  # the register's reference, if its protocol has one
-        self.orig = orig  # number of the transaction voided/captured/refunded
-        self.data = data  # small protocol extras kept with the record
-        self.no = self.batch = 0
-        self.ts = clock.now()
-        self.state = IDLE
-        self.outcome = self.result = self.reason = self.auth = None
-        self.pan = self.brand = self.mode = self.aid = self.exp = None  # card, PAN masked
-        self.delivered = self.voided = False
-        self.drop = False  # "lost" outcome: the adapter withholds the answer
-        # where the adapter wants the flow to stop ("card", "signature"), and
-        # what its protocol cannot say ("whole": no approved amount of its own,
-        # so no partial approval)
-        self.hold = ()
-        self.progress = None  # callback(t) on each state change; not kept
 
 
 class Terminal:
@@ -162,9 +136,10 @@ class Terminal:
             if self.cfg["card"]["dup_min"] or t.outcome not in (
                     "approve decline cancel no_card pin_blocked slow currency lost forbidden "
                     "host_error signature"):
-                from firmware import load
+                gc.collect()  # (its code wants contiguous blocks)
+                from firmware import unhappy
 
-                await load("firmware.unhappy").run(self, t)
+                await unhappy.run(self, t)
             else:
                 await self._flow(t)
         except OSError as e:  # the journal cannot record it: refuse, approve nothing
@@ -308,7 +283,7 @@ class Terminal:
                     if not await cardholder.pin(self, t, o, to["pin_s"] * 1000):
                         return
                 else:
-                    for _ in range(3 if o == "pin_blocked" else 1):
+                    for _ in range(PIN_TRIES if o == "pin_blocked" else 1):
                         w = await self._wait(min(d["pin_ms"], to["pin_s"] * 1000))
                         if w:
                             t.result, t.reason = "cancelled", w

@@ -4,16 +4,16 @@ one asyncio stream, that can be stopped and restarted on its own.
 The board opens the device (`board.uart(name, lc)` -> (device, where)):
 machine.UART on ESP32/RP2 with id, pins, baud, bits, parity and stop bits
 from the listener config; on a PC a tty path, or the pty the launcher made
-for this listener.  The personality's module is imported when the first
-bytes arrive (a line nobody talks on costs no RAM for its protocol); its
-`async serve(app, name, stream, lc, first)` then owns the line until the
-listener stops, reading with read() below.
+for this listener.  The personality is imported when the first bytes
+arrive (App.serve_of: a line nobody talks on costs no RAM for its
+protocol); its `async serve(app, name, stream, lc, first)` then owns the
+line until the listener stops, reading with read() below.
 """
 import asyncio
 import gc
 import sys
 
-from firmware import load, log
+from firmware import log
 
 
 async def read(st, ms, n=128):
@@ -35,18 +35,16 @@ async def read(st, ms, n=128):
 class UARTListener:
     kind = "serial"
 
-    def __init__(self, app, name, module):
+    def __init__(self, app, name):
         self.app = app
         self.name = name
-        self.module = module
         self.dev = None
         self.task = None
 
     async def start(self, lc):
         dev, where = self.app.board.uart(self.name, lc)
         self.dev = dev
-        self.task = asyncio.create_task(serve(self.app, self.name, asyncio.StreamReader(dev), lc,
-                                              self.module))
+        self.task = asyncio.create_task(serve(self.app, self.name, asyncio.StreamReader(dev), lc))
         return ["%s %s %s %d" % (self.name, self.kind, where, lc["baud"])]
 
     async def stop(self):
@@ -63,22 +61,22 @@ class UARTListener:
                 pass
 
 
-async def serve(app, name, st, lc, module):
-    """Wait for a line's first bytes, then hand the line to `module`'s
-    serve() until it returns; every serial-like listener (UART, Bluetooth
+async def serve(app, name, st, lc):
+    """Wait for a line's first bytes, then hand the line to its
+    personality's serve() (app.serve_of) until it returns; every serial-like listener (UART, Bluetooth
     module, BLE) runs its stream through here."""
     while True:
         try:
             first = b""
             while not first:
                 first = await read(st, 1000)
-            mod = load(module)
-            await mod.serve(app, name, st, lc, first)
+            fn = app.serve_of(name)
+            await fn(app, name, st, lc, first)
             return
         except asyncio.CancelledError:
             raise
         except MemoryError as e:  # a heap too small at this peak: as TCP drops one client,
-            mod = None  # the line drops this session and serves the next
+            fn = None  # the line drops this session and serves the next
             gc.collect()
             log.event(name, "out-of-memory", repr(e), "session dropped")
         except Exception as e:  # a bug: say so loudly; the line stays dead until a restart

@@ -6,7 +6,7 @@ Bounded: the head must come within timeouts.request_ms and be at most 2 KB
 most _WRITE_MS for the client.  State-changing calls need `Authorization:
 Bearer <web.token>` (no token set: only a loopback client may); reads are
 open unless web.open_reads is false.  Imported when the first client
-connects (its rarer calls live in firmware/web_admin.py, borrowed per
+connects (its rarer calls live in firmware/web_admin.py, imported per
 request); the live trace it shows is kept by firmware/trace.py.
 """
 import asyncio
@@ -16,7 +16,7 @@ import select
 import sys
 import time
 
-from firmware import borrow, drop, log, receipt, room, tcp
+from firmware import drop, loaded, log, receipt, room, tcp
 from wire import http
 
 _MAX_HEAD = 2048
@@ -161,12 +161,14 @@ async def serve(app, name, s, ip):
         if write and not room(app.cfg["memory"]["headroom"]):  # refused before it changes anything
             raise MemoryError
         what = route[1]
-        if what in _ADMIN:  # borrowed for this request only
-            had, mod = borrow("firmware.web_admin")
+        if what in _ADMIN:  # imported for this request only
+            had = loaded("firmware.web_admin")
+            from firmware import web_admin
+
             try:
-                out = await getattr(mod, "_" + what)(app, name, s, method, q, body, headers)
+                out = await getattr(web_admin, "_" + what)(app, name, s, method, q, body, headers)
             finally:
-                mod = None
+                del web_admin
                 drop("firmware.web_admin", had)
         else:
             out = await globals()["_" + what](app, name, s, method, q, body, headers)

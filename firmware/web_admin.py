@@ -1,11 +1,11 @@
 """The web control API's rarer calls (docs/CONTROL.md): the journal, the
 receipts, the outcome queue, the mode, the delay, reset, and the config.
-firmware/web.py borrows this module for one request and drops it, so a
+firmware/web.py imports this module for one request and drops it, so a
 terminal whose page only watches does not keep it in RAM."""
 import json
 import os
 
-from firmware import SECRET, borrow, drop, log
+from firmware import SECRET, drop, loaded, log, signature
 from firmware.web import _Answer, _dismiss, _int, _status, _txn, _write
 
 async def _transactions(app, name, s, method, q, body, headers):
@@ -39,7 +39,9 @@ async def _receipt(app, name, s, method, q, body, headers):
     t = j.get(no) if no else j.last()
     if t is None or t.result is None:
         raise _Answer(404, "Not Found", "no such finished transaction")
-    had, receipt = borrow("firmware.receipt")
+    had = loaded("firmware.receipt")
+    from firmware import receipt
+
     try:
         text = receipt.transaction(t, app.cfg, q.get("copy") == "merchant")
     finally:
@@ -53,15 +55,19 @@ async def _receipt(app, name, s, method, q, body, headers):
 
 def _bad_outcomes(got):
     """None if got is a list of outcomes the core knows; else what is allowed.
-    The rarer outcomes' names are firmware/unhappy.py's: borrowed only for
+    The rarer outcomes' names are firmware/unhappy.py's: imported only for
     one of them, or to list them."""
-    had, config = borrow("firmware.config")
+    had = loaded("firmware.config")
+    from firmware import config
+
     try:
         if isinstance(got, list) and all(config.outcome(o) for o in got):
             return None
-        had_u, u = borrow("firmware.unhappy")
-        names = ", ".join(config.OUTCOMES + u.NAMES)
-        args = ", ".join("%s:%s" % (k, "|".join(a for a in v if a)) for k, v in u.ARGS.items())
+        had_u = loaded("firmware.unhappy")
+        from firmware import unhappy
+
+        names = ", ".join(config.OUTCOMES + unhappy.NAMES)
+        args = ", ".join("%s:%s" % (k, "|".join(a for a in v if a)) for k, v in unhappy.ARGS.items())
         drop("firmware.unhappy", had_u)
         return "outcomes: a list of %s (arguments: %s, partial:N)" % (names, args)
     finally:
@@ -146,7 +152,6 @@ async def _put_config(app, patch, replace):
     own rules, write it (atomically) and apply it as the file watcher does:
     listeners whose settings changed restart, the rest applies to the next
     transaction."""
-    from firmware import app as appmod
 
     path = app.board.CONFIG_PATH
     try:
@@ -161,7 +166,9 @@ async def _put_config(app, patch, replace):
     for k in replace:
         user.pop(k, None)
     _patch(user, patch)
-    had, config = borrow("firmware.config")
+    had = loaded("firmware.config")
+    from firmware import config
+
     try:
         cfg, problems = config.merge(user)
     finally:
@@ -172,6 +179,6 @@ async def _put_config(app, patch, replace):
     with open(tmp, "w") as f:  # noqa: ASYNC230
         json.dump(user, f)
     os.rename(tmp, path)
-    app.seen = appmod._signature(path)  # the file watcher must not apply it again
+    app.seen = signature(path)  # the file watcher must not apply it again
     log.event("config", "reloaded", path, "(PUT /api/config)")
     await app.apply(cfg)

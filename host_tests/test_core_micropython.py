@@ -1,4 +1,4 @@
-"""The terminal core's own tests (host_tests/mp), run inside MicroPython."""
+"""The in-process tests (host_tests/mp: the core, the adapters), run inside MicroPython."""
 import os
 import subprocess
 
@@ -11,7 +11,12 @@ from understudy.testkit import free_port
 MP = os.path.join(os.path.dirname(__file__), "mp")
 
 
-@pytest.mark.parametrize("module", ["test_terminal", "test_short_heap"])
+# test_journal_cuts runs from test_journal.py (a littlefs image, a longer time-out)
+MODULES = sorted(f[:-3] for f in os.listdir(MP) if f.startswith("test_") and f.endswith(".py")
+                 and f != "test_journal_cuts.py")
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_core_under_micropython(tmp_path, module):
     env = dict(os.environ, MICROPYPATH="%s:%s:%s:.frozen" % (MP, paths.ROOT, os.path.join(paths.ROOT, "lib")),
                TMPDIR=str(tmp_path), UNDERSTUDY_TEST_PORTS="%d %d" % (free_port(), free_port()))

@@ -9,8 +9,8 @@ import os
 import vfs
 
 from firmware import log
-from firmware.journal import Journal
-from firmware.terminal import Txn
+from firmware import journal_compact
+from firmware.journal import Journal, Txn
 from wire import records_reader
 
 log.frames = False
@@ -56,7 +56,7 @@ def _check(path, want, keep, next_no, batch):
     """Open the journal as at boot, finish its compaction, compare."""
     j = Journal(path, keep=keep, flush=True)
     assert j.next_no == next_no and j.batch == batch, (j.next_no, next_no, j.batch, batch)
-    j._cold("run")  # the whole compaction at once (the core runs it in steps)
+    j._cold(journal_compact.run)  # the whole compaction at once (the core runs it in steps)
     j.close()
     assert not _exists(path + ".tmp")
     got, _ = _raw(path)
@@ -195,7 +195,7 @@ def test_compaction_cut_at_every_block_programmed_on_littlefs():
     state = (j.next_no, j.batch)
     base = bytes(image)
     dev.log = []
-    j._cold("run")  # the whole compaction at once (the core runs it in steps)
+    j._cold(journal_compact.run)  # the whole compaction at once (the core runs it in steps)
     j.close()
     writes = dev.log
     vfs.umount("/cut")

@@ -111,9 +111,9 @@ def test_the_config_watcher_outlives_a_memory_error():
         f.write('{"delays": {"card_ms": 1}}')
     cfg, _ = config.merge({"config_watch_s": 1})
     a = _App(cfg)
-    real = app._signature
+    real = app.signature
     failing, calls = _fails_once(real, "memory allocation failed")
-    app._signature = failing
+    app.signature = failing
     try:
         async def go():
             task = asyncio.create_task(app._tend(a, path))
@@ -124,7 +124,7 @@ def test_the_config_watcher_outlives_a_memory_error():
 
         assert asyncio.run(go()) is False  # still watching
     finally:
-        app._signature = real
+        app.signature = real
     assert calls[0] >= 2 and a.seen == real(path), (calls, a.seen)
 
 

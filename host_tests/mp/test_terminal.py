@@ -4,7 +4,7 @@ Run by host_tests/test_core_micropython.py through mp_runner.
 """
 import asyncio
 
-from firmware import config, log
+from firmware import config, journal_compact, log
 from firmware.terminal import Busy, Terminal
 
 log.frames = False
@@ -268,7 +268,7 @@ def test_compaction_forgets_the_references_it_rotates_out():
         j.decide(t)
     assert list(_cands(j, "old-1")) == [1]
     j.settle(0)  # keep 0: the settled batch leaves the file
-    j._cold("run")  # the whole compaction at once (the core runs it in steps)
+    j._cold(journal_compact.run)  # the whole compaction at once (the core runs it in steps)
     assert not list(_cands(j, "old-1")) and not list(_cands(j, "old-2"))
     t = _term().start("pay", 1000, 978, "test", ref="new-1")
     j.begin(t)

@@ -19,6 +19,12 @@ SYNC = 0xA5
 MAX_PAYLOAD = 1024
 
 
+def ref_hash(ref):
+    """The two bytes the journal's index keeps of a register's reference
+    (a 16-bit CRC; 0 means no reference)."""
+    return (crc32(ref.encode()) & 0xFFFF) or 1
+
+
 def header():
     return MAGIC + bytes([VERSION])
 
