@@ -34,7 +34,6 @@ SIGNATURE = "signature"  # t.hold has "signature" and the outcome asks for one
 DONE = "done"
 # "confirm": a possible duplicate, the cardholder confirms or not (unhappy.py)
 _WAITING = (WAIT_CARD, PIN, WAIT_CONTINUE, SIGNATURE, "confirm")
-_ABORTABLE = _WAITING
 _SPARE = const(512)  # bytes: a run() coroutine and its task, on a 64-bit build too
 
 # results: approved, declined, cancelled, timeout, error (with a reason)
@@ -185,17 +184,13 @@ class Terminal:
         possible duplicate is shown, "removed" (the card pulled out).
         Returns False when nothing is waiting for it."""
         t = self.current
-        if t is None or t.state not in (_ABORTABLE if what == "abort" else (WAIT_CARD,) if what == "card"
-                                        else (PIN,) if what == "pin"
+        if t is None or t.state not in ((WAIT_CARD,) if what == "card" else (PIN,) if what == "pin"
                                         else (PIN, "confirm") if what == "confirm" else _WAITING):
             return False
         self._wake = what
         self.wake_data = data
         self._ev.set()
         return True
-
-    def abort(self):
-        return self.act("abort")
 
     def find_void_target(self, amount=None, cur=None, pred=None):
         """Newest approved, not voided pay/refund/capture of the open batch."""

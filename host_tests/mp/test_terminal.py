@@ -69,7 +69,7 @@ def test_abort_while_waiting_for_the_card():
         t = term.start("pay", 1250, 978, "test")
         task = asyncio.create_task(term.run(t))
         await asyncio.sleep_ms(20)
-        assert term.abort()
+        assert term.act("abort")
         await task
         return t
 
@@ -84,7 +84,7 @@ def test_no_abort_during_authorisation():
         t = term.start("pay", 1250, 978, "test")
         task = asyncio.create_task(term.run(t))
         await asyncio.sleep_ms(30)
-        assert t.state == "auth" and not term.abort()
+        assert t.state == "auth" and not term.act("abort")
         await task
         return t
 
@@ -145,7 +145,7 @@ def test_abort_while_the_signature_is_awaited_drops_the_authorisation():
         task = asyncio.create_task(term.run(t))
         await asyncio.sleep_ms(20)
         assert t.state == "signature" and t.auth
-        assert term.abort()
+        assert term.act("abort")
         await task
         return t
 
@@ -171,7 +171,7 @@ def test_refund_of_a_known_transaction_needs_no_card():
 def test_act_refused_when_nothing_waits():
     term = _term()
     assert not term.act("continue")
-    assert not term.abort()
+    assert not term.act("abort")
 
 
 def test_void_marks_the_original_and_settlement_totals():
