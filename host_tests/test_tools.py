@@ -213,3 +213,26 @@ def test_p3_over_websocket_refused_as_busy_says_so():
     srv.close()
     assert r.returncode == 3, r.stdout + r.stderr
     assert "the terminal is busy (503 Service Unavailable, Retry-After: 1 s): nothing started" in r.stderr
+
+
+def test_bench_report_writes_every_figure_it_is_given():
+    """bench_report turns bench.main()'s figures into docs/BENCHMARKS.md; a
+    figure over its target is marked **no**."""
+    from understudy import bench_report
+
+    def timing(ms):
+        return {"mean": ms / 1000, "rate": 1000 / ms, "p50": ms / 1000, "p99": 2 * ms / 1000,
+                "all": [ms / 1000]}
+
+    r = {"rows": [("Concert V3, TCP", timing(1.2), timing(1.0)), ("P3, framed TCP", timing(3.0), timing(1.0))],
+         "series": [(1, 50_000), (2, 51_200)], "leak": (60_000, 60_100), "leak_n": 10_000, "busy": 3,
+         "rounds": 2, "fit_all": 96, "fit_concert": 24, "max_free": 4096, "boot_mpy": 120.0,
+         "boot_py": None, "mpy": (43, 99_272), "serial": None, "charts": [], "frozen": False, "n": 500,
+         "seconds": 5, "mixed": [("96K", [{"fits": False, "why": "concert-1 got no answer",
+                                           "n": {"approved": 9, "busy": 1, "other": 0, "unanswered": 2}}])]}
+    text = bench_report.report(r, "256K")
+    assert "| Concert V3, TCP | 833 | 1.20 | 2.40 | 1000 | 1.000 | 1.2 |" in text
+    assert "| 96K | 0 of 1 | 10 / 2 | 1 |" in text and "concert-1 got no answer" in text
+    assert "| the others at most 2x | up to 3.0x | **no** |" in text
+    assert "| .mpy under 100 KB | 96.9 KB | yes |" in text
+    assert "`-X heapsize=256K`" in text
