@@ -85,7 +85,7 @@ class BLEListener:
         self.adv = advert(name)
         self.adv_us = lc["adv_ms"] * 1000
         self._advertise()
-        self.task = asyncio.create_task(uart.serve(self.app, self.name, self, lc))
+        self.task = asyncio.create_task(uart.serve_line(self.app, self.name, self, lc))
         return ["%s %s %s nus" % (self.name, self.kind, name)]
 
     async def stop(self):

@@ -106,7 +106,7 @@ class SPPListener:
             self.watch = asyncio.create_task(self._state(st))
         log.event(self.name, "ready", "%s %s, Concert on the line at %d" % (
             lc["module"], module_name(self.app, lc), lc["baud"]))
-        await uart.serve(self.app, self.name, self.st, lc)
+        await uart.serve_line(self.app, self.name, self.st, lc)
 
     async def _state(self, pin):
         """The module's STATE pin: high while a register is connected."""

@@ -44,7 +44,7 @@ class UARTListener:
     async def start(self, lc):
         dev, where = self.app.board.uart(self.name, lc)
         self.dev = dev
-        self.task = asyncio.create_task(serve(self.app, self.name, asyncio.StreamReader(dev), lc))
+        self.task = asyncio.create_task(serve_line(self.app, self.name, asyncio.StreamReader(dev), lc))
         return ["%s %s %s %d" % (self.name, self.kind, where, lc["baud"])]
 
     async def stop(self):
@@ -61,7 +61,7 @@ class UARTListener:
                 pass
 
 
-async def serve(app, name, st, lc):
+async def serve_line(app, name, st, lc):
     """Wait for a line's first bytes, then hand the line to its
     personality's serve() (app.serve_of) until it returns; every serial-like listener (UART, Bluetooth
     module, BLE) runs its stream through here."""
