@@ -224,7 +224,8 @@ def test_bench_report_writes_every_figure_it_is_given():
         return {"mean": ms / 1000, "rate": 1000 / ms, "p50": ms / 1000, "p99": 2 * ms / 1000,
                 "all": [ms / 1000]}
 
-    r = {"rows": [("Concert V3, TCP", timing(1.2), timing(1.0)), ("P3, framed TCP", timing(3.0), timing(1.0))],
+    r = {"rows": [("Concert V3, TCP", timing(1.2), timing(1.0)),
+                  ("P3, framed TCP", timing(3.0), timing(1.0))],
          "series": [(1, 50_000), (2, 51_200)], "leak": (60_000, 60_100), "leak_n": 10_000, "busy": 3,
          "rounds": 2, "fit_all": 96, "fit_concert": 24, "max_free": 4096, "boot_mpy": 120.0,
          "boot_py": None, "mpy": (43, 99_272), "serial": None, "charts": [], "frozen": False, "n": 500,
