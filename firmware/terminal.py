@@ -230,62 +230,83 @@ class Terminal:
 
     async def _flow(self, t):
         """Sets t.result ("approved", "declined", "cancelled", "timeout",
-        "error") and t.reason, walking the states (unhappy.py wraps it)."""
-        cfg = self.cfg
-        d = cfg["delays"]
-        to = cfg["timeouts"]
+        "error") and t.reason, walking the states (unhappy.py wraps it):
+        the card, then the PIN, then the authorisation; each step returns
+        False once it has set the result."""
         o = t.outcome
-        if o == "currency" or t.cur not in cfg["currencies"]:
+        if o == "currency" or t.cur not in self.cfg["currencies"]:
             t.result, t.reason = "error", "currency"
             return
         # void, capture and a refund of a known transaction need no card
         if t.op not in ("void", "capture") and not (t.op == "refund" and t.orig):
-            self._state(t, WAIT_CARD)
-            card_ms = to["card_s"] * 1000
-            inter = self.mode == "interactive"
-            w = await self._wait(card_ms if o == "no_card" or inter else min(d["card_ms"], card_ms))
-            card = None
-            if w == "card":  # presented on the page or through the API
-                card, w = self.wake_data or {}, None
-            elif w is None and inter:
-                o = "no_card"  # nobody presented one in time
-            if w or (card is None and o in ("no_card", "cancel")):
-                t.result = "cancelled" if w or o == "cancel" else "timeout"
-                t.reason = w or o
+            if not await self._card(t, o):
                 return
-            c = cfg["card"]
-            t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
-            t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
-            if card:
-                t.mode = card.get("profile") or t.mode
-                t.brand = card.get("brand") or t.brand
-            self.card_in = inter and t.mode == "chip"  # auto mode: taken out at once
-            self._state(t, CARD_READ)
-            if "card" in t.hold:  # the register looks at the card first
-                self._state(t, WAIT_CONTINUE)
-                w = await self._wait(to["continue_s"] * 1000)
-                if w != "continue":
-                    t.result = "cancelled" if w else "timeout"
-                    t.reason = w or "no_continue"
-                    return
-                if self.wake_data and self.wake_data.get("amount"):
-                    t.amount = self.wake_data["amount"]
             if o == "pin_blocked" or (t.mode == "chip" and t.op in ("pay", "preauth")):
-                self._state(t, PIN)
-                if self.mode == "interactive":
-                    from firmware import cardholder  # only when someone types PINs
+                if not await self._pin(t, o):
+                    return
+        await self._authorise(t, o)
 
-                    if not await cardholder.pin(self, t, o, to["pin_s"] * 1000):
-                        return
-                else:
-                    for _ in range(PIN_TRIES if o == "pin_blocked" else 1):
-                        w = await self._wait(min(d["pin_ms"], to["pin_s"] * 1000))
-                        if w:
-                            t.result, t.reason = "cancelled", w
-                            return
-                    if o == "pin_blocked":
-                        t.result, t.reason = "declined", "pin"
-                        return
+    async def _card(self, t, o):
+        """Wait for the card (presented on the page in interactive mode),
+        read it, and stop for the register if it holds at the card."""
+        cfg = self.cfg
+        to = cfg["timeouts"]
+        self._state(t, WAIT_CARD)
+        card_ms = to["card_s"] * 1000
+        inter = self.mode == "interactive"
+        w = await self._wait(card_ms if o == "no_card" or inter else min(cfg["delays"]["card_ms"], card_ms))
+        card = None
+        if w == "card":  # presented on the page or through the API
+            card, w = self.wake_data or {}, None
+        elif w is None and inter:
+            o = "no_card"  # nobody presented one in time
+        if w or (card is None and o in ("no_card", "cancel")):
+            t.result = "cancelled" if w or o == "cancel" else "timeout"
+            t.reason = w or o
+            return False
+        c = cfg["card"]
+        t.pan = "*" * (len(c["pan"]) - 4) + c["pan"][-4:]
+        t.brand, t.mode, t.aid, t.exp = c["brand"], c["mode"], c["aid"], c["expiry"]
+        if card:
+            t.mode = card.get("profile") or t.mode
+            t.brand = card.get("brand") or t.brand
+        self.card_in = inter and t.mode == "chip"  # auto mode: taken out at once
+        self._state(t, CARD_READ)
+        if "card" in t.hold:  # the register looks at the card first
+            self._state(t, WAIT_CONTINUE)
+            w = await self._wait(to["continue_s"] * 1000)
+            if w != "continue":
+                t.result = "cancelled" if w else "timeout"
+                t.reason = w or "no_continue"
+                return False
+            if self.wake_data and self.wake_data.get("amount"):
+                t.amount = self.wake_data["amount"]
+        return True
+
+    async def _pin(self, t, o):
+        """PIN entry: typed on the page in interactive mode, else entered
+        after delays.pin_ms (PIN_TRIES wrong ones for "pin_blocked")."""
+        pin_ms = self.cfg["timeouts"]["pin_s"] * 1000
+        self._state(t, PIN)
+        if self.mode == "interactive":
+            from firmware import cardholder  # only when someone types PINs
+
+            return await cardholder.pin(self, t, o, pin_ms)
+        for _ in range(PIN_TRIES if o == "pin_blocked" else 1):
+            w = await self._wait(min(self.cfg["delays"]["pin_ms"], pin_ms))
+            if w:
+                t.result, t.reason = "cancelled", w
+                return False
+        if o == "pin_blocked":
+            t.result, t.reason = "declined", "pin"
+            return False
+        return True
+
+    async def _authorise(self, t, o):
+        """The bank's answer after delays.auth_ms (host error past
+        timeouts.auth_s), then the signature if the outcome asks for one."""
+        d = self.cfg["delays"]
+        to = self.cfg["timeouts"]
         self._state(t, AUTH)
         ms = d["slow_auth_ms"] if o == "slow" else d["auth_ms"] if self.auth_ms is None else self.auth_ms
         host_ms = to["auth_s"] * 1000
