@@ -25,21 +25,42 @@ reads one by its number from the nearest offset: a retry is recognised
 across the whole file (1,200 transactions, 2.7 KB) at the cost of reading
 at most 16 transactions.
 
-Compaction (journal_replay) copies what it keeps to journal.bin.tmp in
+Compaction (journal_compact) copies what it keeps to journal.bin.tmp in
 steps of at most 32 records, run by the core between transactions, and
 renames it over the journal when it has caught up: a power cut leaves the
 old file whole, and the copy is resumed from where it stopped after the
 next boot.  Without a path the journal lives in RAM only (tests of the
 core).
 """
+import gc
 import os
 from array import array
 
-from firmware import clock, drop, log
+from firmware import clock, drop, loaded, log
 from wire import records
 
 _SPAN = 16  # an offset kept for every 16th transaction
 _PATIENCE = 20  # compaction steps short of room (half a second apart) before it is abandoned
+
+
+def _replay():
+    """journal_replay, for one job (Journal._cold forgets it after): its
+    code needs contiguous blocks, so the garbage that may hold them is
+    collected first."""
+    if not loaded("firmware.journal_replay"):
+        gc.collect()
+    from firmware import journal_replay
+
+    return journal_replay
+
+
+def _compact():
+    """journal_compact, for one job (as _replay)."""
+    if not loaded("firmware.journal_compact"):
+        gc.collect()
+    from firmware import journal_compact
+
+    return journal_compact
 
 
 def _zero():
@@ -111,20 +132,17 @@ class Journal:
         self.short = 0  # compaction steps in a row that found no room (tried again later)
         self.lost = False  # the index could not grow: lookups scan the file
         if path:
-            from firmware import journal_replay
-
-            self._cold(journal_replay.replay)
+            self._cold(_replay().replay)
             # the compaction's code once, forgotten at once: its names are interned
             # now, while the heap is whole, not by a compaction hours into traffic,
             # when the table of names may need a new block of KBs (docs/MEMORY.md)
-            from firmware import journal_compact  # noqa: F401
-
+            _compact()
             drop("firmware.journal_compact")
 
     def _cold(self, fn, *args):
-        """fn(self, *args): replay or a read (journal_replay), a compaction
-        step (journal_compact), imported by the caller for this one job;
-        their modules are forgotten afterwards."""
+        """fn(self, *args): replay or a read (_replay()), a compaction step
+        (_compact()), imported by the caller for this one job; their modules
+        are forgotten afterwards."""
         if self.f is not None:
             self.f.flush()  # what is read must include what was written
         try:
@@ -189,9 +207,7 @@ class Journal:
             return
         if ref and not self.lost:
             if self.idx is None or 2 * k + 2 > len(self.idx):
-                from firmware import journal_replay
-
-                self._cold(journal_replay.grow, k)  # the first reference, or more than planned
+                self._cold(_replay().grow, k)  # the first reference, or more than planned
             if self.idx is not None:
                 h = records.ref_hash(ref)
                 self.idx[2 * k] = h >> 8
@@ -261,9 +277,7 @@ class Journal:
         if not self.tidy or self.readers:
             return bool(self.tidy)
         try:
-            from firmware import journal_compact
-
-            self._cold(journal_compact.step)
+            self._cold(_compact().step)
             self.short = 0
         except MemoryError as e:  # no room for its code or its copy now: again later, a while
             self.short += 1
@@ -280,9 +294,7 @@ class Journal:
         self.tidy = None
         self.short = 0
         try:
-            from firmware import journal_compact
-
-            self._cold(journal_compact.abandon, why)
+            self._cold(_compact().abandon, why)
         except Exception:  # (no room to load even that)
             log.event("journal", "compaction", "abandoned: %s" % why)
 
@@ -303,9 +315,7 @@ class Journal:
             if want(t) and (not open_batch or t.batch == self.batch):
                 return t
         if self.path and (not self.recent or self.recent[0].no > 1):
-            from firmware import journal_replay
-
-            return self._cold(journal_replay.scan, want, open_batch, False)
+            return self._cold(_replay().scan, want, open_batch, False)
         return None
 
     def get(self, no):
@@ -313,9 +323,7 @@ class Journal:
             if t.no == no:
                 return t
         if self.path and self.base <= no < self.next_no:
-            from firmware import journal_replay
-
-            return self._cold(journal_replay.load, no)
+            return self._cold(_replay().load, no)
         return None
 
     def lookup(self, ref, src=None, want=None, open_batch=False):
@@ -343,25 +351,19 @@ class Journal:
                 i = self.idx.rfind(pat, 0, i + 1)
             if i < 0:
                 return None
-        from firmware import journal_replay
-
-        return self._cold(journal_replay.find, ref, src, want, open_batch, old)
+        return self._cold(_replay().find, ref, src, want, open_batch, old)
 
     def rows(self, first):
         """The decided transactions numbered first and up, oldest first, one
         at a time (journal_replay.rows: close it when done)."""
         if not self.path:
             return iter([t for t in self.recent if t.result and t.no >= first])
-        from firmware import journal_replay
-
-        return journal_replay.rows(self, first)
+        return _replay().rows(self, first)
 
     def select(self, want):
         """Every transaction of the open batch for which want(t) holds, oldest first."""
         if self.path:
-            from firmware import journal_replay
-
-            return self._cold(journal_replay.scan, want, True, True)
+            return self._cold(_replay().scan, want, True, True)
         return [t for t in self.recent if t.batch == self.batch and want(t)]
 
     def find(self, want):

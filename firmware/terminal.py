@@ -21,7 +21,7 @@ import gc
 
 from micropython import const
 
-from firmware import PIN_TRIES, clock, log, room
+from firmware import PIN_TRIES, clock, loaded, log, room
 from firmware.journal import Journal, Txn
 
 # states
@@ -135,7 +135,8 @@ class Terminal:
             if self.cfg["card"]["dup_min"] or t.outcome not in (
                     "approve decline cancel no_card pin_blocked slow currency lost forbidden "
                     "host_error signature"):
-                gc.collect()  # (its code wants contiguous blocks)
+                if not loaded("firmware.unhappy"):  # its code wants contiguous blocks
+                    gc.collect()
                 from firmware import unhappy
 
                 await unhappy.run(self, t)
