@@ -204,6 +204,10 @@ def _rest_web(app):
         return
     app.web_seen = None
     lst.handler = None
+    from firmware import web  # (loaded: it answered the last request)
+
+    app.adapters.pop(web.Web, None)  # its state goes with its code
+    del web
     app.trace.rest()
     for name in ("firmware.web", "wire.http", "firmware.receipt"):  # what it brought (those who
         drop(name)  # imported one too keep theirs)

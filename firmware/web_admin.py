@@ -1,53 +1,58 @@
 """The web control API's rarer calls (docs/CONTROL.md): the journal, the
 receipts, the outcome queue, the mode, the delay, reset, and the config.
 firmware/web.py imports this module for one request and drops it, so a
-terminal whose page only watches does not keep it in RAM."""
+terminal whose page only watches does not keep it in RAM.
+
+Each call is given the web face's adapter (firmware.web.Web) and the
+request as Web.request() has it; what it needs of the web face (the state,
+writing, Answer) it reaches through the adapter: this module never imports
+firmware.web."""
 import json
 import os
 
 from firmware import SECRET, drop, loaded, log, signature
-from firmware.web import _Answer, _dismiss, _int, _status, _txn, _write
 
-async def _transactions(app, name, s, method, q, body, headers):
+
+async def transactions(web, s, method, q, headers, body):
     """The newest n (default 50) decided transactions of the journal, oldest
     first, written one by one as they are read: the answer is never whole in
     RAM (Connection: close ends it)."""
-    n = max(1, min(_int(q.get("n"), 50), 200))
-    rows = app.term.journal.rows(app.term.journal.next_no - n)
+    journal = web.app.term.journal
+    n = max(1, min(web.number(q.get("n"), 50), 200))
+    rows = journal.rows(journal.next_no - n)
     try:
-        await _write(s, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-                     b"Connection: close\r\n\r\n{\"transactions\": [")
+        await web.write(s, web.JSON_HEAD)
+        await web.write(s, b'{"transactions": [')
         sep = b""
         for t in rows:
-            await _write(s, sep + json.dumps(_txn(t)).encode())
+            await web.write(s, sep + json.dumps(web.txn_fields(t)).encode())
             sep = b", "
-        await _write(s, b"]}")
+        await web.write(s, b"]}")
     finally:
         if hasattr(rows, "close"):
             rows.close()
 
 
-async def _last(app, name, s, method, q, body, headers):
-    last = app.trace.last if app.trace else {}
-    return {src: {"request": p[0], "answer": p[1]} for src, p in last.items()}
+async def last_frames(web, s, method, q, headers, body):
+    tr = web.app.trace
+    frames = tr.last if tr else {}
+    return {src: {"request": p[0], "answer": p[1]} for src, p in frames.items()}
 
 
-
-async def _receipt(app, name, s, method, q, body, headers):
-    j = app.term.journal
-    no = _int(q.get("no"), 0)
+async def receipt_text(web, s, method, q, headers, body):
+    j = web.app.term.journal
+    no = web.number(q.get("no"), 0)
     t = j.get(no) if no else j.last()
     if t is None or t.result is None:
-        raise _Answer(404, "Not Found", "no such finished transaction")
+        raise web.Answer(404, "Not Found", "no such finished transaction")
     had = loaded("firmware.receipt")
     from firmware import receipt
 
     try:
-        text = receipt.transaction(t, app.cfg, q.get("copy") == "merchant")
+        text = receipt.transaction(t, web.app.cfg, q.get("copy") == "merchant")
     finally:
         drop("firmware.receipt", had)
     return {"no": t.no, "text": text}
-
 
 
 # ---- the tester ----------------------------------------------------------
@@ -74,46 +79,46 @@ def _bad_outcomes(got):
         drop("firmware.config", had)
 
 
-async def _queue(app, name, s, method, q, body, headers):
-    term = app.term
+async def outcome_queue(web, s, method, q, headers, body):
+    term = web.app.term
     if method == "DELETE":
         term.queue = []
     elif method == "POST":
         got = body.get("outcomes")
         bad = _bad_outcomes(got)
         if bad:
-            raise _Answer(400, "Bad Request", bad)
+            raise web.Answer(400, "Bad Request", bad)
         if body.get("replace"):
             term.queue = []
         term.queue.extend(got)
     return {"queue": term.queue, "next": term.journal.next_no}
 
 
-async def _delay(app, name, s, method, q, body, headers):
+async def auth_delay(web, s, method, q, headers, body):
     v = body.get("auth_ms")
     if v is not None and not (isinstance(v, int) and 0 <= v <= 600000):
-        raise _Answer(400, "Bad Request", "auth_ms: 0..600000, or null for delays.auth_ms")
-    app.term.auth_ms = v
-    return _status(app)
+        raise web.Answer(400, "Bad Request", "auth_ms: 0..600000, or null for delays.auth_ms")
+    web.app.term.auth_ms = v
+    return web.status()
 
 
-async def _mode(app, name, s, method, q, body, headers):
+async def terminal_mode(web, s, method, q, headers, body):
     m = body.get("mode")
     if m not in ("auto", "interactive"):
-        raise _Answer(400, "Bad Request", "mode: auto or interactive")
-    app.term.mode = m
-    return _status(app)
+        raise web.Answer(400, "Bad Request", "mode: auto or interactive")
+    web.app.term.mode = m
+    return web.status()
 
 
-async def _reset(app, name, s, method, q, body, headers):
-    term = app.term
+async def reset(web, s, method, q, headers, body):
+    term = web.app.term
     term.act("cancel")
     term.queue = []
     term.auth_ms = None
-    term.mode = app.cfg["web"]["mode"]
+    term.mode = web.app.cfg["web"]["mode"]
     term.card_in = False
-    _dismiss(app)
-    return _status(app)
+    web.dismiss()
+    return web.status()
 
 
 # ---- config ------------------------------------------------------------------
@@ -140,19 +145,19 @@ def _patch(base, extra):
             base[k] = v
 
 
-async def _config(app, name, s, method, q, body, headers):
+async def running_config(web, s, method, q, headers, body):
     if method == "PUT":
-        await _put_config(app, body, [k for k in q.get("replace", "").split(",") if k])
-    return _masked(app.cfg)
+        await _put_config(web, body, [k for k in q.get("replace", "").split(",") if k])
+    return _masked(web.app.cfg)
 
 
-async def _put_config(app, patch, replace):
+async def _put_config(web, patch, replace):
     """Merge the patch into the config file (the top-level sections named in
     replace are written as given), check it with the firmware's
     own rules, write it (atomically) and apply it as the file watcher does:
     listeners whose settings changed restart, the rest applies to the next
     transaction."""
-
+    app = web.app
     path = app.board.CONFIG_PATH
     try:
         with open(path) as f:  # noqa: ASYNC230
@@ -160,7 +165,7 @@ async def _put_config(app, patch, replace):
     except OSError:  # no file yet: the defaults
         user = {}
     except ValueError:  # a hand-edited file that is not JSON: never overwrite it with the patch
-        raise _Answer(409, "Conflict", "%s is not valid JSON: fix it first" % path)
+        raise web.Answer(409, "Conflict", "%s is not valid JSON: fix it first" % path)
     if not isinstance(user, dict):
         user = {}
     for k in replace:
@@ -174,7 +179,7 @@ async def _put_config(app, patch, replace):
     finally:
         drop("firmware.config", had)
     if problems:
-        raise _Answer(400, "Bad Request", "; ".join(problems))
+        raise web.Answer(400, "Bad Request", "; ".join(problems))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:  # noqa: ASYNC230
         json.dump(user, f)
@@ -182,3 +187,16 @@ async def _put_config(app, patch, replace):
     app.seen = signature(path)  # the file watcher must not apply it again
     log.event("config", "reloaded", path, "(PUT /api/config)")
     await app.apply(cfg)
+
+
+# path -> call, for the paths firmware.web's _ROUTES gives no Web method
+CALLS = {
+    "/api/transactions": transactions,
+    "/api/last": last_frames,
+    "/api/receipt": receipt_text,
+    "/api/queue": outcome_queue,
+    "/api/config": running_config,
+    "/api/delay": auth_delay,
+    "/api/mode": terminal_mode,
+    "/api/reset": reset,
+}
