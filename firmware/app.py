@@ -44,7 +44,7 @@ class App:
         journal = Journal(path, jc["keep"], jc["recent"], jc["min_free"], flush, jc["max_batch"])
         log.event("journal", "replayed" if path else "off", journal.report or "RAM only, lost at reboot")
         self.term = Terminal(cfg, journal)
-        self.term.mode = cfg["web"]["mode"]
+        self.term.interactive = cfg["web"]["mode"] == "interactive"
         self.listeners = {}  # name -> (listener, its config)
         self.trace = None  # firmware.trace.Trace once the web listener starts
         self.seen = None  # CRC of the config file last loaded
@@ -144,7 +144,7 @@ class App:
             self.term.cfg = cfg
             log.frames = cfg["log"]["frames"]
             if cfg["web"]["mode"] != old["web"]["mode"]:
-                self.term.mode = cfg["web"]["mode"]
+                self.term.interactive = cfg["web"]["mode"] == "interactive"
             for name, kind in PERSONALITIES + (WEB,):
                 if self._lc(name, cfg) != self._lc(name, old):
                     await self.stop_listener(name)

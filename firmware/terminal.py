@@ -53,7 +53,7 @@ class Terminal:
         self._wake = None
         self.wake_data = None  # what came with the last act()
         self.queue = []  # outcomes of the next transactions, whatever their amounts
-        self.mode = "auto"  # or "interactive": the cardholder acts (act "card", "pin")
+        self.interactive = False  # True: a person acts as the cardholder (act "card", "pin")
         self.auth_ms = None  # overrides delays.auth_ms when set
         self.card_in = False  # a chip card left in the reader after the transaction
         self.note = None  # a passing message for the screen ("wrong PIN")
@@ -254,7 +254,7 @@ class Terminal:
         to = cfg["timeouts"]
         self._state(t, WAIT_CARD)
         card_ms = to["card_s"] * 1000
-        inter = self.mode == "interactive"
+        inter = self.interactive
         w = await self._wait(card_ms if o == "no_card" or inter else min(cfg["delays"]["card_ms"], card_ms))
         card = None
         if w == "card":  # presented on the page or through the API
@@ -289,7 +289,7 @@ class Terminal:
         after delays.pin_ms (PIN_TRIES wrong ones for "pin_blocked")."""
         pin_ms = self.cfg["timeouts"]["pin_s"] * 1000
         self._state(t, PIN)
-        if self.mode == "interactive":
+        if self.interactive:
             from firmware import cardholder  # only when someone types PINs
 
             return await cardholder.pin(self, t, o, pin_ms)

@@ -73,7 +73,7 @@ def _step(term, t, o, arg, prog, seen):
     seen.append(s)
     if (s == "card_read" and seen.count(s) > 1) or s in ("pin", "auth"):
         term.note = None  # the card asked for again is in
-    auto = term.mode != "interactive"
+    auto = not term.interactive
     if s == "wait_card" and term.note and auto:  # the card asked for again: inserted, swiped
         term.act("card", {"profile": "magstripe" if o == "fallback" else "chip"})
     elif s == "wait_card" and o == "removed" and auto and not (
@@ -108,7 +108,7 @@ async def _refused(term, t, o):
     if o not in ("sca", "fallback"):
         return True
     to = term.cfg["timeouts"]["card_s"] * 1000
-    inter = term.mode == "interactive"
+    inter = term.interactive
     term._state(t, "wait_card")
     w = await term._wait(to if inter else min(term.cfg["delays"]["card_ms"], to))
     if w == "card":
@@ -139,7 +139,7 @@ async def _duplicate(term, t, o, arg):
     to = term.cfg["timeouts"]["pin_s"] * 1000
     term.note = "Possible duplicate, OK?"
     term._state(t, "confirm")
-    if term.mode == "interactive":
+    if term.interactive:
         w = await term._wait(to)
     else:
         w = await term._wait(min(term.cfg["delays"]["pin_ms"], to))

@@ -317,8 +317,8 @@ class Web:
         t = term.current or term.journal.last()
         tr = self.app.trace
         return {"busy": term.current is not None, "state": term.current.state if term.current else "idle",
-                "screen": self.screen(), "txn": self.txn_fields(t) if t else None, "mode": term.mode,
-                "queue": term.queue, "auth_ms": term.auth_ms, "card_in": term.card_in,
+                "screen": self.screen(), "txn": self.txn_fields(t) if t else None,
+                "mode": "interactive" if term.interactive else "auto", "queue": term.queue, "auth_ms": term.auth_ms, "card_in": term.card_in,
                 "next": term.journal.next_no, "seq": tr.seq if tr else 0}
 
     def dismiss(self):

@@ -106,7 +106,7 @@ async def terminal_mode(web, s, method, q, headers, body):
     m = body.get("mode")
     if m not in ("auto", "interactive"):
         raise web.Answer(400, "Bad Request", "mode: auto or interactive")
-    web.app.term.mode = m
+    web.app.term.interactive = m == "interactive"
     return web.status()
 
 
@@ -115,7 +115,7 @@ async def reset(web, s, method, q, headers, body):
     term.act("cancel")
     term.queue = []
     term.auth_ms = None
-    term.mode = web.app.cfg["web"]["mode"]
+    term.interactive = web.app.cfg["web"]["mode"] == "interactive"
     term.card_in = False
     web.dismiss()
     return web.status()

@@ -69,7 +69,7 @@ def _payment(web, steps):
     """A payment started on the core in interactive mode; steps(t) acts on
     it through the adapter while it runs.  The transaction when it ends."""
     term = web.app.term
-    term.mode = "interactive"
+    term.interactive = True
 
     async def go():
         t = term.start("pay", 1250, 978, "test")
