@@ -254,8 +254,9 @@ def _money(t):
 def screen(app):
     """The cardholder's screen: two lines."""
     sq = sys.modules.get("firmware.synqpay")  # never loaded here: only read if in use
-    if sq is not None and sq.pairing():  # a Synqpay device shows its pairing code
-        return ["SYNQPAY PAIRING", "CODE " + sq._otp[0]]
+    dev = sq and app.adapters.get(sq.Synqpay)  # its adapter, once a client came
+    if dev is not None and dev.pairing():  # a Synqpay device shows its pairing code
+        return ["SYNQPAY PAIRING", "CODE " + dev.pairing_code[0]]
     term = app.term
     t = term.current
     if t is not None:
