@@ -25,14 +25,12 @@ from firmware.terminal import Busy
 from wire import synqpay_link as L
 from wire.lenient import coerce
 
-# JSON-RPC error codes of the device link, the one table of them
-# (docs/SYNQPAY.md says what each means here; private: the compiler puts
-# the numbers in place, no name is kept; synqpay_admin reads the few it
-# answers with from the adapter class)
+# JSON-RPC error codes of the device link (docs/SYNQPAY.md says what each
+# means here; private: the compiler puts the numbers in place, no name is
+# kept).  synqpay_admin reads those it answers with too from the adapter
+# class; the two only it answers with (-32601, 100) are its own.
 _PARSE_ERROR = const(-32700)
 _INVALID_REQUEST = const(-32600)
-_METHOD_NOT_FOUND = const(-32601)
-_GENERAL_ERROR = const(100)
 _ILLEGAL_REQUEST = const(101)
 _MISSING_PARAM = const(102)
 _INVALID_PARAM = const(103)
@@ -153,10 +151,8 @@ class Synqpay:
 
     SRC = "synqpay"  # the core's name for us, whichever port the client used
     KEY_FILE = "/synqpay.key"  # under the board's STATE_DIR: 8 hex digits
-    # what synqpay_admin answers errors with (it never imports this module)
+    # what synqpay_admin answers errors with too (it never imports this module)
     Err = Err
-    METHOD_NOT_FOUND = _METHOD_NOT_FOUND
-    GENERAL_ERROR = _GENERAL_ERROR
     INVALID_PARAM = _INVALID_PARAM
     ILLEGAL_STATE = _ILLEGAL_STATE
     TRANSACTION_NOT_FOUND = _TRANSACTION_NOT_FOUND
@@ -211,7 +207,9 @@ class Synqpay:
     async def request(self, me, frame):
         """One link frame, as wire.synqpay_link.Decoder hands it out, from
         link `me` (a Session); the answers are written to it (me.send), a
-        transaction's result later to the client that holds the key.  If
+        transaction's result later to the client that holds the key.  (Not
+        returned: a Synqpay answer outlives its request, cached answers go
+        out before it, and a test reads them from its stream.)  If
         the heap had no room for it before it changed anything, it is
         handled again after a pause (ROOM_WAITS): a POS hears its answer
         late rather than never.  Once it changed something, or after the

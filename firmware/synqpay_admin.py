@@ -14,9 +14,15 @@ import sys
 import time
 from binascii import hexlify
 
+from micropython import const
+
 from firmware import VERSION, clock, log
 from firmware.terminal import Busy
 
+# the JSON-RPC error codes only these methods answer with (the others:
+# synqpay.py's table, read from the adapter)
+_METHOD_NOT_FOUND = const(-32601)
+_GENERAL_ERROR = const(100)
 PAIRING_MS = 30000  # how long the pairing code is valid
 
 
@@ -38,7 +44,7 @@ def call(a, m, p):
     if m == "getBatchFileStatus":
         return '{"mainTerminal":{"terminalId":"%s","batchFile":[%s]}}' % (
             cfg["terminal_id"], ",".join(_batch(a)))
-    raise a.Err(a.METHOD_NOT_FOUND, "method not found")
+    raise a.Err(_METHOD_NOT_FOUND, "method not found")
 
 
 def _pair(a, p):
@@ -82,7 +88,7 @@ def _authenticate(a, p):
         os.rename(path + ".new", path)
     except OSError as e:
         log.event(a.SRC, "pairing-failed", repr(e))
-        raise a.Err(a.GENERAL_ERROR, "cannot store the key")
+        raise a.Err(_GENERAL_ERROR, "cannot store the key")
     a.api_key = bytes.fromhex(hx)
     a.pairing_code = None
     log.event(a.SRC, "paired", "key stored in", path)
