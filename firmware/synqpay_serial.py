@@ -1,6 +1,7 @@
 """Synqpay's link frames over a serial line (115200 8N1 by default).
 
-The frames, keys, methods and cached responses are synqpay.serve's; this
+The frames, keys, methods and cached responses are the Synqpay adapter's
+(synqpay.serve hands it the frames it reads, as on TCP and TLS); this
 module only makes a UART look like a connection.  A line never closes, so
 "a new connection evicts the old one" becomes: bytes arriving on the line
 make it the client (a TCP client is evicted), and a TCP client connecting

@@ -297,8 +297,9 @@ class Web:
     def screen(self):
         """The cardholder's screen: two lines."""
         sq = sys.modules.get("firmware.synqpay")  # never loaded here: only read if in use
-        if sq is not None and sq.pairing():  # a Synqpay device shows its pairing code
-            return ["SYNQPAY PAIRING", "CODE " + sq._otp[0]]
+        dev = sq and self.app.adapters.get(sq.Synqpay)  # its adapter, once a client came
+        if dev is not None and dev.pairing():  # a Synqpay device shows its pairing code
+            return ["SYNQPAY PAIRING", "CODE " + dev.pairing_code[0]]
         term = self.app.term
         t = term.current
         if t is not None:
@@ -318,7 +319,8 @@ class Web:
         tr = self.app.trace
         return {"busy": term.current is not None, "state": term.current.state if term.current else "idle",
                 "screen": self.screen(), "txn": self.txn_fields(t) if t else None,
-                "mode": "interactive" if term.interactive else "auto", "queue": term.queue, "auth_ms": term.auth_ms, "card_in": term.card_in,
+                "mode": "interactive" if term.interactive else "auto", "queue": term.queue,
+                "auth_ms": term.auth_ms, "card_in": term.card_in,
                 "next": term.journal.next_no, "seq": tr.seq if tr else 0}
 
     def dismiss(self):

@@ -81,7 +81,6 @@ def test_ruff():
 KNOWN_CYCLES = [
     ["firmware.concert", "firmware.concert_extra"],
     ["firmware.p3", "firmware.p3_extra"],
-    ["firmware.synqpay", "firmware.synqpay_extra"],
 ]
 
 

@@ -137,7 +137,7 @@ def test_a_synqpay_link_dropped_from_its_own_task_ends_cleanly():
     async def link():
         me = synqpay.Session(a, "synqpay", None, "127.0.0.1")
         try:
-            me.drop("no memory for the answer")  # was RuntimeError: can't cancel self
+            me.disconnect("no memory for the answer")  # was RuntimeError: can't cancel self
         except asyncio.CancelledError:
             return "ended"
         return "went on"
@@ -342,25 +342,23 @@ class _Stream:
 def test_a_synqpay_request_without_room_is_answered_a_moment_later():
     """A request the heap had no room for before it changed anything is
     handled again after a pause, not a link dropped under the POS."""
-    from firmware import synqpay
+    from firmware import adapter, synqpay
     from wire import synqpay_link as L
 
     a = _concert_app()
+    a.adapters = {}
+    sq = adapter(a, synqpay.Synqpay)
     s = _Stream()
-    real, key = synqpay._status, synqpay._key
-    synqpay._key = b"\x01\x02\x03\x04"
-    synqpay._status, calls = _fails_once(real, "memory allocation failed, allocating 328 bytes")
+    sq.api_key = b"\x01\x02\x03\x04"
+    real = sq.status
+    sq.status, calls = _fails_once(real, "memory allocation failed, allocating 328 bytes")
 
     async def link():
         me = synqpay.Session(a, "synqpay", s, "127.0.0.1")
         me.auth = True
-        await synqpay._handle(me, (L.REQUEST, synqpay._key,
-                                   b'{"jsonrpc":"2.0","id":7,"method":"getStatus"}'))
+        await sq.request(me, (L.REQUEST, sq.api_key, b'{"jsonrpc":"2.0","id":7,"method":"getStatus"}'))
 
-    try:
-        asyncio.run(link())
-    finally:
-        synqpay._status, synqpay._key = real, key
+    asyncio.run(link())
     assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
 
 
