@@ -7,7 +7,8 @@ before anything is read: an ERROR response, then the connection is closed.
 """
 import asyncio
 
-from firmware import log, p3
+from firmware import log
+from firmware import p3_adapter as p3
 from wire import p3 as w
 
 

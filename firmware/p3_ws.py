@@ -9,7 +9,8 @@ timeouts.request_ms for the rest of it.
 """
 import asyncio
 
-from firmware import drop, loaded, log, p3, tcp
+from firmware import drop, loaded, log, tcp
+from firmware import p3_adapter as p3
 from wire import ws
 
 _MAX_HEAD = 2048  # a browser's handshake is about 500 bytes

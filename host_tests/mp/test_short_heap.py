@@ -417,7 +417,7 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
     """A P3 message goes out in 256-byte pieces as they are made; a piece
     with no room half way is made again after a pause and the message goes
     on from there: the POS reads it whole, each byte once."""
-    from firmware import p3
+    from firmware import p3_adapter as p3
     from wire import p3 as w
 
     a = _concert_app()
@@ -434,7 +434,7 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     """The transaction ran; its final response found no room once: it is
     built again after a pause and sent, not left to a task that dies (the
     POS would wait in silence)."""
-    from firmware import p3
+    from firmware import p3_adapter as p3
 
     a = _concert_app()
     s = _Stream()

@@ -4,7 +4,8 @@ from the terminal core and its journal.  p3 imports this module for one
 request and forgets it afterwards (firmware.loaded, drop), so its RAM is free between
 uses.
 """
-from firmware import log, p3
+from firmware import log
+from firmware import p3_adapter as p3
 from wire import p3 as w
 
 NOT_FOUND = "TRANSACTION_NOT_FOUND"

@@ -6,7 +6,7 @@ Login and the running transaction belong to the server, not to a
 connection: a POS may log in on one socket, pay on another and abort or
 sign from a third.  A transaction runs in its own task, so the connection
 that started it can still abort it or submit a signature.  Only charges are
-handled here; every other request is served by p3_extra, imported for that
+handled here; every other request is served by p3_other_requests, imported for that
 request (imported, then dropped).  Every decision where the sources are silent is in
 docs/P3.md.
 """
@@ -355,17 +355,17 @@ async def _dispatch(conn, m, typ, tag, rtype, res):
     tp = body.get("transactionParameters")
     if op == "EXECUTE_TRANSACTION" and isinstance(tp, dict) and tp.get("type") == "CHARGE":
         return await _charge(conn, body, key + ".", tag, rtype, res)
-    had = loaded("firmware.p3_extra")
-    from firmware import p3_extra
+    had = loaded("firmware.p3_other_requests")
+    from firmware import p3_other_requests
 
     try:
-        await p3_extra.serve(conn, op, body, key + ".", tag, rtype, res)
+        await p3_other_requests.serve(conn, op, body, key + ".", tag, rtype, res)
     finally:
-        drop("firmware.p3_extra", had)
+        drop("firmware.p3_other_requests", had)
 
 
 async def _charge(conn, body, path, tag, rtype, res):
-    """EXECUTE_TRANSACTION of type CHARGE (the other types are in p3_extra)."""
+    """EXECUTE_TRANSACTION of type CHARGE (the other types are in p3_other_requests)."""
     path += "transactionParameters."
     tp = body["transactionParameters"]
     op = "pay" if w.field(tp, "autoCapture", path, bool) else "preauth"
