@@ -1,15 +1,22 @@
-"""The rarer P3 requests: login, abort, signature, the transactions that
-are not a plain charge (refunds, reversals, amend) and lookups, answered
-from the terminal core and its journal.  p3 imports this module for one
-request and forgets it afterwards (firmware.loaded, drop), so its RAM is free between
-uses.
+"""The P3 requests other than a charge: login, abort, signature, the
+transactions that are not a plain charge (refunds, reversals, amend) and
+lookups, answered from the terminal core and its journal.  The P3 adapter
+(p3_adapter.P3) imports this module for one request and forgets it
+afterwards (firmware.loaded, drop), so its RAM is free between uses; it
+passes itself in (its app, login, view() and start()), and this module
+never imports it back.
 """
 from firmware import log
-from firmware import p3_adapter as p3
-from wire import p3 as w
+from wire import currency
+from wire import p3 as p3_codec
 
-NOT_FOUND = "TRANSACTION_NOT_FOUND"
+# error types only these requests answer (the others: wire.p3)
+TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
+TRANSACTION_NOT_ABORTABLE = "TRANSACTION_NOT_ABORTABLE"
+ACTION_NOT_PENDING = "ACTION_NOT_PENDING"
 _MODES = ("MOCK", "JUNGLE", "TEST", "TEST_FIXED", "LIVE", "LIVE_FIXED")
+
+
 def find(app, ident, path):
     """The journal record an identifier names, or P3Error."""
     head = app.cfg["terminal_id"] + "-"
@@ -18,7 +25,7 @@ def find(app, ident, path):
     if ident.startswith(head) and no.isdigit():
         t = app.term.journal.get(int(no))
     if t is None:
-        raise w.P3Error(NOT_FOUND, "no transaction %s" % ident, path)
+        raise p3_codec.P3Error(TRANSACTION_NOT_FOUND, "no transaction %s" % ident, path)
     return t
 
 
@@ -39,19 +46,19 @@ def prepare(app, kind, tp, path, key="referencedTransactionIdentifier", op=None)
     open batch) and must match its currency; a refund or capture may not
     exceed it, a reversal is always of the whole amount.
     """
-    ref = w.field(tp, key, path, str, kind != "REFUND" or op is not None)
+    ref = p3_codec.field(tp, key, path, str, kind != "REFUND" or op is not None)
     if ref is None:
-        cur, places = p3.currency(w.field(tp, "currency", path), path)
-        return "refund", p3.amount(tp, path, places), cur, None
+        cur, places = p3_codec.currency_field(tp, path)
+        return "refund", p3_codec.amount_field(tp, path, places), cur, None
     o = find(app, ref, path + key)
-    alpha = w.field(tp, "currency", path, str, False)
-    places = p3.alpha(o.cur)[1]
-    if alpha is not None:
-        cur, places = p3.currency(alpha, path)
+    given = p3_codec.currency_field(tp, path, False)
+    places = currency.name(o.cur)[1]
+    if given is not None:
+        cur, places = given
         if cur != o.cur:
-            raise w.P3Error(w.INVALID, "currency %s is not the transaction's" % alpha,
-                            path + "currency")
-    a = p3.amount(tp, path, places, False)
+            raise p3_codec.P3Error(p3_codec.INVALID, "currency %s is not the transaction's"
+                                   % tp["currency"], path + "currency")
+    a = p3_codec.amount_field(tp, path, places, False)
     want = ("pay", "capture") if kind == "REFUND" else ("preauth",) if kind == "CAPTURE" \
         else ("pay", "capture", "refund")
     refunded = _done(app, "refund", o.no)
@@ -70,40 +77,43 @@ def prepare(app, kind, tp, path, key="referencedTransactionIdentifier", op=None)
     elif left <= 0:
         why = "it was refunded in full"
     elif a is not None and a > left:
-        why = "the amount exceeds %s, what is left" % w.decimal(left, places).decode()
+        why = "the amount exceeds %s, what is left" % p3_codec.decimal(left, places).decode()
     elif a is not None and kind == "REVERSAL" and a != o.amount:
         why = "a reversal is of the whole amount"
     if why:
-        raise w.P3Error(w.INVALID, "%s of %s refused: %s" % (kind.lower(), ref, why), path + key)
+        raise p3_codec.P3Error(p3_codec.INVALID, "%s of %s refused: %s" % (kind.lower(), ref, why),
+                               path + key)
     return op or ("refund" if kind == "REFUND" else "void"), a or left, o.cur, o.no
 
 
-async def serve(conn, op, body, path, tag, rtype, res):
-    app = conn.app
+async def request(adapter, conn, op, body, path, tag, rtype, res):
+    """The answer to request `op` (its body checked against path), or None
+    when a transaction started writes its own (P3.request)."""
+    app = adapter.app
     if op == "EXECUTE_TRANSACTION":
-        return await _execute(conn, body, path, tag, rtype, res)
+        return await _execute(adapter, conn, body, path, tag, rtype, res)
     if op == "LOGIN_MERCHANT":
-        return await _login(conn, body, path, tag, rtype)
+        return _login(adapter, conn, body, path, tag, rtype)
     if op == "GET_TRANSACTION":
-        return await _lookup(conn, body, path, tag, rtype, res)
+        return _lookup(adapter, body, path, tag, rtype, res)
     if op in ("REFUND_TRANSACTION", "AMEND_TRANSACTION"):
         kind = "REFUND" if op[0] == "R" else "CAPTURE"
         top, a, cur, orig = prepare(app, kind, body, path, "transactionIdentifier", kind.lower())
-        return await p3.start(conn, top, a, cur, body, path, orig, tag, rtype, res, False)
+        return await adapter.start(conn, top, a, cur, body, path, orig, tag, rtype, res, False)
     # abort (under both names) and signature: the running P3 transaction
     term = app.term
     t = term.current
     sig = op == "SUBMIT_SIGNATURE"
-    if t is None or t.src != p3.SRC or (sig and t.state != "signature"):
-        raise w.P3Error("ACTION_NOT_PENDING" if sig else "TRANSACTION_NOT_ABORTABLE",
-                        "no signature was asked for" if sig else "no P3 transaction is running")
+    if t is None or t.src != adapter.SRC or (sig and t.state != "signature"):
+        raise p3_codec.P3Error(ACTION_NOT_PENDING if sig else TRANSACTION_NOT_ABORTABLE,
+                               "no signature was asked for" if sig else "no P3 transaction is running")
     if sig:
-        if w.field(body, "signatureOnReceipt", path, bool, False):
+        if p3_codec.field(body, "signatureOnReceipt", path, bool, False):
             how, what = "receipt", "signed"
         else:
-            w.field(body, "signature", path)
+            p3_codec.field(body, "signature", path)
             how = "digital"
-            verified = w.field(body, "verified", path, bool, False)
+            verified = p3_codec.field(body, "verified", path, bool, False)
             what = "unsigned" if verified is False else "signed"
         if t.data is None:
             t.data = {}
@@ -113,66 +123,67 @@ async def serve(conn, op, body, path, tag, rtype, res):
     elif term.act("abort"):
         log.event(conn.name, "abort", conn.peer, "#%d" % t.no)
     else:
-        raise w.P3Error("TRANSACTION_NOT_ABORTABLE", "the transaction can no longer be aborted",
-                        "state " + t.state)
-    await conn.send(w.message(rtype, tag, res, "OK"))
+        raise p3_codec.P3Error(TRANSACTION_NOT_ABORTABLE, "the transaction can no longer be aborted",
+                               "state " + t.state)
+    return p3_codec.message(rtype, tag, res, "OK")
 
 
-async def _lookup(conn, body, path, tag, rtype, res):
-    app = conn.app
-    ident = w.field(body, "transactionIdentifier", path, str, False)
+def _lookup(adapter, body, path, tag, rtype, res):
+    app = adapter.app
+    ident = p3_codec.field(body, "transactionIdentifier", path, str, False)
     if ident is not None:
         t = find(app, ident, path + "transactionIdentifier")
     else:
-        custom = w.field(body, "customIdentifier", path, str, False)
+        custom = p3_codec.field(body, "customIdentifier", path, str, False)
         if custom is None:
-            raise w.P3Error(w.MISSING, "transactionIdentifier or customIdentifier is missing",
-                            path[:-1])
-        t = app.term.journal.lookup(custom, p3.SRC)
+            raise p3_codec.P3Error(p3_codec.MISSING, "transactionIdentifier or customIdentifier is missing",
+                                   path[:-1])
+        t = app.term.journal.lookup(custom, adapter.SRC)
         if t is None:
-            raise w.P3Error(NOT_FOUND, "no transaction with customIdentifier %s" % custom,
-                            path + "customIdentifier")
-    v = p3.view(app, t)
+            raise p3_codec.P3Error(TRANSACTION_NOT_FOUND,
+                                   "no transaction with customIdentifier %s" % custom,
+                                   path + "customIdentifier")
+    v = adapter.view(t)
     if t.op == "preauth" and _done(app, "capture", t.no):
         v = tuple([(k, True if k == "captured" else x) for k, x in v])
-    await conn.send(w.message(rtype, tag, res, "OK", None, (("transaction", v),)))
+    return p3_codec.message(rtype, tag, res, "OK", None, (("transaction", v),))
 
 
-async def _login(conn, body, path, tag, rtype):
-    pc = conn.app.cfg["p3"]
-    mode = w.field(body, "providerMode", path)
-    mid = w.field(body, "merchantIdentifier", path)
-    secret = w.field(body, "merchantSecret", path)
+def _login(adapter, conn, body, path, tag, rtype):
+    pc = adapter.app.cfg["p3"]
+    mode = p3_codec.field(body, "providerMode", path)
+    mid = p3_codec.field(body, "merchantIdentifier", path)
+    secret = p3_codec.field(body, "merchantSecret", path)
     if mode not in _MODES:
-        raise w.P3Error(w.INVALID, "providerMode %s is not one of %s" % (mode, ", ".join(_MODES)),
-                        path + "providerMode")
+        raise p3_codec.P3Error(p3_codec.INVALID, "providerMode %s is not one of %s"
+                               % (mode, ", ".join(_MODES)), path + "providerMode")
     if (pc["merchant_identifier"] and mid != pc["merchant_identifier"]) or \
             (pc["merchant_secret"] and secret != pc["merchant_secret"]):
-        p3.login = None
+        adapter.login = None
         log.event(conn.name, "login-refused", conn.peer, mid)
-        raise w.P3Error("SERVER_AUTHENTICATION_FAILED",
-                        "merchant identifier or secret not accepted",
-                        "the terminal's p3.merchant_identifier and p3.merchant_secret")
-    p3.login = mid
+        raise p3_codec.P3Error(p3_codec.SERVER_AUTHENTICATION_FAILED,
+                               "merchant identifier or secret not accepted",
+                               "the terminal's p3.merchant_identifier and p3.merchant_secret")
+    adapter.login = mid
     log.event(conn.name, "login", conn.peer, mid, mode)
     dev = (("name", pc["device_name"]), ("identifier", pc["device"]),
            ("resource", "devices/" + pc["device"]), ("type", pc["device_type"]),
            ("comlink", "WIFI"), ("components", [(("type", "TRANSACTION"),)]))
-    await conn.send(w.message(rtype, tag, None, "OK", None, (
-        ("information", (("location", pc["location"]),)), ("devices", [dev]))))
+    return p3_codec.message(rtype, tag, None, "OK", None, (
+        ("information", (("location", pc["location"]),)), ("devices", [dev])))
 
 
-async def _execute(conn, body, path, tag, rtype, res):
+async def _execute(adapter, conn, body, path, tag, rtype, res):
     """EXECUTE_TRANSACTION other than a well-formed CHARGE: REFUND, REVERSAL,
     or whatever is wrong with the request."""
-    tp = w.field(body, "transactionParameters", path, dict, "sessionIdentifier" not in body)
+    tp = p3_codec.field(body, "transactionParameters", path, dict, "sessionIdentifier" not in body)
     if tp is None:
-        raise w.P3Error(w.INVALID, "sessionIdentifier transactions live on the Payworks backend;"
-                        " send transactionParameters", path + "sessionIdentifier")
+        raise p3_codec.P3Error(p3_codec.INVALID, "sessionIdentifier transactions live on the Payworks"
+                               " backend; send transactionParameters", path + "sessionIdentifier")
     path += "transactionParameters."
-    kind = w.field(tp, "type", path)
+    kind = p3_codec.field(tp, "type", path)
     if kind not in ("REFUND", "REVERSAL"):
-        raise w.P3Error(w.INVALID, "type %s is not CHARGE, REFUND or REVERSAL" % kind,
-                        path + "type")
-    op, a, cur, orig = prepare(conn.app, kind, tp, path)
-    await p3.start(conn, op, a, cur, tp, path, orig, tag, rtype, res, True)
+        raise p3_codec.P3Error(p3_codec.INVALID, "type %s is not CHARGE, REFUND or REVERSAL" % kind,
+                               path + "type")
+    op, a, cur, orig = prepare(adapter.app, kind, tp, path)
+    return await adapter.start(conn, op, a, cur, tp, path, orig, tag, rtype, res, True)
