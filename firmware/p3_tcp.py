@@ -7,13 +7,14 @@ before anything is read: an ERROR response, then the connection is closed.
 """
 import asyncio
 
-from firmware import log, p3
-from wire import p3 as w
+from firmware import adapter, log, p3_adapter
+from wire import p3 as p3_codec
 
 
 async def serve(app, name, s, peer):
     """One POS connection: framed messages until it closes or idles out."""
-    conn = p3.Conn(app, name, peer, s, w.head)
+    p3 = adapter(app, p3_adapter.P3)
+    conn = p3_adapter.Conn(app, name, peer, s, p3_codec.head)
     n = 0
     idle = app.cfg["p3"]["idle_s"]
     ms = app.cfg["timeouts"]["request_ms"]
@@ -28,21 +29,21 @@ async def serve(app, name, s, peer):
         try:
             if len(head) < 4:
                 head += await asyncio.wait_for_ms(s.readexactly(4 - len(head)), ms)
-            n = w.count(head, app.cfg["p3"]["max_message"])
-            data = await p3.take(s, n, ms)
+            n = p3_codec.count(head, app.cfg["p3"]["max_message"])
+            data = await p3_adapter.take(s, n, ms)
         except asyncio.TimeoutError:
             log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
             break
         except EOFError:
             log.event(name, "gone", peer, "closed mid-frame")
             break
-        except w.P3Error as e:
+        except p3_codec.P3Error as e:
             log.event(name, "oversize", peer, str(e))
-            await conn.send(w.error("ERROR_RESPONSE", None, None, e))
-            await p3.discard(s)  # so that closing does not reset the answer away
+            await conn.send(p3_codec.error("ERROR_RESPONSE", None, None, e))
+            await p3_adapter.discard(s)  # so that closing does not reset the answer away
             break
         except MemoryError:  # allowed by p3.max_message, but no room now
             log.event(name, "out-of-memory", peer, "message of %d bytes; closed" % n)
             break
-        await p3.handle(conn, data)
+        await p3.received(conn, data)
     conn.open = False

@@ -9,7 +9,7 @@ timeouts.request_ms for the rest of it.
 """
 import asyncio
 
-from firmware import drop, loaded, log, p3, tcp
+from firmware import adapter, drop, loaded, log, p3_adapter, tcp
 from wire import ws
 
 _MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
@@ -59,7 +59,7 @@ class _In:
         self.early = early
 
     async def take(self, n, ms):
-        got = await p3.take(self.s, n, ms, self.early)
+        got = await p3_adapter.take(self.s, n, ms, self.early)
         self.early = self.early[n:]
         return got
 
@@ -69,7 +69,8 @@ async def serve(app, name, s, peer):
     early = await _handshake(app, name, s, peer)
     if early is None:
         return
-    conn = p3.Conn(app, name, peer, s, _text)
+    p3 = adapter(app, p3_adapter.P3)
+    conn = p3_adapter.Conn(app, name, peer, s, _text)
     inp = _In(s, early)
     limit = app.cfg["p3"]["max_message"]
     idle = app.cfg["p3"]["idle_s"]
@@ -105,7 +106,7 @@ async def serve(app, name, s, peer):
                             str(whole[1], "utf-8")
                     except UnicodeError:
                         raise ws.WSError(ws.BAD_DATA, "text message is not UTF-8")
-                    await p3.handle(conn, whole[1])
+                    await p3.received(conn, whole[1])
         except asyncio.TimeoutError:
             log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
             break
@@ -122,5 +123,5 @@ async def serve(app, name, s, peer):
             break
     if code and conn.open:
         await conn.write(ws.close_frame(code, reason))
-        await p3.discard(s)  # the peer's close, or what it sent after the fault
+        await p3_adapter.discard(s)  # the peer's close, or what it sent after the fault
     conn.open = False

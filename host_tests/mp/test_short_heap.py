@@ -415,14 +415,14 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
     """A P3 message goes out in 256-byte pieces as they are made; a piece
     with no room half way is made again after a pause and the message goes
     on from there: the POS reads it whole, each byte once."""
-    from firmware import p3
+    from firmware import p3_adapter
     from wire import p3 as w
 
     a = _concert_app()
     s = _Flaky()
     m = w.message("TRANSACTION_RESPONSE", "T1", "devices/x", "SUCCESS",
                   body=(("receipt", "x" * 900), ("amount", 1250)))
-    conn = p3.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
     assert asyncio.run(conn.send(m)) is True
     body = bytes(w.dumps(m))
     assert len(body) > 3 * 256 and s.out == b"%d\n" % len(body) + body, s.out
@@ -432,17 +432,14 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     """The transaction ran; its final response found no room once: it is
     built again after a pause and sent, not left to a task that dies (the
     POS would wait in silence)."""
-    from firmware import p3
+    from firmware import p3_adapter
 
     a = _concert_app()
     s = _Stream()
-    conn = p3.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
     t = a.term.start("pay", 1250, 978, "p3", ref="order-1")
-    real = p3.result
-    p3.result, calls = _fails_once(real, "memory allocation failed, allocating 464 bytes")
-    try:
-        asyncio.run(p3.drive(conn, t, "TRANSACTION_RESPONSE", "T1", "devices/x", False))
-    finally:
-        p3.result = real
+    p3 = p3_adapter.P3(a)
+    p3.result, calls = _fails_once(p3.result, "memory allocation failed, allocating 464 bytes")
+    asyncio.run(p3.drive(conn, t, "TRANSACTION_RESPONSE", "T1", "devices/x", False))
     assert calls[0] == 2 and b'"TRANSACTION_RESPONSE"' in s.out and b'"T1"' in s.out, s.out
     assert t.delivered and t.result == "approved"

@@ -17,11 +17,17 @@ import json
 
 from wire.lenient import coerce
 
-# error types (the error.type of a RESPONSE with status ERROR); docs/P3.md
+# error types (the error.type of a RESPONSE with status ERROR), docs/P3.md; the three
+# only the rarer requests answer are defined where they are answered
+# (firmware/p3_other_requests.py, in RAM only while it serves one)
 MESSAGE_INVALID = "MESSAGE_INVALID"
 TYPE_UNKNOWN = "MESSAGE_TYPE_UNKNOWN"
 MISSING = "PARAMETER_MISSING"
 INVALID = "PARAMETER_INVALID"
+RESOURCE_UNKNOWN = "RESOURCE_UNKNOWN"
+SERVER_AUTHENTICATION_FAILED = "SERVER_AUTHENTICATION_FAILED"
+ACCESSORY_BUSY = "ACCESSORY_BUSY"  # another transaction runs, or the heap is short: try again
+TRANSACTION_ERROR = "TRANSACTION_ERROR"  # the transaction ended in error (the response has it)
 
 
 class P3Error(Exception):
@@ -248,6 +254,35 @@ def relax(body):
                 notes.append("%s taken as %s" % (alias, key))
         notes += coerce(d, _FLAGS)
     return notes
+
+
+def currency_field(d, path, need=True):
+    """(ISO numeric, decimals) of the alphabetic code d["currency"]; P3Error
+    if it is missing (when needed), of the wrong type or not a known code."""
+    code = field(d, "currency", path, str, need)
+    if code is None:
+        return None
+    # imported here, not at the top: one global fewer keeps this module's
+    # dict a size smaller on the board (64 bytes)
+    from wire import currency
+
+    row = currency.by_alpha(code)
+    if row is None:
+        raise P3Error(INVALID, "currency %s is not known" % code, path + "currency")
+    return row[1], row[2]
+
+
+def amount_field(d, path, places, need=True):
+    """d["amount"] in minor units; P3Error if it is missing (when needed) or
+    not a positive amount with at most `places` decimals."""
+    v = field(d, "amount", path, (int, str), need)
+    if v is None:
+        return None
+    a = minor(v, places)
+    if not a:
+        raise P3Error(INVALID, "amount %s is not a positive amount with at most %d decimals"
+                      % (v, places), path + "amount")
+    return a
 
 
 def minor(v, places):
