@@ -5,13 +5,14 @@ taking) is lib/wire/concert_link; this module moves its bytes over the line
 and turns each request into a terminal operation.  Each frame tells its
 protocol: a V3 message starts with CZ, a V2 one with the register number
 (two digits); `protocol` in the listener config can force one.  V3 requests
-go to concert.serve(), as over TCP.  Decisions are in docs/CONCERT.md.
+go to the Concert adapter's request(), as over TCP.  Decisions are in docs/CONCERT.md.
 """
 import asyncio
 import sys
 import time
 
-from firmware import concert, log, uart, when_room
+from firmware import adapter, log, uart, when_room
+from firmware.concert import OPS, Concert
 from firmware.terminal import Busy
 from wire import concert_link
 from wire import concert_v2 as v2
@@ -33,6 +34,7 @@ class Line:
         self.name = name
         self.st = st
         self.lc = lc
+        self.concert = adapter(app, Concert)
         self.link = concert_link.Link(lc["retries"], lc["byte_ms"], lc["reply_ms"],
                                       app.cfg["concert"]["max_request"])
         self.lock = asyncio.Lock()  # one writer at a time: the reader and the answer
@@ -95,13 +97,13 @@ class Line:
         t = None
         try:
             if v3:
-                ans, t = await concert.serve(self.app, msg, self.name)
+                ans, t = await self.concert.request(msg, self.name)
             else:
                 ans, t = await self._v2(msg)
         except Exception as e:  # a bug: refuse rather than hold the line for ever
             log.event(self.name, "error", repr(e))
             sys.print_exception(e)
-            ans = concert.fail(self.app, {}, concert.AF_UNKNOWN) if v3 else v2.encode(
+            ans = self.concert.busy({}) if v3 else v2.encode(
                 v2.salvage(msg), v2.REFUSED)
         if ans is None:
             self.link.drop()
@@ -124,7 +126,7 @@ class Line:
             log.event(self.name, "malformed", str(e))
             return v2.encode(v2.salvage(msg), v2.REFUSED), None
         term = self.app.term
-        op = concert.OPS.get(req["type"])
+        op = OPS.get(req["type"])
         amount = int(req["amount"])
         cur = int(req["currency"])
         orig = None
