@@ -83,11 +83,11 @@ async def serve(app, name, s, peer):
     # and its closing is noticed (gone) whenever it happens
     watcher = asyncio.create_task(_watch(s, gone))
     try:
-        c = adapter(app, Concert)
+        concert = adapter(app, Concert)
         if msg is None:  # (its fields unread: the answer echoes none)
-            ans, t = await when_room(c.busy, {}), None
+            ans, t = await when_room(concert.busy, {}), None
         else:
-            ans, t = await c.request(msg, name)
+            ans, t = await concert.request(msg, name)
         if ans is None:
             if t is not None and not t.delivered:
                 app.term.delivered(t, False)

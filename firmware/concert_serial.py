@@ -90,21 +90,21 @@ class Line:
                 log.event(self.name, kind, what)
 
     async def _serve(self, msg):
-        c = self.concert
+        concert = self.concert
         p = self.lc["protocol"]
         v3 = p == "v3" or (p == "auto" and msg[:2] == b"CZ")
         t = None
         try:
             if v3:
-                ans, t = await c.request(msg, self.name)
+                ans, t = await concert.request(msg, self.name)
             else:
                 from firmware import concert_v2_requests
 
-                ans, t = await concert_v2_requests.request(c, msg, self.name, self.lc["immediate"])
+                ans, t = await concert_v2_requests.request(concert, msg, self.name, self.lc["immediate"])
         except Exception as e:  # a bug: refuse rather than hold the line for ever
             log.event(self.name, "error", repr(e))
             sys.print_exception(e)
-            ans = _refusal(c, msg, v3)
+            ans = _refusal(concert, msg, v3)
         if ans is None:
             self.link.drop()
             if t is not None and not t.delivered:
@@ -120,12 +120,12 @@ class Line:
                 self.app.term.delivered(t, False)
 
 
-def _refusal(c, msg, v3):
+def _refusal(concert, msg, v3):
     """The refusal of a message whose handling failed; None (the line is
     freed, unanswered) if there is no room even for that."""
     try:
         if v3:
-            return c.busy({})
+            return concert.busy({})
         from wire import concert_v2 as v2
 
         return v2.refusal(msg)

@@ -18,7 +18,7 @@ from wire import concert_tlv as tlv
 _AF_UNKNOWN_ACTION = const("12")  # the one AF code only this module sends (concert.py names the rest)
 
 
-def tickets(c, req, t=None, text=None):
+def tickets(concert, req, t=None, text=None):
     """ZT elements asked for by CK: pos 2 whose (0 cardholder, 1 merchant,
     2 both), pos 3 the format (0 Latin-1 text, 1 HTML), base64 in AK."""
     ck = req["CK"]
@@ -26,7 +26,7 @@ def tickets(c, req, t=None, text=None):
     html = ck[2:3] == "1"
     out = []
     for copy in copies:
-        body = text if text is not None else receipt.transaction(t, c.app.cfg, copy == "1")
+        body = text if text is not None else receipt.transaction(t, concert.app.cfg, copy == "1")
         if html:
             body = "<html><body><pre>%s</pre></body></html>" % body
         ak = binascii.b2a_base64(body.encode(), newline=False).decode()
@@ -44,8 +44,8 @@ _AS = {"removed": "cancel",  # the card pulled out: abandoned, AF 06 as the red 
        "paper_out": None}  # approved, and no ticket: the paper is out
 
 
-def odd(c, req, t):
-    """c.answer for a transaction whose reason it does not know (odd: a
+def odd(concert, req, t):
+    """concert.answer for a transaction whose reason it does not know (odd: a
     name the terminal knows already, docs/MEMORY.md "Names")."""
     why = t.reason
     t.reason = _AS.get(why, "")
@@ -56,28 +56,28 @@ def odd(c, req, t):
         req = dict(req)
         req.pop("CK", None)
     try:
-        return c.answer(req, t)
+        return concert.answer(req, t)
     finally:
         t.reason = why
 
 
-def _done(c, req, more=()):
+def _done(concert, req, more=()):
     """AE=10 (operation performed), with the action's own tags."""
-    return tlv.encode(c.head(req) + list(more))
+    return tlv.encode(concert.head(req) + list(more))
 
 
-def action(c, req, src):
+def action(concert, req, src):
     """(answer, Txn or None) for an action that is not a payment."""
     a = req["CD"]
-    term = c.app.term
+    term = concert.app.term
     if a == "I":
-        cfg = c.app.cfg
-        return _done(c, req, [("AQ", cfg["terminal_id"]), ("CG", cfg["merchant_id"])]), None
+        cfg = concert.app.cfg
+        return _done(concert, req, [("AQ", cfg["terminal_id"]), ("CG", cfg["merchant_id"])]), None
     if a == "T":
         # the last transaction's answer, as it was (or would have been) sent
         t = None if term.current else term.journal.last()
         if t is None:
-            return c.busy(req), None
+            return concert.busy(req), None
         view = {"CZ": req["CZ"], "CD": "T", "CB": "%d" % t.amount, "CE": "%03d" % t.cur}
         for k in ("CJ", "CA", "CF"):
             v = (t.data or {}).get(k) or req.get(k)
@@ -85,22 +85,22 @@ def action(c, req, src):
                 view[k] = v
         if "CK" in req:
             view["CK"] = req["CK"]
-        return c.answer(view, t), t
+        return concert.answer(view, t), t
     if a == "3":
         t = term.journal.last()
         if t is None:
-            return c.busy(req), None
+            return concert.busy(req), None
         req.setdefault("CK", "100")
-        return _done(c, req, tickets(c, req, t)), None
+        return _done(concert, req, tickets(concert, req, t)), None
     if a == "B":
         try:
             s = term.settle()
         except Busy:
-            return c.busy(req), None
+            return concert.busy(req), None
         req.setdefault("CK", "110")
-        return _done(c, req, tickets(c, req, text=receipt.settlement(s, c.app.cfg))), None
+        return _done(concert, req, tickets(concert, req, text=receipt.settlement(s, concert.app.cfg))), None
     if a == "P":
         log.event(src, "print", "%d ticket(s)" % len(req.get("ZT", ())))
-        return _done(c, req), None
+        return _done(concert, req), None
     log.event(src, "unknown-action", a)
-    return c.fail(req, _AF_UNKNOWN_ACTION), None
+    return concert.fail(req, _AF_UNKNOWN_ACTION), None

@@ -13,16 +13,16 @@ from firmware.terminal import Busy
 from wire import concert_v2 as v2
 
 
-async def request(c, msg, src, immediate):
+async def request(concert, msg, src, immediate):
     """(answer bytes or None, Txn or None) for one V2 message from src (the
-    listener's name), as Concert.request for V3; c is the Concert adapter,
+    listener's name), as Concert.request for V3; concert is the adapter,
     immediate the listener's `immediate` (DELAI A011 answers at once)."""
     try:
         req = v2.decode(msg)
     except v2.V2Error as e:
         log.event(src, "malformed", str(e))
         return v2.refusal(msg), None
-    term = c.app.term
+    term = concert.app.term
     op = OPS.get(req["type"])
     amount = int(req["amount"])
     cur = int(req["currency"])
