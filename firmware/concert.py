@@ -1,43 +1,71 @@
-"""Concert V3 (Caisse-AP) messages <-> terminal operations.
+"""Concert V3 (Caisse-AP) messages <-> terminal operations: the adapter.
 
-Transport-free: `await serve(app, msg, src)` takes one whole request (bytes)
-and returns (answer bytes or None, Txn or None); TCP and serial both use it.
-None means: send nothing (the "lost" outcome drops the answer on purpose).
-Payments, refunds, voids and pre-authorisations live here; the rarer actions
-(status, duplicate, settlement, tickets...) in concert_extra, loaded on use.
-Decisions where the sources disagree are listed in docs/CONCERT.md.
+`Concert` is the personality's adapter, one per app (firmware.adapter(app,
+Concert)).  Its transport-free entry point `await request(msg, src)` takes
+one whole request (bytes) and returns (answer bytes or None, Txn or None);
+TCP (concert_ip) and the serial line (concert_serial, V3 frames) both call
+it.  None means: send nothing (the "lost" outcome drops the answer on
+purpose).  Payments, refunds, voids and pre-authorisations live here; the
+rarer actions (identification, status, duplicate, settlement, print), the
+tickets (ZT) and the answers to the rarer outcomes in concert_tickets, loaded
+on use, which is handed the adapter.  V2 requests (serial only) are
+concert_v2_requests'.  Decisions where the sources disagree are listed in
+docs/CONCERT.md.
 """
 import asyncio
+
+from micropython import const
 
 from firmware import log, when_room
 from firmware.terminal import Busy
 from wire import concert_tlv as tlv
 
+# The answer codes, named once, here: const() strings with a leading
+# underscore are folded into the code by the compiler and cost no RAM,
+# where a public name (here or in lib/wire) would be a global and an
+# interned name in every terminal that loads Concert.  Other modules get
+# them through the adapter's methods (head, fail, busy); the one AF code
+# only concert_tickets sends (12, unknown action) is named there.
+# AE: the answer's status
+_AE_DONE = const("10")  # operation performed
+_AE_NOT_DONE = const("01")
+_AE_TAKEN = const("11")  # immediate mode: taken into account, the result via CD=T
+# AF: its complement
+_AF_UNKNOWN = const("00")  # also the busy answer: no source gives a better one
+_AF_AUTHORISED = const("01")
+_AF_REFUSED = const("04")
+_AF_FORBIDDEN = const("05")
+_AF_ABANDONED = const("06")  # by the cardholder
+_AF_NOT_COMPLETED = const("07")
+_AF_TIMED_OUT = const("08")  # input time-out
+_AF_FORMAT = const("09")  # bad message format
+_AF_OPERATOR = const("11")  # operator abandon
+_AF_CURRENCY = const("13")  # currency not supported
+
 # the action's code (V3 CD, V2 TYPE: the same four) -> the core's operation
 OPS = {"0": "pay", "1": "refund", "2": "void", "4": "preauth"}
-_MANDATORY = ("CZ", "CJ", "CA", "CB", "CD", "CE")
-_SHORT = ("CZ", "CD")  # identification, status, duplicate, settlement, print
+_MANDATORY = const(("CZ", "CJ", "CA", "CB", "CD", "CE"))
+_SHORT = const(("CZ", "CD"))  # identification, status, duplicate, settlement, print
 
-# AF: complement to AE=01, by the core's reason
+# AF of an answer with AE=01, by the core's reason (the rarer reasons:
+# concert_tickets.odd)
 _AF = {
-    "decline": "04",
-    "pin": "04",
-    "not_found": "04",
-    "forbidden": "05",
-    "cancel": "06",
-    "no_card": "08",
-    "no_pin": "08",
-    "host": "07",
-    "journal": "07",
-    "interrupted": "07",
-    "abort": "11",
-    "currency": "13",
+    "decline": _AF_REFUSED,
+    "pin": _AF_REFUSED,
+    "not_found": _AF_REFUSED,
+    "forbidden": _AF_FORBIDDEN,
+    "cancel": _AF_ABANDONED,
+    "no_card": _AF_TIMED_OUT,
+    "no_pin": _AF_TIMED_OUT,
+    "host": _AF_NOT_COMPLETED,
+    "journal": _AF_NOT_COMPLETED,
+    "interrupted": _AF_NOT_COMPLETED,
+    "abort": _AF_OPERATOR,
+    "currency": _AF_CURRENCY,
 }
-AF_UNKNOWN = "00"  # also the busy answer: no source gives a better one
-AF_FORMAT = "09"
-_ECHO = ("CJ", "CA", "CB", "CD", "CE", "CH")
+_ECHO = const(("CJ", "CA", "CB", "CD", "CE", "CH"))
 _CARD_MODE = {"chip": "1", "contactless": "2", "magstripe": "3"}
-CHEQUE = "00C"
+_CHEQUE = const("00C")
 
 
 def complete(req):
@@ -47,52 +75,6 @@ def complete(req):
         if k not in req:
             return False
     return True
-
-
-def head(app, req, cb=None):
-    """CZ (echoed unless concert.version fixes it) and the echoed C* tags."""
-    v = app.cfg["concert"]["version"]
-    pairs = [("CZ", req.get("CZ", "0320") if v == "echo" else v)]
-    for k in _ECHO:
-        pairs.append((k, cb if k == "CB" and cb is not None else req.get(k)))
-    return pairs
-
-
-def fail(app, req, af, cb=None):
-    return tlv.encode(head(app, req, cb) + [("AE", "01"), ("AF", af), ("CF", req.get("CF"))])
-
-
-def answer(app, req, t):
-    """The answer to a finished transaction (status replies reuse it)."""
-    if t.reason and t.reason not in _AF:  # partial, paper out, card removed...: concert_extra
-        from firmware import concert_extra
-
-        return concert_extra.odd(app, req, t)
-    if t.result == "approved":
-        pairs = head(app, req) + [("AE", "10"), ("AF", "01")]
-        if req.get("CC") == CHEQUE:
-            pairs.append(("CC", CHEQUE))
-        elif t.pan:
-            app_codes = ("002", "00D") if t.brand == "AMEX" else ("001", "00B")
-            pairs += [
-                ("CC", app_codes[t.mode == "contactless"]),
-                ("CI", _CARD_MODE.get(t.mode, "0")),
-            ]
-        pairs += [("AC", t.auth)]
-        if t.pan and req.get("CC") != CHEQUE:
-            pairs += [("AA", t.pan), ("AL", "1"), ("AB", t.exp), ("AI", t.aid)]
-        pairs += [("CF", req.get("CF")), ("CG", app.cfg["merchant_id"])]
-    else:
-        cb = None
-        if t.result == "cancelled" and app.cfg["concert"]["zero_amount_on_cancel"]:
-            cb = "0" * len(req.get("CB", "00"))
-        af = "04" if req.get("CC") == CHEQUE else _AF.get(t.reason, AF_UNKNOWN)
-        pairs = head(app, req, cb) + [("AE", "01"), ("AF", af), ("CF", req.get("CF"))]
-    if req.get("CK", "")[:1] == "1":
-        from firmware import concert_extra
-
-        pairs += concert_extra.tickets(app, req, t)
-    return tlv.encode(pairs)
 
 
 def _bad_field(req):
@@ -108,65 +90,129 @@ def _bad_field(req):
     return None
 
 
-async def serve(app, msg, src):
-    """(answer, Txn or None) for one request.  Out of heap before anything
-    began, the register hears busy (AE=01 AF=00) rather than a closed
-    connection; once a transaction began, or to repeat a stored result, the
-    answer waits for room (when_room), and if none comes a MemoryError goes
-    up: the connection closes unanswered and the register learns the
-    outcome with CD=T, never a busy that would hide a charge."""
-    req = {}
-    try:
-        try:
-            req = tlv.decode(msg)
-            why = None if complete(req) else "missing mandatory tags"
-            why = why or _bad_field(req)
-        except tlv.TLVError as e:
-            req, why = {}, str(e)
-        if why:
-            log.event(src, "malformed", why)
-            return fail(app, req, AF_FORMAT), None
-        op = OPS.get(req["CD"])
-        if op is None:
-            from firmware import concert_extra
+class Concert:
+    """Concert's adapter.  It keeps no state of its own between requests
+    (each request carries what its answer needs, the transactions are the
+    terminal's), only the app it answers for."""
 
-            return concert_extra.serve(app, req, src)
-        term = app.term
-        amount = int(req["CB"])
-        cur = int(req["CE"])
-        ref = req.get("CF") or req.get("CH")
-        t = _retried(term, req, op, amount, cur, ref, src)
-        if t is None:
-            orig = None
-            if op == "void":
-                target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
-                if target is None:
-                    log.event(src, "void", "no matching transaction")
-                    return fail(app, req, _AF["not_found"]), None
-                orig = target.no
-            data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
-            t = term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
-            retried = False
+    def __init__(self, app):
+        self.app = app
+
+    def head(self, req, ae=_AE_DONE, cb=None):
+        """The pairs every answer starts with: CZ (echoed unless
+        concert.version fixes it), the echoed C* tags (CB replaced by cb if
+        given), and AE (by default 10, operation performed)."""
+        v = self.app.cfg["concert"]["version"]
+        pairs = [("CZ", req.get("CZ", "0320") if v == "echo" else v)]
+        for k in _ECHO:
+            pairs.append((k, cb if k == "CB" and cb is not None else req.get(k)))
+        pairs.append(("AE", ae))
+        return pairs
+
+    def fail(self, req, af):
+        """The refusal of req: AE=01, complement af."""
+        return tlv.encode(self.head(req, _AE_NOT_DONE) + [("AF", af), ("CF", req.get("CF"))])
+
+    def busy(self, req):
+        """The answer when the terminal cannot take req (busy, no room, or
+        nothing the register can be told): AE=01 AF=00."""
+        return self.fail(req, _AF_UNKNOWN)
+
+    def answer(self, req, t):
+        """The answer to a finished transaction (status replies reuse it)."""
+        if t.reason and t.reason not in _AF:  # partial, paper out, card removed...
+            from firmware import concert_tickets
+
+            return concert_tickets.odd(self, req, t)
+        if t.result == "approved":
+            pairs = self.head(req) + [("AF", _AF_AUTHORISED)]
+            if req.get("CC") == _CHEQUE:
+                pairs.append(("CC", _CHEQUE))
+            elif t.pan:
+                app_codes = ("002", "00D") if t.brand == "AMEX" else ("001", "00B")
+                pairs += [
+                    ("CC", app_codes[t.mode == "contactless"]),
+                    ("CI", _CARD_MODE.get(t.mode, "0")),
+                ]
+            pairs += [("AC", t.auth)]
+            if t.pan and req.get("CC") != _CHEQUE:
+                pairs += [("AA", t.pan), ("AL", "1"), ("AB", t.exp), ("AI", t.aid)]
+            pairs += [("CF", req.get("CF")), ("CG", self.app.cfg["merchant_id"])]
         else:
-            retried = True
-    except Busy:
-        return fail(app, req, AF_UNKNOWN), None
-    except MemoryError as e:  # nothing began: say busy (if even that has no room, it goes up)
-        import gc
+            cb = None
+            if t.result == "cancelled" and self.app.cfg["concert"]["zero_amount_on_cancel"]:
+                cb = "0" * len(req.get("CB", "00"))
+            af = _AF_REFUSED if req.get("CC") == _CHEQUE else _AF.get(t.reason, _AF_UNKNOWN)
+            pairs = self.head(req, _AE_NOT_DONE, cb) + [("AF", af), ("CF", req.get("CF"))]
+        if req.get("CK", "")[:1] == "1":
+            from firmware import concert_tickets
 
-        gc.collect()
-        log.event(src, "busy", "no room for the request: %s" % e)
-        return fail(app, req, AF_UNKNOWN), None
-    if retried:
-        log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
-        return await when_room(answer, app, req, t), t
-    if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
-        asyncio.create_task(term.run(t))
-        return tlv.encode(head(app, req) + [("AE", "11")]), None
-    await term.run(t)
-    if t.drop:
-        return None, t
-    return await when_room(answer, app, req, t), t
+            pairs += concert_tickets.tickets(self, req, t)
+        return tlv.encode(pairs)
+
+    async def request(self, msg, src):
+        """(answer, Txn or None) for one request (bytes), from src (the
+        listener's name).  Out of heap before anything began, the register
+        hears busy (AE=01 AF=00) rather than a closed connection; once a
+        transaction began, or to repeat a stored result, the answer waits for
+        room (when_room), and if none comes a MemoryError goes up: the
+        connection closes unanswered and the register learns the outcome
+        with CD=T, never a busy that would hide a charge."""
+        app = self.app
+        if len(msg) > app.cfg["concert"]["max_request"]:  # whatever it is, it is malformed
+            return self.fail({}, _AF_FORMAT), None
+        req = {}
+        try:
+            try:
+                req = tlv.decode(msg)
+                why = None if complete(req) else "missing mandatory tags"
+                why = why or _bad_field(req)
+            except tlv.TLVError as e:
+                req, why = {}, str(e)
+            if why:
+                log.event(src, "malformed", why)
+                return self.fail(req, _AF_FORMAT), None
+            op = OPS.get(req["CD"])
+            if op is None:
+                from firmware import concert_tickets
+
+                return concert_tickets.action(self, req, src)
+            term = app.term
+            amount = int(req["CB"])
+            cur = int(req["CE"])
+            ref = req.get("CF") or req.get("CH")
+            t = _retried(term, req, op, amount, cur, ref, src)
+            if t is None:
+                orig = None
+                if op == "void":
+                    target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
+                    if target is None:
+                        log.event(src, "void", "no matching transaction")
+                        return self.fail(req, _AF["not_found"]), None
+                    orig = target.no
+                data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
+                t = term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
+                retried = False
+            else:
+                retried = True
+        except Busy:
+            return self.busy(req), None
+        except MemoryError as e:  # nothing began: say busy (if even that has no room, it goes up)
+            import gc
+
+            gc.collect()
+            log.event(src, "busy", "no room for the request: %s" % e)
+            return self.busy(req), None
+        if retried:
+            log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
+            return await when_room(self.answer, req, t), t
+        if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
+            asyncio.create_task(term.run(t))
+            return tlv.encode(self.head(req, _AE_TAKEN)), None
+        await term.run(t)
+        if t.drop:
+            return None, t
+        return await when_room(self.answer, req, t), t
 
 
 def _retried(term, req, op, amount, cur, ref, src):

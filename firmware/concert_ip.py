@@ -10,7 +10,8 @@ one that only closed its sending half (nc, socat do) still gets its answer.
 import asyncio
 import gc
 
-from firmware import concert, log, when_room
+from firmware import adapter, log, when_room
+from firmware.concert import Concert, complete
 from firmware.tcp import deadline, peer_reset, read_by
 from wire import concert_tlv as tlv
 
@@ -33,7 +34,7 @@ async def _read_request(app, name, r, peer):
                 return None
             if not boundary:
                 log.event(name, "slow", peer, "%d bytes in %d ms" % (len(buf), to["request_ms"]))
-            return buf  # incomplete: concert.serve answers AF 09
+            return buf  # incomplete: Concert.request answers AF 09
         if not chunk:
             if buf:
                 log.event(name, "gone", peer, "closed mid-request")
@@ -49,7 +50,7 @@ async def _read_request(app, name, r, peer):
             return buf
         if boundary:
             try:
-                if concert.complete(tlv.decode(buf)):
+                if complete(tlv.decode(buf)):
                     return buf
             except tlv.TLVError:
                 return buf
@@ -82,12 +83,11 @@ async def serve(app, name, s, peer):
     # and its closing is noticed (gone) whenever it happens
     watcher = asyncio.create_task(_watch(s, gone))
     try:
+        concert = adapter(app, Concert)
         if msg is None:  # (its fields unread: the answer echoes none)
-            ans, t = await when_room(concert.fail, app, {}, concert.AF_UNKNOWN), None
-        elif len(msg) > app.cfg["concert"]["max_request"]:
-            ans, t = concert.fail(app, {}, concert.AF_FORMAT), None
+            ans, t = await when_room(concert.busy, {}), None
         else:
-            ans, t = await concert.serve(app, msg, name)
+            ans, t = await concert.request(msg, name)
         if ans is None:
             if t is not None and not t.delivered:
                 app.term.delivered(t, False)

@@ -1,20 +1,19 @@
-"""Concert over a serial line: V2 (protocols E and E+) and V3, one terminal.
+"""Concert over a serial line: the link driver, one terminal per line.
 
 The link layer (ENQ/ACK/NAK/STX/ETX/EOT, LRC, retries, time-outs, turn
 taking) is lib/wire/concert_link; this module moves its bytes over the line
-and turns each request into a terminal operation.  Each frame tells its
-protocol: a V3 message starts with CZ, a V2 one with the register number
-(two digits); `protocol` in the listener config can force one.  V3 requests
-go to concert.serve(), as over TCP.  Decisions are in docs/CONCERT.md.
+and hands each whole message to its protocol: a V3 message (it starts with
+CZ) to the Concert adapter's request(), as over TCP, a V2 one (it starts
+with the register number, two digits) to concert_v2_requests; `protocol` in
+the listener config can force one.  Decisions are in docs/CONCERT.md.
 """
 import asyncio
 import sys
 import time
 
-from firmware import concert, log, uart, when_room
-from firmware.terminal import Busy
+from firmware import adapter, log, uart
+from firmware.concert import Concert
 from wire import concert_link
-from wire import concert_v2 as v2
 
 PEER = "line"
 # ms: the longest read.  A time-out armed by the answer task (its ENQ) is seen
@@ -33,6 +32,7 @@ class Line:
         self.name = name
         self.st = st
         self.lc = lc
+        self.concert = adapter(app, Concert)
         self.link = concert_link.Link(lc["retries"], lc["byte_ms"], lc["reply_ms"],
                                       app.cfg["concert"]["max_request"])
         self.lock = asyncio.Lock()  # one writer at a time: the reader and the answer
@@ -90,19 +90,21 @@ class Line:
                 log.event(self.name, kind, what)
 
     async def _serve(self, msg):
+        concert = self.concert
         p = self.lc["protocol"]
         v3 = p == "v3" or (p == "auto" and msg[:2] == b"CZ")
         t = None
         try:
             if v3:
-                ans, t = await concert.serve(self.app, msg, self.name)
+                ans, t = await concert.request(msg, self.name)
             else:
-                ans, t = await self._v2(msg)
+                from firmware import concert_v2_requests
+
+                ans, t = await concert_v2_requests.request(concert, msg, self.name, self.lc["immediate"])
         except Exception as e:  # a bug: refuse rather than hold the line for ever
             log.event(self.name, "error", repr(e))
             sys.print_exception(e)
-            ans = concert.fail(self.app, {}, concert.AF_UNKNOWN) if v3 else v2.encode(
-                v2.salvage(msg), v2.REFUSED)
+            ans = _refusal(concert, msg, v3)
         if ans is None:
             self.link.drop()
             if t is not None and not t.delivered:
@@ -117,39 +119,15 @@ class Line:
             if t is not None:
                 self.app.term.delivered(t, False)
 
-    async def _v2(self, msg):
-        try:
-            req = v2.decode(msg)
-        except v2.V2Error as e:
-            log.event(self.name, "malformed", str(e))
-            return v2.encode(v2.salvage(msg), v2.REFUSED), None
-        term = self.app.term
-        op = concert.OPS.get(req["type"])
-        amount = int(req["amount"])
-        cur = int(req["currency"])
-        orig = None
-        if op == "void":
-            target = term.find_void_target(amount, cur)
-            if target is None:
-                log.event(self.name, "void", "no matching transaction")
-                op = None
-            else:
-                orig = target.no
-        elif op is None:
-            log.event(self.name, "unknown-type", req["type"])
-        if op is None:
-            return v2.encode(req, v2.REFUSED), None
-        try:
-            t = term.start(op, amount, cur, self.name, orig=orig, data={"pos": req["pos"]})
-        except Busy:
-            return v2.encode(req, v2.REFUSED), None
-        t.hold = ("whole",)  # V2 answers no amount: no partial approval (unhappy.py)
-        if req["delai"] == "A011" and self.lc["immediate"]:  # answer now, result on the terminal
-            asyncio.create_task(term.run(t))
-            return v2.encode(req, v2.TAKEN), None
-        await term.run(t)
-        if t.drop:
-            return None, t
-        if t.result != "approved":
-            return await when_room(v2.encode, req, v2.REFUSED), t
-        return await when_room(v2.encode, req, v2.ACCEPTED, "" if req["mode"] == "C" else t.pan or ""), t
+
+def _refusal(concert, msg, v3):
+    """The refusal of a message whose handling failed; None (the line is
+    freed, unanswered) if there is no room even for that."""
+    try:
+        if v3:
+            return concert.busy({})
+        from wire import concert_v2 as v2
+
+        return v2.refusal(msg)
+    except Exception:
+        return None

@@ -189,7 +189,7 @@ def twice(fw, reg, kinds, state_dir, abuse):
     client: Synqpay is 25 KB, docs/MEMORY.md), so the baseline is the heap
     after it; the second round must leave nothing behind.  Returns the
     (first round's, second round's) heap deltas."""
-    # the checks of after() load concert_extra (the last-transaction query) once: now
+    # the checks of after() load concert_tickets (the last-transaction query) once: now
     exchange(fw.address("concert-ip"), STATUS)
     warm = reg.floor(kinds, 3)
     abuse()

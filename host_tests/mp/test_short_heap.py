@@ -252,6 +252,7 @@ def _concert_app():
     cfg, _ = config.merge({"delays": {"auth_ms": 0}})
     a = _App(cfg)
     a.term = Terminal(cfg)
+    a.adapters = {}  # firmware.adapter(): the Concert adapter, made at its first use
     return a
 
 
@@ -266,7 +267,7 @@ def test_concert_out_of_heap_before_anything_began_answers_busy():
     real = concert.tlv.decode
     concert.tlv.decode = _fails_once(real, "memory allocation failed, allocating 96 bytes")[0]
     try:
-        ans, t = asyncio.run(concert.serve(a, _PAY, "concert-ip"))
+        ans, t = asyncio.run(concert.Concert(a).request(_PAY, "concert-ip"))
     finally:
         concert.tlv.decode = real
     got = tlv.decode(ans)
@@ -281,16 +282,16 @@ def test_concert_out_of_heap_after_the_payment_never_says_busy():
     from firmware import concert
 
     a = _concert_app()
-    real = concert.answer
+    real = concert.Concert.answer
 
-    def answer(app_, req, t):
+    def answer(self, req, t):
         raise MemoryError("memory allocation failed, allocating 200 bytes")
 
-    concert.answer = answer
+    concert.Concert.answer = answer
     try:
-        assert _raises(MemoryError, lambda: asyncio.run(concert.serve(a, _PAY, "concert-ip")))
+        assert _raises(MemoryError, lambda: asyncio.run(concert.Concert(a).request(_PAY, "concert-ip")))
     finally:
-        concert.answer = real
+        concert.Concert.answer = real
     assert a.term.journal.next_no == 2 and a.term.journal.last().result == "approved"
 
 
@@ -319,12 +320,12 @@ def test_concert_answer_after_the_payment_waits_for_room():
     from wire import concert_tlv as tlv
 
     a = _concert_app()
-    real = concert.answer
-    concert.answer, calls = _fails_once(real, "memory allocation failed, allocating 512 bytes")
+    real = concert.Concert.answer
+    concert.Concert.answer, calls = _fails_once(real, "memory allocation failed, allocating 512 bytes")
     try:
-        ans, t = asyncio.run(concert.serve(a, _PAY, "concert-ip"))
+        ans, t = asyncio.run(concert.Concert(a).request(_PAY, "concert-ip"))
     finally:
-        concert.answer = real
+        concert.Concert.answer = real
     assert tlv.decode(ans)["AE"] == "10" and t.result == "approved" and calls[0] == 2
 
 

@@ -69,3 +69,9 @@ def salvage(msg):
         if not m[k].isdigit():
             m[k] = dflt
     return m
+
+
+def refusal(msg):
+    """The refusal (STAT 7) of message msg, whatever it holds: its fields
+    echoed where they make sense (salvage)."""
+    return encode(salvage(msg), REFUSED)
