@@ -210,7 +210,7 @@ class Concert:
             asyncio.create_task(term.run(t))
             return tlv.encode(self.head(req, _AE_TAKEN)), None
         await term.run(t)
-        if t.drop:
+        if t.withhold:
             return None, t
         return await when_room(self.answer, req, t), t
 

@@ -106,7 +106,7 @@ class Line:
             sys.print_exception(e)
             ans = _refusal(concert, msg, v3)
         if ans is None:
-            self.link.drop()
+            self.link.no_answer()
             if t is not None and not t.delivered:
                 self.app.term.delivered(t, False)
                 log.event(self.name, "drop", "answer withheld (lost outcome)")

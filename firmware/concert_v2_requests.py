@@ -47,7 +47,7 @@ async def request(concert, msg, src, immediate):
         asyncio.create_task(term.run(t))
         return v2.encode(req, v2.TAKEN), None
     await term.run(t)
-    if t.drop:
+    if t.withhold:
         return None, t
     if t.result != "approved":
         return await when_room(v2.encode, req, v2.REFUSED), t

@@ -81,7 +81,7 @@ class Txn:
     outcome = result = reason = auth = None
     pan = brand = mode = aid = exp = None  # the card (PAN masked)
     delivered = voided = False
-    drop = False  # "lost" outcome: the adapter withholds the answer
+    withhold = False  # "lost" outcome: the adapter sends no answer
     # where the adapter wants the flow to stop ("card", "signature"), and what
     # its protocol cannot say ("whole": no approved amount of its own, so no
     # partial approval)

@@ -397,7 +397,7 @@ class P3:
             except asyncio.TimeoutError:
                 pass
         t.progress = None
-        if t.drop:
+        if t.withhold:
             log.event(conn.name, "drop", conn.peer, "answer withheld (lost outcome)")
             conn.close()
             term.delivered(t, False)

@@ -404,7 +404,7 @@ class Synqpay:
         term = self.app.term
         await term.run(t)
         ok = False
-        if t.drop:  # the "lost" outcome: the connection drops before the answer
+        if t.withhold:  # the "lost" outcome: the connection drops before the answer
             if self.link is not None:
                 self.link.disconnect("connection closed before the answer (lost outcome)")
         else:

@@ -153,10 +153,10 @@ class Terminal:
                 self.journal.decide(t)
         except OSError as e:  # cannot record the outcome: it must not stand
             log.event("core", "journal-full", repr(e))
-            t.result, t.reason, t.auth, t.drop = "error", "journal", None, False
+            t.result, t.reason, t.auth, t.withhold = "error", "journal", None, False
         except Exception as e:  # (ValueError) the same, whatever the reason
             log.event("core", "error", repr(e))
-            t.result, t.reason, t.auth, t.drop = "error", "internal", None, False
+            t.result, t.reason, t.auth, t.withhold = "error", "internal", None, False
         self.current = None
         self._ended.set()
         self._state(t, DONE)
@@ -327,4 +327,4 @@ class Terminal:
                     t.auth = None
                     return
             t.result = "approved"
-            t.drop = o == "lost"
+            t.withhold = o == "lost"

@@ -217,7 +217,7 @@ def test_drop_frees_the_line_without_an_answer():
     k.receive(L.frame(REQ) + EOT)
     out(k)
     assert k.state == L.HELD
-    k.drop()
+    k.no_answer()
     assert k.state == L.IDLE
     open_session(k)
 
@@ -251,7 +251,7 @@ def test_random_line_noise_never_breaks_the_link():
             chunk.append(b if b > 0x20 else (2, 3, 4, 5, 6, 0x15, 0x17)[b % 7])
         for kind, _ in k.receive(chunk):
             if kind == "request":
-                k.drop()
+                k.no_answer()
         if seed % 5 == 0:
             k.timeout()
         assert len(k.msg) <= 128
@@ -260,7 +260,7 @@ def test_random_line_noise_never_breaks_the_link():
     for _ in range(5):  # whatever state the noise left: time-outs bring it back to idle
         k.receive(EOT)
         k.timeout()
-        k.drop()
+        k.no_answer()
     out(k)
     open_session(k)
     assert k.receive(L.frame(b"0" * 10)) == [("request", b"0" * 10)]

@@ -199,5 +199,5 @@ def test_v2_payment_approved_declined_malformed():
 def test_a_lost_answer_is_none_with_its_transaction():
     c = _concert()
     got, t = _ask(c, _msg("0", "1207"))  # .07: the answer is lost on purpose
-    assert got is None and t is not None and t.drop, (got, t)
+    assert got is None and t is not None and t.withhold, (got, t)
     assert c.app.term.journal.last() is t

@@ -59,7 +59,7 @@ def test_outcomes_by_cents():
         t = _run(term.run(term.start("pay", amount, 978, "test")))
         assert (t.result, t.reason) == (result, reason), (amount, t.result, t.reason)
     t = _run(term.run(term.start("pay", 1207, 978, "test")))
-    assert t.result == "approved" and t.drop
+    assert t.result == "approved" and t.withhold
 
 
 def test_abort_while_waiting_for_the_card():
@@ -207,7 +207,7 @@ def test_outcome_row_by_transaction_number_beats_the_amount():
     fourth = _run(term.run(term.start("pay", 1250, 978, "test")))
     assert (first.no, first.result) == (1, "approved")
     assert (second.no, second.outcome, second.result) == (2, "decline", "declined")
-    assert (third.no, third.outcome, third.result, third.drop) == (3, "lost", "approved", True)
+    assert (third.no, third.outcome, third.result, third.withhold) == (3, "lost", "approved", True)
     assert (fourth.no, fourth.result) == (4, "approved")
 
 

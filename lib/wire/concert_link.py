@@ -169,7 +169,7 @@ class Link:
             self._rest()
         return self._take()
 
-    def drop(self):
+    def no_answer(self):
         """No answer will come for the last request."""
         self.owed = False
         if self.state == HELD:
