@@ -24,7 +24,7 @@ import serial
 import p3_client
 from concert_client import exchange, odoo
 from synqpay_client import KEY, Link, unverified_context
-from understudy import journal as journal_tool
+from understudy import journal_table as journal_tool
 from wire import concert_link as link
 from wire import concert_tlv as tlv
 from wire import synqpay_link as L

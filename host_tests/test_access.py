@@ -16,7 +16,7 @@ import web_client as web
 from concert_client import exchange, odoo
 from conftest import merge
 from synqpay_client import KEY, Link, request, unverified_context
-from understudy import journal as journal_tool
+from understudy import journal_table as journal_tool
 from wire import concert_tlv as tlv
 from wire import synqpay_link as L
 

@@ -49,7 +49,7 @@ def main(argv=None):
     elif a.command == "trace":
         from understudy import trace as cli
     elif a.command == "journal":
-        from understudy import journal as cli
+        from understudy import journal_table as cli
     elif a.command == "deploy":
         from understudy import deploy as cli
     elif a.command == "pico":
