@@ -97,4 +97,3 @@ def signature(path):
                 crc = crc32(mv[:n], crc)
     except OSError:
         return None
-

@@ -127,7 +127,7 @@ class Journal:
         self.size = 4  # type: int | None  # bytes in the file (its header: 4); None: unknown
         self.voided = []  # numbers of the file's voided transactions
         self.first_open = 1  # number of the open batch's first transaction
-        self.tidy = None  # type: object  # a compaction under way (journal_replay), or True: one is due
+        self.tidy = None  # type: object  # a compaction under way (journal_compact), or True: one is due
         self.readers = 0  # rows() being read: no compaction step meanwhile
         self.short = 0  # compaction steps in a row that found no room (tried again later)
         self.lost = False  # the index could not grow: lookups scan the file

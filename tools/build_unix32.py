@@ -17,6 +17,7 @@ Run it again after changing the firmware: a frozen build holds a copy.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ def main(argv=None):
                 f.write('include("$(PORT_DIR)/variants/standard/manifest.py")\n')
                 f.write("include(%r)\n" % os.path.join(ROOT, "manifest.py"))
             args.append("FROZEN_MANIFEST=" + manifest)
+            # make compares times: a .mpy compiled from another checkout or branch
+            # looks newer than an older source and would be frozen in unchanged
+            shutil.rmtree(os.path.join(unix, build, "frozen_mpy"), ignore_errors=True)
         run(args)
     exe = os.path.join(unix, build, "micropython")
     say("done: %s" % exe)

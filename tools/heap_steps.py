@@ -8,8 +8,9 @@ closed.  Each figure is the `heap=` (gc.collect(); gc.mem_alloc()) of a
 Concert payment made after the step; READY is `app heap alloc=`.  Heap
 figures are deterministic within a few dozen bytes: a few runs show the
 spread.  $MICROPYTHON picks another unix-port binary (a 32-bit build:
-tools/build_unix32.py).  Compare two trees at paths of the same length: a
-module's path is one of its names.
+tools/build_unix32.py; --frozen when it has the firmware frozen in).
+Compare two trees at paths of the same length: a module's path is one of
+its names.
 """
 import argparse
 import os
@@ -20,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from understudy import bench, paths
 
 
-def one_run(heap):
+def one_run(heap, root):
     """[(step, live heap bytes)] of one boot."""
-    fw = bench.start({"log": {"heap": True, "frames": False}}, heap=heap, root=paths.MPY)
+    fw = bench.start({"log": {"heap": True, "frames": False}}, heap=heap, root=root)
     try:
         i = fw.wait_for("app heap", 10)
         rows = [("READY", int(re.search(r"alloc=(\d+)", fw.lines[i]).group(1)))]
@@ -57,12 +58,15 @@ def main(argv=None):
                                 epilog="Run `make mpy` first; about 5 s a run.")
     p.add_argument("--runs", type=int, default=3, help="boots (default 3)")
     p.add_argument("--heap", default="256K", help="-X heapsize (default 256K)")
+    p.add_argument("--frozen", action="store_true",
+                   help="$MICROPYTHON has the firmware frozen in (tools/build_unix32.py --frozen)")
     a = p.parse_args(argv)
+    root = bench.frozen_root() if a.frozen else paths.MPY
     bench.ecr_p3.progress = bench.ecr_synqpay.progress = lambda text: None
     table = {}
     for run in range(a.runs):
         print("run %d of %d..." % (run + 1, a.runs), file=sys.stderr)
-        for step, value in one_run(a.heap):
+        for step, value in one_run(a.heap, root):
             table.setdefault(step, []).append(value)
     for step, values in table.items():
         print("%-24s %s" % (step, " ".join("%d" % v for v in values)))
