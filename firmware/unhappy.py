@@ -2,7 +2,7 @@
 fallback, card removed, contactless soft decline (SCA), possible duplicate,
 partial approval, paper out, power cut.
 
-Loaded by the core (firmware/terminal.py) with firmware.load() the first
+Imported by the core (firmware/terminal.py, after a collection) the first
 time a transaction gets one of them, or while the duplicate check
 (card.dup_min) is on: a terminal that only approves and declines never
 carries it.  It wraps the core's own flow (Terminal._flow) rather than
