@@ -7,9 +7,11 @@ The .mpy build (what boards run), every listener on, over real sockets.
 """
 import json
 import re
+from types import SimpleNamespace
 
 from concert_client import exchange, odoo
 from understudy import bench, load
+from understudy.testkit import Control
 from wire import concert_tlv as tlv
 
 from test_memory import HEAP_RE
@@ -53,6 +55,12 @@ def test_a_short_heap_refuses_work_before_it_starts_on_every_protocol():
         assert status == 200 and body["delays"]["card_ms"] == 0  # not applied
         status, answer = load._http(fw.address("web"), "GET", "/api/transactions", "")
         assert status == 200 and json.loads(answer.split(b"\r\n\r\n", 1)[1])["transactions"] == []
+        # the fixture's client honours Retry-After: asked again each second, then the 503
+        control = Control(SimpleNamespace(web="http://%s:%d" % fw.address("web"), token=""))
+        mark = len(fw.lines)
+        assert control.call("POST", "/api/queue", {"outcomes": ["decline"]}, timeout=2.5)[0] == 503
+        assert fw.wait_for("POST /api/queue 503", 5, mark) is not None
+        assert len([ln for ln in fw.lines[mark:] if "POST /api/queue 503" in ln]) == 3, fw.lines[mark:]
     finally:
         fw.stop()
         problems = fw.problems()

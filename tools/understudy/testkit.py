@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -216,18 +217,29 @@ class Control:
         return self.t.token
 
     def call(self, method, path, body=None, timeout=10):
-        """(status, decoded JSON or text) of one API call."""
+        """(status, decoded JSON or text) of one API call.  A 503 with
+        Retry-After (the terminal's heap was short: nothing was done) is
+        asked again after the time it gives, as a client honouring
+        Retry-After does, until `timeout` seconds have gone by; then the
+        503 is the answer."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", "Bearer " + self.token)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                status, raw, kind = r.status, r.read(), r.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            status, raw, kind = e.code, e.read(), e.headers.get("Content-Type", "")
+        end = time.monotonic() + timeout
+        while True:
+            req = urllib.request.Request(self.url + path, data=data, method=method)
+            req.add_header("Authorization", "Bearer " + self.token)
+            if data is not None:
+                req.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    status, raw, headers = r.status, r.read(), r.headers
+            except urllib.error.HTTPError as e:
+                status, raw, headers = e.code, e.read(), e.headers
+            wait = headers.get("Retry-After") if status == 503 else None
+            if wait is None or not wait.isdigit() or time.monotonic() + int(wait) > end:
+                break
+            time.sleep(int(wait))
         text = raw.decode("utf-8", "replace")
+        kind = headers.get("Content-Type", "")
         return status, json.loads(text) if kind.startswith("application/json") else text
 
     def _ok(self, method, path, body=None):
