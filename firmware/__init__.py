@@ -9,14 +9,22 @@ SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.me
 PIN_TRIES = 3  # wrong PINs before the card is blocked (terminal, cardholder)
 
 
-def loaded(name):
+def loaded(name, collect=False):
     """True if module `name` is imported already.  Code used rarely is
     imported inside the function that needs it (the firmware's one way of
     loading on demand); a one-off job notes loaded() first and gives the
-    module back with drop(name, had) when done."""
+    module back with drop(name, had) when done.  collect: if it is not
+    loaded, collect the garbage first, since the import that follows needs
+    contiguous blocks the garbage may be holding."""
     import sys
 
-    return name in sys.modules
+    if name in sys.modules:
+        return True
+    if collect:
+        import gc
+
+        gc.collect()
+    return False
 
 
 def adapter(app, cls):

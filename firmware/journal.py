@@ -32,7 +32,6 @@ old file whole, and the copy is resumed from where it stopped after the
 next boot.  Without a path the journal lives in RAM only (tests of the
 core).
 """
-import gc
 import os
 from array import array
 
@@ -44,11 +43,9 @@ _PATIENCE = 20  # compaction steps short of room (half a second apart) before it
 
 
 def _replay():
-    """journal_replay, for one job (Journal._cold forgets it after): its
-    code needs contiguous blocks, so the garbage that may hold them is
-    collected first."""
-    if not loaded("firmware.journal_replay"):
-        gc.collect()
+    """journal_replay, for one job (Journal._cold forgets it after),
+    imported after a collection (loaded(name, True))."""
+    loaded("firmware.journal_replay", True)
     from firmware import journal_replay
 
     return journal_replay
@@ -56,8 +53,7 @@ def _replay():
 
 def _compact():
     """journal_compact, for one job (as _replay)."""
-    if not loaded("firmware.journal_compact"):
-        gc.collect()
+    loaded("firmware.journal_compact", True)
     from firmware import journal_compact
 
     return journal_compact

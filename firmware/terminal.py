@@ -135,8 +135,7 @@ class Terminal:
             if self.cfg["card"]["dup_min"] or t.outcome not in (
                     "approve decline cancel no_card pin_blocked slow currency lost forbidden "
                     "host_error signature"):
-                if not loaded("firmware.unhappy"):  # its code wants contiguous blocks
-                    gc.collect()
+                loaded("firmware.unhappy", True)  # (a collection first, if not imported)
                 from firmware import unhappy
 
                 await unhappy.run(self, t)
