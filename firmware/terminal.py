@@ -93,6 +93,7 @@ class Terminal:
             raise Busy
         try:  # room() counts free bytes, not one block: a fragmented heap can still fail
             t = Txn(op, amount, cur, src, ref, orig, data)
+            t.own()  # its dict at its final size: nothing of it grows once claimed
             # a block for what the caller makes once the terminal is claimed
             # (the run() coroutine, its task): garbage at once, so the
             # collection a failed allocation runs gives it back

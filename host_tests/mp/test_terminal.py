@@ -55,9 +55,14 @@ def test_outcomes_by_cents():
             1203: ("timeout", "no_card"), 1204: ("declined", "pin"),
             1205: ("error", "host"), 1206: ("error", "currency"),
             1208: ("declined", "forbidden"), 1209: ("error", "host")}
-    for amount, (result, reason) in want.items():
-        t = _run(term.run(term.start("pay", amount, 978, "test")))
+    for amount, (result, reason) in list(want.items()) + [(1250, ("approved", None))]:
+        t = term.start("pay", amount, 978, "test")
+        fields = sorted(t.__dict__)
+        _run(term.run(t))
         assert (t.result, t.reason) == (result, reason), (amount, t.result, t.reason)
+        term.delivered(t)
+        # no field first set once claimed: that would grow its dict mid-payment
+        assert sorted(t.__dict__) == fields, (amount, set(t.__dict__) - set(fields))
     t = _run(term.run(term.start("pay", 1207, 978, "test")))
     assert t.result == "approved" and t.withhold
 
