@@ -237,3 +237,16 @@ def test_bench_report_writes_every_figure_it_is_given():
     assert "| the others at most 2x | up to 3.0x | **no** |" in text
     assert "| .mpy under 100 KB | 96.9 KB | yes |" in text
     assert "`-X heapsize=256K`" in text
+
+
+def test_the_launcher_stops_the_firmware_by_closing_its_stdin(firmware):
+    """stop() closes the firmware's stdin rather than sending SIGINT (the
+    unix port raises that wherever the interpreter is: inside a garbage
+    collection it locks the heap for good); the firmware stops as Ctrl-C
+    stops it, journal closed and `stopped` said."""
+    fw = firmware()
+    fw.ask_stop()
+    assert fw.proc.wait(10) == 0
+    fw.wait()
+    assert fw.output().splitlines()[-1] == "stopped", fw.output()[-500:]
+

@@ -6,7 +6,9 @@ other "flash" files), UNDERSTUDY_FLASH ("<image>:<KB>": keep the state in a
 littlefs image instead, like a board; see unix_flash.py), UNDERSTUDY_TLS
 (where cert.der and key.der are), UNDERSTUDY_SERIAL (the ptys the launcher
 made: `name=ours,register's name=...`, see uart()), UNDERSTUDY_CLOCK (freeze
-the clock at these Unix seconds, for reproducible receipts in tests).
+the clock at these Unix seconds, for reproducible receipts in tests),
+UNDERSTUDY_STOP=stdin (stop as Ctrl-C does when stdin ends: how the
+launcher stops the firmware, see setup()).
 """
 import os
 
@@ -50,7 +52,24 @@ def led(on):
 
 
 def setup(cfg):
-    pass
+    if os.getenv("UNDERSTUDY_STOP") == "stdin":
+        import asyncio
+
+        asyncio.create_task(_stop_at_eof())
+
+
+async def _stop_at_eof():
+    """Stop (KeyboardInterrupt, as Ctrl-C) once stdin is readable: the
+    launcher holds its other end, and closes it to stop the firmware, or
+    dies.  A SIGINT would do, but the unix port raises its KeyboardInterrupt
+    wherever the interpreter is, and one that lands inside a garbage
+    collection leaves the heap locked for good (every later allocation:
+    "heap is locked")."""
+    import sys
+    from asyncio import core  # type: ignore[attr-defined]
+
+    yield core._io_queue.queue_read(sys.stdin)
+    raise KeyboardInterrupt
 
 
 # Linux termios values the port's termios module does not name

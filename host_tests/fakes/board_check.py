@@ -23,6 +23,17 @@ b = __import__("firmware.board." + name, None, None, ["NAME"])
 b.STATE_DIR = state
 b.CONFIG_PATH = config
 firmware.board.load = lambda: b
+_setup = b.setup
+
+
+def setup(cfg):  # and the launcher's stop (its stdin closed), as on a PC
+    from firmware.board import unix
+
+    _setup(cfg)
+    unix.setup(cfg)
+
+
+b.setup = setup
 
 from firmware import app  # noqa: E402
 

@@ -175,17 +175,18 @@ class Fleet:
     def alive(self):
         return [tid for tid, fw in self.terminals if fw.alive()]
 
-    def signal(self, sig):
+    def ask_stop(self):
         for _tid, fw in self.terminals:
             if fw.alive():
-                fw.proc.send_signal(sig)
+                fw.ask_stop()
 
     def stop(self, timeout=5):
-        """Ctrl-C to every terminal at once; kill -9 those still running after timeout."""
+        """Every terminal asked to stop at once (Firmware.ask_stop: as
+        Ctrl-C); kill -9 those still running after timeout."""
         self.stopping = True
         for _tid, fw in self.terminals:
             fw.halt()  # one off for a power cut stays off
-        self.signal(signal.SIGINT)
+        self.ask_stop()
         end = time.monotonic() + timeout
         while self.alive() and time.monotonic() < end:
             time.sleep(0.05)
@@ -265,8 +266,8 @@ def main(a, prog, root, config):
         time.sleep(0.2)
         if asked:
             fleet.stopping = True
-            if not sent and time.monotonic() - asked[0] > 0.5:  # Ctrl-C in a shell reached them already
-                fleet.signal(signal.SIGINT)
+            if not sent:
+                fleet.ask_stop()
                 sent = True
             if time.monotonic() - asked[0] > 5:
                 break

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -178,6 +177,7 @@ class Firmware:
         env["MICROPYPATH"] = ":".join(self.path + [self.root, os.path.join(self.root, "lib"), ".frozen"])
         env["UNDERSTUDY_CONFIG"] = self.config_path
         env["UNDERSTUDY_STATE"] = self.state_dir
+        env["UNDERSTUDY_STOP"] = "stdin"  # ask_stop()
         env.setdefault("UNDERSTUDY_TLS", paths.TLS)
         if self.clock is not None:
             env["UNDERSTUDY_CLOCK"] = str(int(self.clock))
@@ -205,7 +205,7 @@ class Firmware:
     def _spawn(self):
         cmd, env = self._run
         self.proc = subprocess.Popen(
-            cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
+            cmd, cwd=self.root, env=env, stdin=subprocess.PIPE, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         self.boots += 1
@@ -339,12 +339,30 @@ class Firmware:
             self.proc.kill()
             self.proc.wait()
 
+    def ask_stop(self):
+        """Stop the firmware as Ctrl-C does, by closing its stdin
+        (UNDERSTUDY_STOP=stdin, firmware/board/unix.py).  Not a SIGINT: the
+        unix port raises its KeyboardInterrupt wherever the interpreter is,
+        and one that lands inside a garbage collection locks the heap for
+        good.  The firmware runs in a session of its own, so a Ctrl-C typed
+        in the terminal reaches the launcher only, which asks this."""
+        try:
+            self.proc.stdin.close()
+        except (AttributeError, OSError):
+            pass
+
     def stop(self, timeout=5):
-        """Ctrl-C, as a person would; kill if it does not stop."""
+        """Ask it to stop (ask_stop), as a person's Ctrl-C does; kill if it
+        does not stop."""
         self._halt.set()
         with self._life:
             if self.alive():
-                self.signal_or_kill(signal.SIGINT, timeout)
+                self.ask_stop()
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
         if self.proc is not None:
             self._thread.join(2)
         return self.output()

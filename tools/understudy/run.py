@@ -78,8 +78,8 @@ def main(argv=None, prog="understudy run"):
     fw = Firmware(root=root, heap=a.heap or DEFAULT_HEAP, config=config, state_dir=a.state_dir, echo=True,
                   flash=a.flash)
     asked = []
-    # Ctrl-C in a terminal reaches the firmware by itself (same process group)
-    # and it prints "stopped"; a signal sent to this launcher alone is passed on.
+    # Ctrl-C (or a signal sent to this launcher) is passed on as the
+    # launcher's ask_stop(): the firmware runs in a session of its own
     signal.signal(signal.SIGINT, lambda *_: asked.append(time.monotonic()))
     signal.signal(signal.SIGTERM, lambda *_: asked.append(time.monotonic()))
     try:
@@ -92,8 +92,8 @@ def main(argv=None, prog="understudy run"):
         time.sleep(0.1)
         if asked:
             fw.halt()  # stopping: no boot after a power cut now
-        if asked and not sent and time.monotonic() - asked[0] > 0.5:
-            fw.proc.send_signal(signal.SIGINT)
+        if asked and not sent:
+            fw.ask_stop()
             sent = True
         if asked and time.monotonic() - asked[0] > 5:
             fw.kill()
