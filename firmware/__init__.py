@@ -8,6 +8,43 @@ SECRET = ("web.token", "wifi.password", "synqpay.api_key", "synqpay.otp", "p3.me
 
 PIN_TRIES = 3  # wrong PINs before the card is blocked (terminal, cardholder)
 
+# What happens to a transaction, chosen by the amount's last two digits (the
+# `outcomes` table).  Adapters map results to their protocol's codes.
+OUTCOMES = (
+    "approve",  # approved at once
+    "decline",  # refused by the issuer
+    "cancel",  # cardholder presses the red button
+    "no_card",  # no card presented before timeouts.card_s
+    "pin_blocked",  # wrong PIN three times
+    "slow",  # approved after delays.slow_auth_ms
+    "currency",  # currency not supported
+    "lost",  # approved, then the connection drops before the answer
+    "forbidden",  # card not allowed (blacklisted, expired)
+    "host_error",  # no answer from the bank: not completed
+    "signature",  # approved after the cardholder signs (P3 asks the POS)
+)
+# the rarer outcomes (wrong_pin, fallback, removed, sca, duplicate, paper_out,
+# partial, power_cut, some with an argument: "wrong_pin:2") are named in
+# firmware/unhappy.py, which runs them: their names are not interned at boot
+# unless the config uses one (docs/MEMORY.md, "Names").  Here, not in
+# config.py: the core and the control API check outcome names without
+# importing the config module (13 KB of a 32-bit heap from .mpy)
+
+
+def outcome(v):
+    """True for an outcome the core knows: one of OUTCOMES, or a rarer one
+    with its argument if any (unhappy.ok)."""
+    if v in OUTCOMES:
+        return True
+    if type(v) is not str:
+        return False
+    had = loaded("firmware.unhappy")
+    from firmware import unhappy
+
+    ok = unhappy.ok(v)
+    drop("firmware.unhappy", had)
+    return ok
+
 
 def loaded(name, collect=False):
     """True if module `name` is imported already.  Code used rarely is

@@ -21,7 +21,7 @@ import gc
 
 from micropython import const
 
-from firmware import PIN_TRIES, clock, loaded, log, room
+from firmware import OUTCOMES, PIN_TRIES, clock, loaded, log, room
 from firmware.journal import Journal, Txn
 
 # states
@@ -128,14 +128,10 @@ class Terminal:
                 self.tidy()
             j.begin(t)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
-            # the outcomes named here run in _flow; any other, and every one
-            # while the duplicate check is on, in unhappy.py, which wraps _flow.
-            # Outcome names are checked when set (config.outcome), and none of
-            # the others is part of a name below: one string costs less RAM
-            # than a tuple of them
-            if self.cfg["card"]["dup_min"] or t.outcome not in (
-                    "approve decline cancel no_card pin_blocked slow currency lost forbidden "
-                    "host_error signature"):
+            # OUTCOMES run in _flow; any other (checked when set: outcome()),
+            # and every one while the duplicate check is on, in unhappy.py,
+            # which wraps _flow
+            if self.cfg["card"]["dup_min"] or t.outcome not in OUTCOMES:
                 loaded("firmware.unhappy", True)  # (a collection first, if not imported)
                 from firmware import unhappy
 

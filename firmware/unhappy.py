@@ -16,7 +16,7 @@ import asyncio
 
 from firmware import log
 
-# the outcomes run here, beside the core's own (config.OUTCOMES); what each
+# the outcomes run here, beside the core's own (firmware.OUTCOMES); what each
 # does: the README's outcome table and docs/CONTROL.md
 NAMES = ("wrong_pin", "fallback", "removed", "sca", "duplicate", "paper_out", "partial", "power_cut")
 # the arguments an outcome takes ("name:argument"); "" is the name alone
@@ -25,7 +25,7 @@ ARGS = {"wrong_pin": ("", "1", "2"), "sca": ("", "decline"), "duplicate": ("", "
 
 
 def ok(v):
-    """True for one of NAMES, with its argument if any (config.outcome)."""
+    """True for one of NAMES, with its argument if any (firmware.outcome)."""
     name, _, arg = v.partition(":")
     if name == "partial":
         return arg == "" or (arg.isdigit() and 0 < int(arg) < 10 ** 12)

@@ -223,6 +223,7 @@ class Web:
         self.app = app
         self.streams = 0  # event-stream clients now (at most web.events)
         self.cleared = 0  # number of the last transaction whose result the cardholder dismissed
+        self.config_cost = 0  # bytes the config module's last import took (web_admin)
 
     def request(self, s, method, path, q, headers, body):
         """Answer one request: path and its query q (a dict), headers (names

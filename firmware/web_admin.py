@@ -7,10 +7,11 @@ Each call is given the web face's adapter (firmware.web.Web) and the
 request as Web.request() has it; what it needs of the web face (the state,
 writing, Answer) it reaches through the adapter: this module never imports
 firmware.web."""
+import gc
 import json
 import os
 
-from firmware import SECRET, drop, loaded, log, signature
+from firmware import OUTCOMES, SECRET, drop, loaded, log, outcome, room, signature
 
 
 async def transactions(web, s, method, q, headers, body):
@@ -62,21 +63,15 @@ def _bad_outcomes(got):
     """None if got is a list of outcomes the core knows; else what is allowed.
     The rarer outcomes' names are firmware/unhappy.py's: imported only for
     one of them, or to list them."""
-    had = loaded("firmware.config")
-    from firmware import config
+    if isinstance(got, list) and all(outcome(o) for o in got):
+        return None
+    had = loaded("firmware.unhappy")
+    from firmware import unhappy
 
-    try:
-        if isinstance(got, list) and all(config.outcome(o) for o in got):
-            return None
-        had_u = loaded("firmware.unhappy")
-        from firmware import unhappy
-
-        names = ", ".join(config.OUTCOMES + unhappy.NAMES)
-        args = ", ".join("%s:%s" % (k, "|".join(a for a in v if a)) for k, v in unhappy.ARGS.items())
-        drop("firmware.unhappy", had_u)
-        return "outcomes: a list of %s (arguments: %s, partial:N)" % (names, args)
-    finally:
-        drop("firmware.config", had)
+    names = ", ".join(OUTCOMES + unhappy.NAMES)
+    args = ", ".join("%s:%s" % (k, "|".join(a for a in v if a)) for k, v in unhappy.ARGS.items())
+    drop("firmware.unhappy", had)
+    return "outcomes: a list of %s (arguments: %s, partial:N)" % (names, args)
 
 
 async def outcome_queue(web, s, method, q, headers, body):
@@ -172,8 +167,16 @@ async def _put_config(web, patch, replace):
         user.pop(k, None)
     _patch(user, patch)
     had = loaded("firmware.config")
+    if not had:  # its import takes what it took last time (13 KB of a 32-bit heap
+        # from .mpy, 4 KB frozen): without that room, nothing is done (503)
+        # rather than the transactions being served starved of it
+        if not room(app.cfg["memory"]["headroom"] + web.config_cost):
+            raise MemoryError
+        before = gc.mem_alloc()
     from firmware import config
 
+    if not had:
+        web.config_cost = gc.mem_alloc() - before
     try:
         cfg, problems = config.merge(user)
     finally:

@@ -185,3 +185,33 @@ def test_json_answers_are_written_in_pieces():
     run(web.json(s, {"a": 1, "b": [2]}))
     assert s.out[0] == Web.JSON_HEAD and len(s.out) == 6, s.out
     assert b"".join(s.out[1:]) == b'{"a": 1, "b": [2]}'
+
+
+def test_a_config_write_without_room_for_the_config_module_changes_nothing():
+    """PUT /api/config imports the config module (13 KB of a 32-bit heap
+    from .mpy): without that much room beside memory.headroom, as its last
+    import took, it is refused before anything changes (MemoryError: the
+    listener answers 503, nothing done); with it, written and applied."""
+    from firmware import drop
+
+    web = _web()
+    app = web.app
+    app.board.CONFIG_PATH = app.board.STATE_DIR + "/config-put.json"
+    applied = []
+
+    async def apply(cfg):
+        applied.append(cfg["delays"]["card_ms"])
+
+    app.apply = apply
+    drop("firmware.config")  # (inproc merged its config with it)
+    _call(web, "PUT", "/api/config", {"delays": {"card_ms": 1}})
+    assert applied == [1] and web.config_cost > 1000, (applied, web.config_cost)
+    web.config_cost = 1 << 24  # more than this heap will ever have free
+    try:
+        _call(web, "PUT", "/api/config", {"delays": {"card_ms": 2}})
+    except MemoryError:
+        pass
+    else:
+        raise AssertionError("written without room for the config module")
+    with open(app.board.CONFIG_PATH) as f:
+        assert json.load(f) == {"delays": {"card_ms": 1}} and applied == [1]
