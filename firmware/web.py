@@ -208,6 +208,28 @@ def _conflict(what):
     raise Answer(409, "Conflict", what)
 
 
+def _pieces(v):
+    """The JSON of v as short strings, however deep: a dict or a list a key
+    or an item at a time (json.dumps of a whole section would be one block
+    of its size, and its encoding another)."""
+    if isinstance(v, dict):
+        sep = "{"
+        for k in v:
+            yield sep + json.dumps(k) + ": "
+            yield from _pieces(v[k])
+            sep = ", "
+        yield "}" if sep == ", " else "{}"
+    elif isinstance(v, (list, tuple)):
+        sep = "["
+        for x in v:
+            yield sep
+            yield from _pieces(x)
+            sep = ", "
+        yield "]" if sep == ", " else "[]"
+    else:
+        yield json.dumps(v)
+
+
 class Web:
     """The web face of an app, made at its first request: its state, and
     request(), which answers one decoded request.  The calls of _ROUTES are
@@ -247,26 +269,18 @@ class Web:
         await asyncio.wait_for_ms(s.drain(), _WRITE_MS)
 
     async def json(self, s, obj):
-        """A 200 answer that ends when the connection closes, written a
-        top-level key or list item at a time: a long one (the config, the
-        journal) never needs a block of its whole size, which a busy heap
-        may not have."""
+        """A 200 answer that ends when the connection closes, written in
+        writes of about _CHUNK bytes made of short pieces (_pieces): a long
+        one (the config, the state) never needs a block of its size, which
+        a busy heap may not have."""
         await self.write(s, self.JSON_HEAD)
-        if isinstance(obj, dict):
-            sep = "{"
-            for k, v in obj.items():
-                await self.write(s, (sep + json.dumps(k) + ": ").encode())
-                await self.write(s, json.dumps(v).encode())
-                sep = ", "
-            await self.write(s, b"}" if sep == ", " else b"{}")
-        elif isinstance(obj, list):
-            sep = "["
-            for v in obj:
-                await self.write(s, (sep + json.dumps(v)).encode())
-                sep = ", "
-            await self.write(s, b"]" if sep == ", " else b"[]")
-        else:
-            await self.write(s, json.dumps(obj).encode())
+        buf = bytearray()
+        for piece in _pieces(obj):
+            buf += piece
+            if len(buf) >= _CHUNK:
+                await self.write(s, buf)
+                buf = bytearray()
+        await self.write(s, buf)
 
     async def error(self, name, s, ip, method, path, status, reason, headers, text):
         if status not in (401,):
