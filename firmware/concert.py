@@ -157,10 +157,32 @@ class Concert:
         transaction began, or to repeat a stored result, the answer waits for
         room (when_room), and if none comes a MemoryError goes up: the
         connection closes unanswered and the register learns the outcome
-        with CD=T, never a busy that would hide a charge."""
+        with CD=T, never a busy that would hide a charge.  (What comes
+        before the transaction is _begin(): a plain function's frame is on
+        the stack, a coroutine's in the heap for as long as it waits.)"""
+        ans, req, t = self._begin(msg, src)
+        if ans is True:  # a repeat: the journal's result, answered again
+            return await when_room(self.answer, req, t), t
+        if ans is not None:
+            return ans, t
+        if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
+            asyncio.create_task(self.app.term.run(t))
+            return tlv.encode(self.head(req, _AE_TAKEN)), None
+        await self.app.term.run(t)
+        if t.withhold:
+            return None, t
+        try:  # mostly there is room at once, and when_room's coroutine is not needed
+            return self.answer(req, t), t
+        except MemoryError:
+            return await when_room(self.answer, req, t), t
+
+    def _begin(self, msg, src):
+        """(answer, req, t): answered at once (malformed, busy, another
+        action; t: the transaction a status answer tells); (None, req, t): t
+        started; (True, req, t): the request repeats t, approved."""
         app = self.app
         if len(msg) > app.cfg["concert"]["max_request"]:  # whatever it is, it is malformed
-            return self.fail({}, _AF_FORMAT), None
+            return self.fail({}, _AF_FORMAT), None, None
         req = {}
         try:
             try:
@@ -171,48 +193,38 @@ class Concert:
                 req, why = {}, str(e)
             if why:
                 log.event(src, "malformed", why)
-                return self.fail(req, _AF_FORMAT), None
+                return self.fail(req, _AF_FORMAT), req, None
             op = OPS.get(req["CD"])
             if op is None:
                 from firmware import concert_tickets
 
-                return concert_tickets.action(self, req, src)
+                ans, t = concert_tickets.action(self, req, src)
+                return ans, req, t
             term = app.term
             amount = int(req["CB"])
             cur = int(req["CE"])
             ref = req.get("CF") or req.get("CH")
             t = _retried(term, req, op, amount, cur, ref, src)
-            if t is None:
-                orig = None
-                if op == "void":
-                    target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
-                    if target is None:
-                        log.event(src, "void", "no matching transaction")
-                        return self.fail(req, _AF["not_found"]), None
-                    orig = target.no
-                data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
-                t = term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
-                retried = False
-            else:
-                retried = True
+            if t is not None:
+                log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
+                return True, req, t
+            orig = None
+            if op == "void":
+                target = term.find_void_target(amount, cur, ref and (lambda t: t.ref == ref))
+                if target is None:
+                    log.event(src, "void", "no matching transaction")
+                    return self.fail(req, _AF["not_found"]), req, None
+                orig = target.no
+            data = {"CJ": req["CJ"], "CA": req["CA"], "CF": req.get("CF")}
+            return None, req, term.start(op, amount, cur, src, ref=ref, orig=orig, data=data)
         except Busy:
-            return self.busy(req), None
+            return self.busy(req), req, None
         except MemoryError as e:  # nothing began: say busy (if even that has no room, it goes up)
             import gc
 
             gc.collect()
             log.event(src, "busy", "no room for the request: %s" % e)
-            return self.busy(req), None
-        if retried:
-            log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
-            return await when_room(self.answer, req, t), t
-        if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
-            asyncio.create_task(term.run(t))
-            return tlv.encode(self.head(req, _AE_TAKEN)), None
-        await term.run(t)
-        if t.withhold:
-            return None, t
-        return await when_room(self.answer, req, t), t
+            return self.busy(req), req, None
 
 
 def _retried(term, req, op, amount, cur, ref, src):
