@@ -57,7 +57,18 @@ _ROOM_WAIT_MS = 1000
 # hears when refused for want of heap: a constant, so saying it allocates nothing
 _HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
               b"Connection: close\r\n\r\n")
-_SINK = bytearray(64)  # the refused request is read into this (unread bytes would make close a reset)
+_SINK = bytearray(64)  # what read_away() drops is read into this
+
+
+def read_away(sock):
+    """Drop what the peer has sent and nobody will read (up to 4 KB that
+    has arrived; no wait, no allocation): a socket closed with unread bytes
+    sends a reset, which can make the peer lose the answer written just
+    before it.  sock: a non-blocking socket, or an asyncio stream's."""
+    sock = getattr(sock, "s", sock)
+    for _ in range(64):
+        if not sock.readinto(_SINK):
+            break
 
 
 def nodelay(s):
@@ -177,9 +188,7 @@ class TCPListener:
                     try:  # a new socket's buffer is empty: this fits, or the peer is gone
                         raw.setblocking(False)
                         raw.send(_HTTP_BUSY)
-                        for _ in range(64):  # up to 4 KB of request
-                            if not raw.readinto(_SINK):
-                                break
+                        read_away(raw)
                     except Exception:
                         pass
                 for x in (s2, raw):  # whatever was made of this client goes

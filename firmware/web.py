@@ -112,6 +112,7 @@ async def serve(app, name, s, ip):
         log.event(name, "out-of-memory", ip, method, path, "200 (done)" if stage else "503")
         try:
             await web.write(s, _DONE if stage else _SHORT)
+            tcp.read_away(s)  # a request not read to its end: no reset over the answer
         except Exception:  # the client went away
             pass
     app.web_seen = time.ticks_ms()  # an event stream may have lasted hours
