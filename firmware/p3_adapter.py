@@ -294,7 +294,11 @@ class P3:
         except Busy:
             raise p3_codec.P3Error(p3_codec.ACCESSORY_BUSY, "the terminal is busy with another transaction")
         t.hold = ("signature",)
-        asyncio.create_task(self.drive(conn, t, rtype, tag, res, updates))
+        try:
+            asyncio.create_task(self.drive(conn, t, rtype, tag, res, updates))
+        except MemoryError:  # no room for its task: the terminal is not left claimed
+            self.app.term.release(t)
+            raise
         return None
 
     def view(self, t, final=True):

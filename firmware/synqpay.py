@@ -356,12 +356,16 @@ class Synqpay:
             t = term.start(op, amount, cur, src, ref=ref, orig=orig, data={"id": rid})
         except Busy:
             raise Err(_ILLEGAL_STATE, "device is busy")
-        me.began = True
         # no approved amount of its own in a TxResult: no partial approval (unhappy.py)
         t.hold = ("card", "whole") if p.get("notifyUpdate") is True and op != "void" else ("whole",)
         ev = p.get("notifyEvents") is True
-        t.progress = lambda t: self._progress(t, ev)
-        asyncio.create_task(self._run(t))
+        try:
+            t.progress = lambda t: self._progress(t, ev)
+            asyncio.create_task(self._run(t))
+        except MemoryError:  # no room to run it: nothing began, the request is handled again
+            term.release(t)
+            raise
+        me.began = True
 
     def _continue(self, me, rid, p):
         term = self.app.term

@@ -117,6 +117,16 @@ class Terminal:
         self.note = None
         return t
 
+    def release(self, t):
+        """Give back the terminal claimed for t when t was never run (no
+        room for the task that would run it): nothing is journaled yet, and
+        the caller answers as for a short heap.  An adapter that allocates
+        between start() and run() beyond what start() made sure of (a
+        coroutine and its task) calls this when that allocation fails; else
+        the terminal would stay claimed, every later request busy."""
+        if self.current is t and not t.no:
+            self.current = None
+
     async def run(self, t):
         """Run t to its end; never raises, never leaves the terminal busy."""
         j = self.journal

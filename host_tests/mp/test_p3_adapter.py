@@ -190,3 +190,25 @@ def test_lookup_and_refund_through_the_other_requests():
                                                              "amount": "11.00"}))
     assert _error(a) == "PARAMETER_INVALID" and "what is left" in a["error"]["message"], a
     assert "firmware.p3_other_requests" not in sys.modules
+
+
+def test_a_charge_with_no_room_for_its_task_is_busy_and_leaves_the_terminal_free():
+    """The terminal was claimed, but the task that would drive the charge
+    found no room: the POS hears ACCESSORY_BUSY, the claim is given back
+    (nothing was journaled), and the next charge is served."""
+    p3, conn = _p3()
+    _login(p3, conn)
+    real = p3.drive
+    calls = [0]
+
+    def drive(*args):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise MemoryError("memory allocation failed, allocating 400 bytes")
+        return real(*args)
+
+    p3.drive = drive
+    assert _error(_answer(p3, conn, _charge("M1"))) == "ACCESSORY_BUSY"
+    assert p3.app.term.current is None and p3.app.term.journal.next_no == 1
+    m = _pay(p3, conn, "M2")
+    assert m["executeTransactionResponse"]["transaction"]["status"] == "APPROVED", m

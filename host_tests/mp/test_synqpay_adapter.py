@@ -200,3 +200,24 @@ def test_an_answer_owed_goes_to_the_next_link_that_shows_the_key():
     got = run(go())
     assert [m["id"] for kind, m in got] == ["9", "10"], got
     assert got[0][1]["result"]["result"] == "OK" and app.term.journal.last().delivered
+
+
+def test_a_sale_with_no_room_for_its_task_leaves_the_terminal_free():
+    """The terminal was claimed, but the task that would run the sale found
+    no room: the claim is given back (nothing was journaled) and the request
+    is handled again a moment later, rather than a terminal busy for good."""
+    app, a = _paired()
+    real = a._run
+    calls = [0]
+
+    def _run(t):
+        calls[0] += 1
+        if calls[0] == 1:
+            assert app.term.current is t  # claimed when it fails
+            raise MemoryError("memory allocation failed, allocating 200 bytes")
+        return real(t)
+
+    a._run = _run
+    r = _final(run(_link(a, [(KEY, _rpc("startTransaction", _sale("r1")))], _ended)))
+    assert r["result"]["transaction"]["transactionStatus"] == "CAPTURED" and calls[0] == 2, r
+    assert app.term.journal.next_no == 2  # one transaction, journaled once
