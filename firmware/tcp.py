@@ -101,7 +101,9 @@ async def read_head(s, due, http, limit):
     wire.http, passed in by callers that import it for the occasion."""
     buf = b""
     while True:
-        chunk = await read_by(s, min(512, limit + 1 - len(buf)), due)
+        # 128 at a time: a read allocates its whole size first, and an API
+        # request's head (~150 bytes) then needs no 513-byte block
+        chunk = await read_by(s, min(128, limit + 1 - len(buf)), due)
         if not chunk:
             return None, b""
         buf += chunk

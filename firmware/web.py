@@ -26,7 +26,8 @@ from wire import http
 
 _MAX_HEAD = const(2048)
 _WRITE_MS = const(5000)
-_CHUNK = const(512)
+_CHUNK = const(512)  # bytes: the page's writes
+_PIECE = const(128)  # bytes: a JSON answer's writes (a short heap has more small holes)
 _WINDOW = const(10)  # log2 of the page's deflate window (tools/understudy/build.py)
 # answers when the heap is short, made once so that sending them needs no room:
 # nothing was done (try again), or the change was made but its answer has no room
@@ -105,11 +106,11 @@ async def serve(app, name, s, ip):
         await web.error(name, s, ip, method, path, e.status, e.reason, e.headers, e.reason)
     except Answer as e:
         await web.error(name, s, ip, method, path, e.status, e.reason, (), e.text)
-    except MemoryError:
+    except MemoryError as e:
         if stage == 2:  # the client sees the answer cut short (not JSON): it asks again
-            log.event(name, "out-of-memory", ip, method, path, "200 cut short")
+            log.event(name, "out-of-memory", ip, method, path, "200 cut short:", e)
             return
-        log.event(name, "out-of-memory", ip, method, path, "200 (done)" if stage else "503")
+        log.event(name, "out-of-memory", ip, method, path, "200 (done)" if stage else "503", e)
         try:
             await web.write(s, _DONE if stage else _SHORT)
             tcp.read_away(s)  # a request not read to its end: no reset over the answer
@@ -266,19 +267,22 @@ class Web:
     # ---- writing answers ---------------------------------------------------
 
     async def write(self, s, data):
-        s.write(data)
-        await asyncio.wait_for_ms(s.drain(), _WRITE_MS)
+        s.write(data)  # (asyncio's stream sends at once what the socket takes)
+        if getattr(s, "out_buf", True):  # the client reads slower: wait, but not forever
+            await asyncio.wait_for_ms(s.drain(), _WRITE_MS)
+        else:  # all sent: no time-out to arm (its task and coroutines), only a yield
+            await asyncio.sleep_ms(0)
 
     async def json(self, s, obj):
         """A 200 answer that ends when the connection closes, written in
-        writes of about _CHUNK bytes made of short pieces (_pieces): a long
+        writes of about _PIECE bytes made of short pieces (_pieces): a long
         one (the config, the state) never needs a block of its size, which
         a busy heap may not have."""
         await self.write(s, self.JSON_HEAD)
         buf = bytearray()
         for piece in _pieces(obj):
             buf += piece
-            if len(buf) >= _CHUNK:
+            if len(buf) >= _PIECE:
                 await self.write(s, buf)
                 buf = bytearray()
         await self.write(s, buf)

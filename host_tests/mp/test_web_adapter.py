@@ -180,14 +180,14 @@ def test_every_route_has_its_call():
 
 
 def test_json_answers_are_written_in_pieces():
-    """However deep, no write is much longer than 512 bytes, and the pieces
+    """However deep, no write is much longer than 128 bytes, and the pieces
     make the JSON of the whole (the running config: 3 KB)."""
     web = _web()
     for obj in ({"a": 1, "b": [2, {"c": None}], "d": {}, "e": []}, web.app.cfg):
         s = Sink()
         run(web.json(s, obj))
         assert s.out[0] == Web.JSON_HEAD, s.out
-        assert max(len(x) for x in s.out[1:]) < 600, [len(x) for x in s.out]
+        assert max(len(x) for x in s.out[1:]) < 200, [len(x) for x in s.out]
         assert json.loads(b"".join(s.out[1:])) == json.loads(json.dumps(obj)), s.out
 
 
