@@ -86,6 +86,10 @@ async def serve(app, name, s, peer, hello=None):
                     continue
                 log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
                 break
+            except MemoryError:  # no room to read now: the bytes wait in the socket
+                gc.collect()
+                await asyncio.sleep_ms(ROOM_WAITS[-1])
+                continue
             if not data:
                 break
             d.feed(data)

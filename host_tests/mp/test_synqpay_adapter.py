@@ -221,3 +221,31 @@ def test_a_sale_with_no_room_for_its_task_leaves_the_terminal_free():
     r = _final(run(_link(a, [(KEY, _rpc("startTransaction", _sale("r1")))], _ended)))
     assert r["result"]["transaction"]["transactionStatus"] == "CAPTURED" and calls[0] == 2, r
     assert app.term.journal.next_no == 2  # one transaction, journaled once
+
+
+class _Reads(_Stream):
+    """A link whose first read finds no heap, then brings a request, then ends."""
+
+    def __init__(self, frames):
+        super().__init__()
+        self.frames = [MemoryError("memory allocation failed, allocating 257 bytes")] + frames
+
+    async def read(self, n):
+        await asyncio.sleep_ms(0)
+        if not self.frames:
+            return b""
+        f = self.frames.pop(0)
+        if isinstance(f, Exception):
+            raise f
+        return f
+
+
+def test_a_link_with_no_room_to_read_reads_again_a_moment_later():
+    """No room for a read (it allocates its size first, before taking any
+    byte from the socket): the link waits and reads again, rather than
+    closing under the POS with its request unanswered."""
+    app, a = _paired()
+    s = _Reads([L.frame(L.REQUEST, _rpc("getStatus", None, "4"), KEY)])
+    run(synqpay.serve(app, "synqpay", s, "test"))
+    got = _frames(s.out)
+    assert got and got[0][0] == "answer" and got[0][1]["id"] == "4", got
