@@ -124,7 +124,7 @@ class Terminal:
         between start() and run() beyond what start() made sure of (a
         coroutine and its task) calls this when that allocation fails; else
         the terminal would stay claimed, every later request busy."""
-        if self.current is t and not t.no:
+        if not t.no and self.current is t:
             self.current = None
 
     async def run(self, t):

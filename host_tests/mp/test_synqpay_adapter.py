@@ -244,7 +244,7 @@ def test_a_link_with_no_room_to_read_reads_again_a_moment_later():
     """No room for a read (it allocates its size first, before taking any
     byte from the socket): the link waits and reads again, rather than
     closing under the POS with its request unanswered."""
-    app, a = _paired()
+    app, _ = _paired()  # (serve() finds the paired adapter through the app)
     s = _Reads([L.frame(L.REQUEST, _rpc("getStatus", None, "4"), KEY)])
     run(synqpay.serve(app, "synqpay", s, "test"))
     got = _frames(s.out)
