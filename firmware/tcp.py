@@ -186,19 +186,27 @@ class TCPListener:
                 st = asyncio.StreamReader(s2, {"peername": addr})
                 asyncio.create_task(self._client(st, peer_ip(addr), raw))
             except Exception as e:  # MemoryError, a failed TLS setup, a vanished peer...
-                if isinstance(e, MemoryError) and raw is not None and self.kind in ("http", "ws"):
-                    try:  # a new socket's buffer is empty: this fits, or the peer is gone
-                        raw.setblocking(False)
-                        raw.send(_HTTP_BUSY)
-                        read_away(raw)
-                    except Exception:
-                        pass
+                if isinstance(e, MemoryError) and raw is not None:
+                    self._short(raw)
                 for x in (s2, raw):  # whatever was made of this client goes
                     if x is not None:
                         x.close()
                 s2 = raw = st = None
                 gc.collect()
                 log.event(self.name, "refused", peer_ip(addr), repr(e))
+
+    def _short(self, raw):
+        """A client taken on but not served for want of heap: an HTTP one
+        hears 503 with Retry-After (a new socket's buffer is empty: this
+        fits, or the peer is gone), and what it sent is read away, so the
+        close is not a reset."""
+        try:
+            raw.setblocking(False)
+            if self.kind in ("http", "ws"):
+                raw.send(_HTTP_BUSY)
+            read_away(raw)
+        except Exception:
+            pass
 
     async def _client(self, st, ip, raw):
         allowed = self.app.cfg["allowed_ips"]
@@ -212,7 +220,12 @@ class TCPListener:
                 h = self.handler
                 if h is None:
                     h = self.handler = self.app.serve_of(self.name)
-                await h(self.app, self.name, st, ip)
+                try:
+                    co = h(self.app, self.name, st, ip)
+                except MemoryError:  # no room for its coroutine: nothing began, refused
+                    self._short(raw)
+                    raise
+                await co
             except OSError as e:  # the peer reset or vanished
                 log.event(self.name, "closed", ip, repr(e))
             except MemoryError as e:  # a heap too small for this client now: it is dropped,

@@ -248,6 +248,49 @@ def test_an_http_client_refused_for_want_of_heap_hears_503():
     assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
 
 
+def test_an_http_client_whose_handler_finds_no_room_hears_503():
+    """Taken on, but no room for the coroutine that would serve it: an HTTP
+    client hears 503 with Retry-After, not a close on its unread request."""
+    import os
+    import socket
+
+    from firmware import tcp
+
+    cfg, _ = config.merge({"allowed_ips": []})
+    a = _App(cfg)
+    a.board = _Board()
+
+    def serve(app_, name, st, ip):  # (calling it is what allocates the coroutine)
+        raise MemoryError("memory allocation failed, allocating 416 bytes")
+
+    async def go():
+        lst = tcp.TCPListener(a, "web", None)
+        lst.kind = "http"
+        lst.handler = serve
+        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[0])
+        await lst.start({"host": "127.0.0.1", "port": port})
+        c = socket.socket()
+        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        c.send(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.setblocking(False)
+        got = b""
+        for _ in range(150):
+            await asyncio.sleep_ms(20)
+            try:
+                data = c.recv(256)
+            except OSError:
+                continue
+            if not data:
+                break
+            got += data
+        c.close()
+        await lst.stop()
+        return got
+
+    got = asyncio.run(go())
+    assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
+
+
 def _concert_app():
     cfg, _ = config.merge({"delays": {"auth_ms": 0}})
     a = _App(cfg)
