@@ -136,6 +136,9 @@ class TCPListener:
         self.task = None
         self.clients = 0
         self.max_clients = 8
+        # what a client refused for want of heap hears, when its protocol has
+        # a constant busy answer (App.busy_of, with the handler; HTTP's 503)
+        self.busy = None
 
     async def start(self, lc):
         host = lc["host"] or self.app.board.DEFAULT_HOST
@@ -187,26 +190,31 @@ class TCPListener:
                 asyncio.create_task(self._client(st, peer_ip(addr), raw))
             except Exception as e:  # MemoryError, a failed TLS setup, a vanished peer...
                 if isinstance(e, MemoryError) and raw is not None:
-                    self._short(raw)
+                    self._short(raw, peer_ip(addr), e)
+                else:
+                    log.event(self.name, "refused", peer_ip(addr), repr(e))
                 for x in (s2, raw):  # whatever was made of this client goes
                     if x is not None:
                         x.close()
                 s2 = raw = st = None
                 gc.collect()
-                log.event(self.name, "refused", peer_ip(addr), repr(e))
 
-    def _short(self, raw):
-        """A client taken on but not served for want of heap: an HTTP one
-        hears 503 with Retry-After (a new socket's buffer is empty: this
-        fits, or the peer is gone), and what it sent is read away, so the
-        close is not a reset."""
+    def _short(self, raw, ip, e):
+        """A client taken on but not served for want of heap (e): it hears
+        its protocol's constant busy answer if there is one (a new socket's
+        buffer is empty: this fits, or the peer is gone), and what it sent
+        is read away, so the close is not a reset.  Logged as a refusal
+        when it was answered, else as the MemoryError that closed it."""
+        busy = _HTTP_BUSY if self.kind in ("http", "ws") else self.busy
         try:
             raw.setblocking(False)
-            if self.kind in ("http", "ws"):
-                raw.send(_HTTP_BUSY)
+            if busy:
+                raw.send(busy)
             read_away(raw)
         except Exception:
             pass
+        gc.collect()
+        log.event(self.name, "refused" if busy else "closed", ip, "busy: %s" % e if busy else repr(e))
 
     async def _client(self, st, ip, raw):
         allowed = self.app.cfg["allowed_ips"]
@@ -220,12 +228,14 @@ class TCPListener:
                 h = self.handler
                 if h is None:
                     h = self.handler = self.app.serve_of(self.name)
+                    self.busy = self.app.busy_of(self.name)
                 try:
                     co = h(self.app, self.name, st, ip)
-                except MemoryError:  # no room for its coroutine: nothing began, refused
-                    self._short(raw)
-                    raise
-                await co
+                except MemoryError as e:  # no room for its coroutine: nothing began, refused
+                    co = None
+                    self._short(raw, ip, e)
+                if co is not None:
+                    await co
             except OSError as e:  # the peer reset or vanished
                 log.event(self.name, "closed", ip, repr(e))
             except MemoryError as e:  # a heap too small for this client now: it is dropped,

@@ -291,6 +291,52 @@ def test_an_http_client_whose_handler_finds_no_room_hears_503():
     assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
 
 
+def test_a_concert_register_whose_handler_finds_no_room_hears_busy():
+    """The same for a Concert register: it hears Concert's busy (AE=01
+    AF=00, no field echoed: its request was not read), not a closed
+    connection that leaves it guessing."""
+    import os
+    import socket
+
+    from firmware import tcp
+    from firmware.app import App
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    a.board = _Board()
+    a.busy_of = lambda name: App.busy_of(a, name)
+
+    def serve(app_, name, st, ip):  # (calling it is what allocates the coroutine)
+        raise MemoryError("memory allocation failed, allocating 296 bytes")
+
+    a.serve_of = lambda name: serve
+
+    async def go():
+        lst = tcp.TCPListener(a, "concert-ip", None)
+        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[1])
+        await lst.start({"host": "127.0.0.1", "port": port})
+        c = socket.socket()
+        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        c.send(_PAY)
+        c.setblocking(False)
+        got = b""
+        for _ in range(150):
+            await asyncio.sleep_ms(20)
+            try:
+                data = c.recv(256)
+            except OSError:
+                continue
+            if not data:
+                break
+            got += data
+        c.close()
+        await lst.stop()
+        return got
+
+    got = tlv.decode(asyncio.run(go()))
+    assert (got["AE"], got["AF"]) == ("01", "00") and "CJ" not in got, got
+
+
 def _concert_app():
     cfg, _ = config.merge({"delays": {"auth_ms": 0}})
     a = _App(cfg)
