@@ -200,12 +200,37 @@ def test_a_connection_waits_in_the_backlog_while_the_heap_is_short():
     assert got == b"answer" and short[0] < 0, (got, short)
 
 
+async def _ask(lst, k, request):
+    """Start listener lst on the test's k-th free port, connect, send
+    request, and read until the listener closes (3 s at most): the bytes."""
+    import os
+    import socket
+
+    port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[k])
+    await lst.start({"host": "127.0.0.1", "port": port})
+    c = socket.socket()
+    c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    c.send(request)
+    c.setblocking(False)
+    got = b""
+    for _ in range(150):
+        await asyncio.sleep_ms(20)
+        try:
+            data = c.recv(256)
+        except OSError:
+            continue
+        if not data:
+            break
+        got += data
+    c.close()
+    await lst.stop()
+    return got
+
+
 def test_an_http_client_refused_for_want_of_heap_hears_503():
     """After the wait in the backlog, still no heap: an HTTP client (the
     page, the API, a P3 WebSocket handshake) hears 503 with Retry-After,
     not a silent close; the bytes are a constant, so saying them needs none."""
-    import os
-    import socket
 
     from firmware import tcp
 
@@ -216,33 +241,12 @@ def test_an_http_client_refused_for_want_of_heap_hears_503():
     async def serve(app_, name, st, ip):
         raise AssertionError("served")
 
-    async def go():
-        lst = tcp.TCPListener(a, "web", None)
-        lst.kind = "http"
-        lst.handler = serve
-        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[1])
-        await lst.start({"host": "127.0.0.1", "port": port})
-        c = socket.socket()
-        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        c.send(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
-        c.setblocking(False)
-        got = b""
-        for _ in range(150):
-            await asyncio.sleep_ms(20)
-            try:
-                data = c.recv(256)
-            except OSError:
-                continue
-            if not data:
-                break
-            got += data
-        c.close()
-        await lst.stop()
-        return got
-
+    lst = tcp.TCPListener(a, "web", None)
+    lst.kind = "http"
+    lst.handler = serve
     real, tcp.room = tcp.room, lambda need: False
     try:
-        got = asyncio.run(go())
+        got = asyncio.run(_ask(lst, 1, b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n"))
     finally:
         tcp.room = real
     assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
@@ -251,8 +255,6 @@ def test_an_http_client_refused_for_want_of_heap_hears_503():
 def test_an_http_client_whose_handler_finds_no_room_hears_503():
     """Taken on, but no room for the coroutine that would serve it: an HTTP
     client hears 503 with Retry-After, not a close on its unread request."""
-    import os
-    import socket
 
     from firmware import tcp
 
@@ -263,31 +265,10 @@ def test_an_http_client_whose_handler_finds_no_room_hears_503():
     def serve(app_, name, st, ip):  # (calling it is what allocates the coroutine)
         raise MemoryError("memory allocation failed, allocating 416 bytes")
 
-    async def go():
-        lst = tcp.TCPListener(a, "web", None)
-        lst.kind = "http"
-        lst.handler = serve
-        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[0])
-        await lst.start({"host": "127.0.0.1", "port": port})
-        c = socket.socket()
-        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        c.send(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
-        c.setblocking(False)
-        got = b""
-        for _ in range(150):
-            await asyncio.sleep_ms(20)
-            try:
-                data = c.recv(256)
-            except OSError:
-                continue
-            if not data:
-                break
-            got += data
-        c.close()
-        await lst.stop()
-        return got
-
-    got = asyncio.run(go())
+    lst = tcp.TCPListener(a, "web", None)
+    lst.kind = "http"
+    lst.handler = serve
+    got = asyncio.run(_ask(lst, 0, b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
 
 
@@ -295,8 +276,6 @@ def test_a_concert_register_whose_handler_finds_no_room_hears_busy():
     """The same for a Concert register: it hears Concert's busy (AE=01
     AF=00, no field echoed: its request was not read), not a closed
     connection that leaves it guessing."""
-    import os
-    import socket
 
     from firmware import tcp
     from firmware.app import App
@@ -311,29 +290,7 @@ def test_a_concert_register_whose_handler_finds_no_room_hears_busy():
 
     a.serve_of = lambda name: serve
 
-    async def go():
-        lst = tcp.TCPListener(a, "concert-ip", None)
-        port = int(os.getenv("UNDERSTUDY_TEST_PORTS").split()[1])
-        await lst.start({"host": "127.0.0.1", "port": port})
-        c = socket.socket()
-        c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        c.send(_PAY)
-        c.setblocking(False)
-        got = b""
-        for _ in range(150):
-            await asyncio.sleep_ms(20)
-            try:
-                data = c.recv(256)
-            except OSError:
-                continue
-            if not data:
-                break
-            got += data
-        c.close()
-        await lst.stop()
-        return got
-
-    got = tlv.decode(asyncio.run(go()))
+    got = tlv.decode(asyncio.run(_ask(tcp.TCPListener(a, "concert-ip", None), 1, _PAY)))
     assert (got["AE"], got["AF"]) == ("01", "00") and "CJ" not in got, got
 
 
