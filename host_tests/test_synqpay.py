@@ -311,6 +311,8 @@ def test_a_new_client_evicts_the_old_one(firmware, tmp_path):
     c = Link(tcp(fw))
     assert b.closed()
     assert c.call("getStatus")["result"]["deviceStatus"] == "IDLE"
+    first = fw.wait_for(" evicted ", 5)
+    fw.wait_for(" evicted ", 5, first + 1)  # (a line reaches us a moment after the answers)
     assert fw.output().count(" evicted ") == 2
 
 
