@@ -248,6 +248,9 @@ class TCPListener:
                 self.clients -= 1
         close(st)
         raw.close()
+        # a finished task can outlive its end (asyncio's queue may keep a
+        # pointer to it, docs/MEMORY.md): it holds nothing of this client
+        co = h = st = raw = None
 
 
 class TLSListener(TCPListener):
