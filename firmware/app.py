@@ -52,6 +52,18 @@ class App:
         self.web_seen = None  # ticks of the last web request while its code is loaded
         self.adapters = {}  # personality -> its adapter object, made at its first use
 
+    def busy_of(self, name):
+        """The constant answer a client of listener `name` hears when it is
+        refused for want of heap, if its protocol has one: Concert's busy,
+        which echoes no field (AE=01 AF=00).  P3 and Synqpay answer a
+        request they would have to read; HTTP's 503 is tcp's own."""
+        if name == "concert-ip":
+            from firmware import adapter
+            from firmware.concert import Concert
+
+            return adapter(self, Concert).busy({})
+        return None
+
     def serve_of(self, name):
         """The serve() of listener `name`, its personality imported now: at
         the first client (or the line's first bytes), so a personality

@@ -136,6 +136,9 @@ class TCPListener:
         self.task = None
         self.clients = 0
         self.max_clients = 8
+        # what a client refused for want of heap hears, when its protocol has
+        # a constant busy answer (App.busy_of, with the handler; HTTP's 503)
+        self.busy = None
 
     async def start(self, lc):
         host = lc["host"] or self.app.board.DEFAULT_HOST
@@ -197,12 +200,12 @@ class TCPListener:
                 gc.collect()
 
     def _short(self, raw, ip, e):
-        """A client taken on but not served for want of heap (e): an HTTP
-        one hears the constant 503 (a new socket's buffer is empty: this
-        fits, or the peer is gone), and what it sent is read away, so the
-        close is not a reset.  Logged as a refusal when it was answered,
-        else as the MemoryError that closed it."""
-        busy = _HTTP_BUSY if self.kind in ("http", "ws") else None
+        """A client taken on but not served for want of heap (e): it hears
+        its protocol's constant busy answer if there is one (a new socket's
+        buffer is empty: this fits, or the peer is gone), and what it sent
+        is read away, so the close is not a reset.  Logged as a refusal
+        when it was answered, else as the MemoryError that closed it."""
+        busy = _HTTP_BUSY if self.kind in ("http", "ws") else self.busy
         try:
             raw.setblocking(False)
             if busy:
@@ -225,6 +228,7 @@ class TCPListener:
                 h = self.handler
                 if h is None:
                     h = self.handler = self.app.serve_of(self.name)
+                    self.busy = self.app.busy_of(self.name)
                 try:
                     co = h(self.app, self.name, st, ip)
                 except MemoryError as e:  # no room for its coroutine: nothing began, refused

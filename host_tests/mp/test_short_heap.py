@@ -272,6 +272,28 @@ def test_an_http_client_whose_handler_finds_no_room_hears_503():
     assert got.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in got, got
 
 
+def test_a_concert_register_whose_handler_finds_no_room_hears_busy():
+    """The same for a Concert register: it hears Concert's busy (AE=01
+    AF=00, no field echoed: its request was not read), not a closed
+    connection that leaves it guessing."""
+
+    from firmware import tcp
+    from firmware.app import App
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    a.board = _Board()
+    a.busy_of = lambda name: App.busy_of(a, name)
+
+    def serve(app_, name, st, ip):  # (calling it is what allocates the coroutine)
+        raise MemoryError("memory allocation failed, allocating 296 bytes")
+
+    a.serve_of = lambda name: serve
+
+    got = tlv.decode(asyncio.run(_ask(tcp.TCPListener(a, "concert-ip", None), 1, _PAY)))
+    assert (got["AE"], got["AF"]) == ("01", "00") and "CJ" not in got, got
+
+
 def _concert_app():
     cfg, _ = config.merge({"delays": {"auth_ms": 0}})
     a = _App(cfg)
