@@ -71,9 +71,10 @@ def main(argv=None):
     build = "build-frozen-32" if a.frozen else "build-standard-32"
     args = ["make", "-C", unix, "-j%d" % a.j, "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0",
             "MICROPY_PY_BTREE=0", "BUILD=" + build]
+    # both variants freeze modules (the standard one its asyncio...): mpy-cross first
+    run(["make", "-C", os.path.join(mp, "mpy-cross"), "-j%d" % a.j])
     with tempfile.TemporaryDirectory() as d:
         if a.frozen:
-            run(["make", "-C", os.path.join(mp, "mpy-cross"), "-j%d" % a.j])
             manifest = os.path.join(d, "manifest.py")
             with open(manifest, "w") as f:  # the port's own modules (asyncio...), then ours
                 f.write('include("$(PORT_DIR)/variants/standard/manifest.py")\n')
