@@ -102,6 +102,24 @@ def room(need):
     return gc.mem_free() >= need
 
 
+def spawn(co):
+    """asyncio.create_task(co) for work that ends (a transaction, an
+    answer): the task runs co inside a small coroutine that lets go of it.
+    asyncio's queue can point at a task for seconds after it ended (its
+    pairing heap keeps a stale pointer, docs/MEMORY.md), and a task whose
+    own coroutine is co keeps all that co held meanwhile."""
+    import asyncio
+
+    return asyncio.create_task(_ended(co))
+
+
+async def _ended(co):
+    try:
+        await co  # (done, its slot holds what co returned, not co)
+    finally:
+        co = None
+
+
 ROOM_WAITS = (20, 100)  # ms: a peak of other clients mid-answer usually passes by then
 
 

@@ -12,11 +12,10 @@ on use, which is handed the adapter.  V2 requests (serial only) are
 concert_v2_requests'.  Decisions where the sources disagree are listed in
 docs/CONCERT.md.
 """
-import asyncio
 
 from micropython import const
 
-from firmware import log, when_room
+from firmware import log, spawn, when_room
 from firmware.terminal import Busy
 from wire import concert_tlv as tlv
 
@@ -166,7 +165,7 @@ class Concert:
         if ans is not None:
             return ans, t
         if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
-            asyncio.create_task(self.app.term.run(t))
+            spawn(self.app.term.run(t))
             return tlv.encode(self.head(req, _AE_TAKEN)), None
         await self.app.term.run(t)
         if t.withhold:

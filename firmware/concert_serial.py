@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from firmware import adapter, log, uart
+from firmware import adapter, log, spawn, uart
 from firmware.concert import Concert
 from wire import concert_link
 
@@ -78,7 +78,7 @@ class Line:
         await self._flush()
         for kind, what in events:
             if kind == "request":
-                asyncio.create_task(self._serve(what))
+                spawn(self._serve(what))
             elif kind == "sent" or kind == "failed":
                 t = self.t
                 self.t = None

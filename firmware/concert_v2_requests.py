@@ -5,9 +5,8 @@ request(), with the Concert adapter; the fixed-field codec is
 lib/wire/concert_v2.  Loaded at the line's first V2 message: a line that
 speaks V3 never carries it.  Decisions are in docs/CONCERT.md.
 """
-import asyncio
 
-from firmware import log, when_room
+from firmware import log, spawn, when_room
 from firmware.concert import OPS
 from firmware.terminal import Busy
 from wire import concert_v2 as v2
@@ -44,7 +43,7 @@ async def request(concert, msg, src, immediate):
         return v2.encode(req, v2.REFUSED), None
     t.hold = ("whole",)  # V2 answers no amount: no partial approval (unhappy.py)
     if req["delai"] == "A011" and immediate:  # answer now, result on the terminal
-        asyncio.create_task(term.run(t))
+        spawn(term.run(t))
         return v2.encode(req, v2.TAKEN), None
     await term.run(t)
     if t.withhold:

@@ -23,7 +23,7 @@ import gc
 
 from micropython import const
 
-from firmware import clock, drop, loaded, log, when_room
+from firmware import clock, drop, loaded, log, spawn, when_room
 from firmware.terminal import Busy
 from wire import currency
 from wire import p3 as p3_codec
@@ -295,7 +295,7 @@ class P3:
             raise p3_codec.P3Error(p3_codec.ACCESSORY_BUSY, "the terminal is busy with another transaction")
         t.hold = ("signature",)
         try:
-            asyncio.create_task(self.drive(conn, t, rtype, tag, res, updates))
+            spawn(self.drive(conn, t, rtype, tag, res, updates))
         except MemoryError:  # no room for its task: the terminal is not left claimed
             self.app.term.release(t)
             raise
@@ -385,7 +385,7 @@ class P3:
 
         if updates:
             t.progress = progress
-        task = asyncio.create_task(term.run(t))
+        task = spawn(term.run(t))
         while pend or not task.done():
             if pend:
                 try:

@@ -20,7 +20,7 @@ import time
 
 from micropython import const
 
-from firmware import ROOM_WAITS, adapter, clock, log, when_room
+from firmware import ROOM_WAITS, adapter, clock, log, spawn, when_room
 from firmware.terminal import Busy
 from wire import synqpay_link as L
 from wire.lenient import coerce
@@ -365,7 +365,7 @@ class Synqpay:
         ev = p.get("notifyEvents") is True
         try:
             t.progress = lambda t: self._progress(t, ev)
-            asyncio.create_task(self._run(t))
+            spawn(self._run(t))
         except MemoryError:  # no room to run it: nothing began, the request is handled again
             term.release(t)
             raise
@@ -399,7 +399,7 @@ class Synqpay:
     def _post(self, frame, shown):
         c = self.client()
         if c is not None:
-            asyncio.create_task(c.send(frame, shown))
+            spawn(c.send(frame, shown))
 
     def _progress(self, t, ev):
         if t.state == "wait_continue":
