@@ -71,11 +71,13 @@ async def serve(app, name, s, peer, hello=None):
     me = a.connect(name, s, peer)
     sc = app.cfg["synqpay"]
     d = L.Decoder(sc["max_payload"], ("be", "either", "off").index(sc["crc"]))
+    short = 0  # ms the reads have found no room, in a row
     try:
         while True:
             wait = app.cfg["timeouts"]["request_ms"] if hello or d.pending() else sc["idle_s"] * 1000
             try:
                 data = await (asyncio.wait_for_ms(s.read(256), wait) if wait else s.read(256))
+                short = 0
             except asyncio.TimeoutError:
                 if d.pending():
                     log.event(name, "cut", peer, "frame unfinished after %d ms" % wait)
@@ -87,7 +89,11 @@ async def serve(app, name, s, peer, hello=None):
                 log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
                 break
             except MemoryError:  # no room to read now: the bytes wait in the socket
-                gc.collect()
+                gc.collect()  # (for as long as the link may be silent, then it ends)
+                if short >= (wait or app.cfg["timeouts"]["request_ms"]):
+                    log.event(name, "closed", peer, "no room to read for %d ms" % short)
+                    break
+                short += ROOM_WAITS[-1]
                 await asyncio.sleep_ms(ROOM_WAITS[-1])
                 continue
             if not data:

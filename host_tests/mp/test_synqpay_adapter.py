@@ -249,3 +249,20 @@ def test_a_link_with_no_room_to_read_reads_again_a_moment_later():
     run(synqpay.serve(app, "synqpay", s, "test"))
     got = _frames(s.out)
     assert got and got[0][0] == "answer" and got[0][1]["id"] == "4", got
+
+
+def test_a_link_that_never_finds_room_to_read_ends_after_the_request_time_out():
+    """Reads that keep finding no room are tried again for as long as the
+    link may stay silent (timeouts.request_ms here), then the link ends:
+    a heap that never comes back does not keep the socket for ever."""
+    app, _ = _paired(timeouts={"request_ms": 300})
+    s = _Reads([])
+    s.frames = [MemoryError("memory allocation failed, allocating 257 bytes")] * 100
+    seen = []
+    log.watch(lambda src, what, line: seen.append(line))
+    try:
+        run(synqpay.serve(app, "synqpay", s, "test"), 3000)
+    finally:
+        log._observers.clear()
+    assert "synqpay closed test no room to read for 300 ms" in seen, seen
+    assert 3 <= 100 - len(s.frames) <= 5, len(s.frames)  # read again every 100 ms meanwhile
