@@ -101,9 +101,9 @@ class Txn:
         does this before it claims the terminal (no room: busy); a field
         first set mid-payment would grow the dict (368 bytes on x64) after
         the terminal committed, and fail there at a peak."""
-        for k in ("no", "batch", "state", "outcome", "result", "reason", "auth", "pan", "brand",
-                  "mode", "aid", "exp", "delivered", "voided", "withhold", "hold", "progress"):
-            setattr(self, k, getattr(self, k))
+        for k, v in Txn.__dict__.items():  # the fields the class says, not its methods
+            if k[0] != "_" and not callable(v):
+                setattr(self, k, v)
 
 
 class Journal:
