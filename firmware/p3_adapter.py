@@ -23,7 +23,7 @@ import gc
 
 from micropython import const
 
-from firmware import clock, drop, loaded, log, spawn, when_room
+from firmware import ROOM_WAITS, clock, drop, loaded, log, spawn, when_room
 from firmware.terminal import Busy
 from wire import currency
 from wire import p3 as p3_codec
@@ -126,23 +126,37 @@ class Conn:
                 pass
 
 
-async def _fill(s, mv):
-    while len(mv):
-        k = await s.readinto(mv)
-        if not k:
+async def _fill(s, buf, k):
+    """Read into buf from index k until it is full.  A MemoryError here (no
+    room for the view or the read's wait) comes before the read takes any
+    byte from the socket: it is tried again after a collection and a pause,
+    the bytes already read kept (the caller's time-out bounds it)."""
+    while k < len(buf):
+        try:
+            got = await s.readinto(memoryview(buf)[k:])
+        except MemoryError:
+            gc.collect()
+            await asyncio.sleep_ms(ROOM_WAITS[-1])
+            continue
+        if not got:
             raise EOFError
-        mv = mv[k:]
+        k += got
 
 
 async def take(s, n, ms, early=b""):
     """n bytes from stream s within ms, in one bytearray allocated once (a
     long message is not copied piece by piece while it arrives); bytes
-    already read (early) come first.  EOFError if the peer closes first."""
-    buf = bytearray(n)
+    already read (early) come first.  EOFError if the peer closes first.
+    No room for the bytearray: asked again after a pause (when_room),
+    nothing read meanwhile."""
+    try:
+        buf = bytearray(n)
+    except MemoryError:
+        buf = await when_room(bytearray, n)
     k = min(n, len(early))
     buf[:k] = early[:k]
     if k < n:
-        await asyncio.wait_for_ms(_fill(s, memoryview(buf)[k:]), ms)
+        await asyncio.wait_for_ms(_fill(s, buf, k), ms)
     return buf
 
 

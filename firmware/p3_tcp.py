@@ -42,8 +42,8 @@ async def serve(app, name, s, peer):
             await conn.send(p3_codec.error("ERROR_RESPONSE", None, None, e))
             await p3_adapter.discard(s)  # so that closing does not reset the answer away
             break
-        except MemoryError:  # allowed by p3.max_message, but no room now
-            log.event(name, "out-of-memory", peer, "message of %d bytes; closed" % n)
+        except MemoryError as e:  # allowed by p3.max_message, but no room now
+            log.event(name, "out-of-memory", peer, "message of %d bytes; closed:" % n, e)
             break
         await p3.received(conn, data)
     conn.open = False

@@ -117,9 +117,9 @@ async def serve(app, name, s, peer):
             code, reason = e.code, str(e)
             log.event(name, "protocol-error", peer, code, reason)
             break
-        except MemoryError:  # allowed by p3.max_message, but no room now
+        except MemoryError as e:  # allowed by p3.max_message, but no room now
             code, reason = ws.TOO_BIG, "no room for this message now"
-            log.event(name, "out-of-memory", peer, reason)
+            log.event(name, "out-of-memory", peer, reason, e)
             break
     if code and conn.open:
         await conn.write(ws.close_frame(code, reason))
