@@ -8,8 +8,9 @@ code.  Like TCP: p3.idle_s for the first byte of a frame, then
 timeouts.request_ms for the rest of it.
 """
 import asyncio
+import gc
 
-from firmware import adapter, drop, loaded, log, p3_adapter, tcp
+from firmware import ROOM_WAITS, adapter, drop, loaded, log, p3_adapter, tcp
 from wire import ws
 
 _MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
@@ -51,6 +52,28 @@ async def _handshake(app, name, s, peer):
     return early
 
 
+_PIECE = 64  # bytes unmasked at a time: each piece allocates about three times its size
+
+
+async def _unmask(data, mask):
+    """ws.unmask(data, mask), a piece at a time: a piece that finds no room
+    is done again after a collection and a pause (the frame is read: a
+    MemoryError now would lose it)."""
+    m = None
+    i = 0
+    while i < len(data):
+        try:
+            if m is None:
+                m = int.from_bytes(mask * (_PIECE // 4), "big")
+            ws.unmask_piece(data, m, i, _PIECE)
+        except MemoryError:
+            gc.collect()
+            await asyncio.sleep_ms(ROOM_WAITS[-1])
+            continue
+        i += _PIECE
+    return data
+
+
 class _In:
     """Exact reads, first from what came with the handshake."""
 
@@ -89,7 +112,7 @@ async def serve(app, name, s, peer):
             h += await inp.take(1, ms)
             h += await inp.take(ws.more_head(h), ms)
             fin, op, n, mask = ws.parse_head(h, limit)
-            data = ws.unmask(await inp.take(n, ms), mask)
+            data = await _unmask(await inp.take(n, ms), mask)
             if op == ws.PING:
                 await conn.write(ws.frame(ws.PONG, data))
             elif op == ws.CLOSE:

@@ -526,6 +526,24 @@ def test_a_p3_message_read_through_a_short_heap_comes_whole():
     assert bytes(got) == msg and calls[0] == 2, (got, calls)
 
 
+def test_a_p3_websocket_frame_unmasked_through_a_short_heap_comes_whole():
+    """The frame is read; unmasking allocates (big ints): a piece that
+    finds no room is done again after a pause, not the frame lost."""
+    from firmware import p3_ws
+    from wire import ws
+
+    msg = b'{"type":"LOGIN_REQUEST","tag":"1","merchantId":"' + b"m" * 150 + b'"}'
+    mask = b"\x01\x02\x03\x04"
+    data = ws.unmask(bytearray(msg), mask)
+    real = ws.unmask_piece
+    ws.unmask_piece, calls = _fails_once(real, "memory allocation failed, allocating 80 bytes")
+    try:
+        got = asyncio.run(p3_ws._unmask(data, mask))
+    finally:
+        ws.unmask_piece = real
+    assert bytes(got) == msg and calls[0] == 5, (got, calls)  # 4 pieces, one done twice
+
+
 def _kept_after(spawn_it):
     """Heap kept once a task made by spawn_it() ended while asyncio's queue
     still points at it: a long-lived task is woken just before spawn_it()
