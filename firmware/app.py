@@ -61,7 +61,7 @@ class App:
             from firmware import adapter
             from firmware.concert import Concert
 
-            return adapter(self, Concert).busy({})
+            return adapter(self, Concert).refusal
         return None
 
     def serve_of(self, name):

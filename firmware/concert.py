@@ -96,6 +96,9 @@ class Concert:
 
     def __init__(self, app):
         self.app = app
+        # busy echoing no field, made now: saying it later needs no heap (a
+        # register refused for want of it, or whose busy answer found none)
+        self.refusal = self.busy({})
 
     def head(self, req, ae=_AE_DONE, cb=None):
         """The pairs every answer starts with: CZ (echoed unless
@@ -114,8 +117,12 @@ class Concert:
 
     def busy(self, req):
         """The answer when the terminal cannot take req (busy, no room, or
-        nothing the register can be told): AE=01 AF=00."""
-        return self.fail(req, _AF_UNKNOWN)
+        nothing the register can be told): AE=01 AF=00, req's fields echoed
+        if there is room for that, else none (the refusal)."""
+        try:
+            return self.fail(req, _AF_UNKNOWN)
+        except MemoryError:
+            return self.refusal
 
     def answer(self, req, t):
         """The answer to a finished transaction (status replies reuse it)."""

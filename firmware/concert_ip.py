@@ -10,7 +10,7 @@ one that only closed its sending half (nc, socat do) still gets its answer.
 import asyncio
 import gc
 
-from firmware import adapter, log, when_room
+from firmware import adapter, log
 from firmware.concert import Concert, complete
 from firmware.tcp import deadline, peer_reset, read_by
 from wire import concert_tlv as tlv
@@ -78,16 +78,29 @@ async def serve(app, name, s, peer):
         if msg is None:
             return
         log.frame(name, "rx", peer, msg)
-    gone = [False]
-    # from here on, anything more the register sends is read and dropped,
-    # and its closing is noticed (gone) whenever it happens
-    watcher = asyncio.create_task(_watch(s, gone))
+    concert = adapter(app, Concert)
+    watcher = None
     try:
-        concert = adapter(app, Concert)
-        if msg is None:  # (its fields unread: the answer echoes none)
-            ans, t = await when_room(concert.busy, {}), None
+        gone = [False]
+        # from here on, anything more the register sends is read and dropped,
+        # and its closing is noticed (gone) whenever it happens
+        watcher = asyncio.create_task(_watch(s, gone))
+        co = None if msg is None else concert.request(msg, name)
+    except MemoryError as e:  # nothing began: busy, said without the watcher
+        if watcher is not None:
+            watcher.cancel()
+        gc.collect()
+        log.event(name, "busy", peer, "no room for the request: %s" % e)
+        try:  # straight to the socket: its buffer is empty, and this allocates nothing
+            s.s.send(concert.refusal)
+        except OSError:
+            pass
+        return
+    try:
+        if co is None:  # (its fields unread: the answer echoes none)
+            ans, t = concert.refusal, None
         else:
-            ans, t = await concert.request(msg, name)
+            ans, t = await co
         if ans is None:
             if t is not None and not t.delivered:
                 app.term.delivered(t, False)

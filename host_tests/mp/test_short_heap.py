@@ -444,6 +444,52 @@ def test_concert_over_tcp_with_no_room_to_read_the_request_answers_busy():
     assert a.term.journal.next_no == 1  # nothing began
 
 
+class _Sock:
+    def __init__(self):
+        self.sent = b""
+
+    def send(self, data):
+        self.sent += data
+        return len(data)
+
+
+class _Paying(_Register):
+    """A register's connection that brings one payment request, then ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.s = _Sock()
+
+    async def read(self, n):
+        self.reads += 1
+        await asyncio.sleep_ms(0)
+        return _PAY if self.reads == 1 else b""
+
+
+def test_concert_over_tcp_with_no_room_for_the_request_answers_busy():
+    """The request was read, but its coroutine finds no block: nothing
+    began, and the register hears busy rather than a closed connection;
+    a busy answer that cannot echo its fields is the constant one."""
+    from firmware import adapter, concert, concert_ip
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    c = adapter(a, concert.Concert)
+    c.request = lambda msg, src: _no_block()
+    reg = _Paying()
+    asyncio.run(concert_ip.serve(a, "concert-ip", reg, "127.0.0.1"))
+    got = tlv.decode(reg.s.sent)
+    assert (got["AE"], got["AF"]) == ("01", "00") and "CJ" not in got, got
+    assert a.term.journal.next_no == 1 and a.term.current is None  # nothing began
+
+    c.fail = lambda req, af: _no_block()
+    assert c.busy(tlv.decode(_PAY)) is c.refusal
+
+
+def _no_block():
+    raise MemoryError("memory allocation failed, allocating 160 bytes")
+
+
 class _Flaky(_Stream):
     """A stream whose third write finds no heap, once."""
 
