@@ -58,10 +58,9 @@ class App:
         which echoes no field (AE=01 AF=00).  P3 and Synqpay answer a
         request they would have to read; HTTP's 503 is tcp's own."""
         if name == "concert-ip":
-            from firmware import adapter
-            from firmware.concert import Concert
+            from firmware import adapter, concert
 
-            return adapter(self, Concert).refusal
+            return adapter(self, concert.Concert).refusal
         return None
 
     def serve_of(self, name):

@@ -12,7 +12,7 @@ import gc
 
 from firmware import adapter, log
 from firmware.concert import Concert, complete
-from firmware.tcp import deadline, peer_reset, read_by
+from firmware.tcp import deadline, peer_reset, read_away, read_by
 from wire import concert_tlv as tlv
 
 
@@ -68,39 +68,31 @@ async def _watch(r, state):
 
 async def serve(app, name, s, peer):
     """One register's connection: one request, one answer."""
-    try:
-        msg = await _read_request(app, name, s, peer)
-    except MemoryError as e:  # no room to read it: nothing began, the register hears busy
-        gc.collect()
-        log.event(name, "busy", peer, "no room to read the request: %s" % e)
-        msg = None
-    else:
-        if msg is None:
-            return
-        log.frame(name, "rx", peer, msg)
     concert = adapter(app, Concert)
     watcher = None
     try:
+        msg = await _read_request(app, name, s, peer)
+        if msg is None:
+            return
+        log.frame(name, "rx", peer, msg)
         gone = [False]
         # from here on, anything more the register sends is read and dropped,
         # and its closing is noticed (gone) whenever it happens
         watcher = asyncio.create_task(_watch(s, gone))
-        co = None if msg is None else concert.request(msg, name)
-    except MemoryError as e:  # nothing began: busy, said without the watcher
+        co = concert.request(msg, name)
+    except MemoryError as e:  # no room to read it, or to start it: nothing began
         if watcher is not None:
             watcher.cancel()
         gc.collect()
         log.event(name, "busy", peer, "no room for the request: %s" % e)
-        try:  # straight to the socket: its buffer is empty, and this allocates nothing
+        try:  # busy echoing nothing, straight to the socket: that allocates nothing
             s.s.send(concert.refusal)
+            read_away(s)  # (a close on unread bytes is a reset that can beat it)
         except OSError:
             pass
         return
     try:
-        if co is None:  # (its fields unread: the answer echoes none)
-            ans, t = concert.refusal, None
-        else:
-            ans, t = await co
+        ans, t = await co
         if ans is None:
             if t is not None and not t.delivered:
                 app.term.delivered(t, False)

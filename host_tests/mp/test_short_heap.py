@@ -409,12 +409,27 @@ def test_a_synqpay_request_without_room_is_answered_a_moment_later():
     assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
 
 
+class _Sock:
+    """The socket under a test's stream: what was sent to it straight."""
+
+    def __init__(self):
+        self.sent = b""
+
+    def send(self, data):
+        self.sent += data
+        return len(data)
+
+    def readinto(self, buf):
+        return None  # nothing more arrived
+
+
 class _Register:
     """A Concert register's connection whose first read finds no heap."""
 
     def __init__(self):
         self.out = b""
         self.reads = 0
+        self.s = _Sock()
 
     async def read(self, n):
         self.reads += 1
@@ -439,26 +454,13 @@ def test_concert_over_tcp_with_no_room_to_read_the_request_answers_busy():
     a = _concert_app()
     reg = _Register()
     asyncio.run(concert_ip.serve(a, "concert-ip", reg, "127.0.0.1"))
-    got = tlv.decode(reg.out)
+    got = tlv.decode(reg.s.sent)
     assert (got["AE"], got["AF"]) == ("01", "00"), got
     assert a.term.journal.next_no == 1  # nothing began
 
 
-class _Sock:
-    def __init__(self):
-        self.sent = b""
-
-    def send(self, data):
-        self.sent += data
-        return len(data)
-
-
 class _Paying(_Register):
     """A register's connection that brings one payment request, then ends."""
-
-    def __init__(self):
-        super().__init__()
-        self.s = _Sock()
 
     async def read(self, n):
         self.reads += 1

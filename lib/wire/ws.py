@@ -100,23 +100,21 @@ def parse_head(h, limit):
     return fin, op, n, bytes(h[i:i + 4])
 
 
-def unmask(buf, mask, piece=256):
-    """XOR a bytearray with the 4-byte mask, in place, `piece` bytes (a
-    multiple of 4) at a time (big-int arithmetic runs in C; a byte loop is
-    slow on a board)."""
-    m = int.from_bytes(mask * (piece // 4), "big")
-    for i in range(0, len(buf), piece):
-        unmask_piece(buf, m, i, piece)
+def unmask(buf, mask):
+    """XOR a bytearray with the 4-byte mask, in place, 256 bytes at a time
+    (big-int arithmetic runs in C; a byte loop is slow on a board)."""
+    for i in range(0, len(buf), 256):
+        unmask_piece(buf, mask, i, 256)
     return buf
 
 
-def unmask_piece(buf, m, i, piece):
-    """unmask() of buf[i:i + piece] alone, m the mask repeated over a piece
-    (as a big-endian int): all of it or, if a MemoryError interrupts it,
-    none, so a caller may try that piece again."""
+def unmask_piece(buf, mask, i, piece=64):
+    """unmask() of buf[i:i + piece] alone (piece a multiple of 4, i of
+    piece): all of it or, if a MemoryError interrupts it, none, so that a
+    caller may do that piece again."""
     k = min(piece, len(buf) - i)
-    x = int.from_bytes(buf[i:i + k], "big") ^ (m >> (8 * (piece - k)))
-    buf[i:i + k] = x.to_bytes(k, "big")
+    m = int.from_bytes(mask * (piece // 4), "big") >> (8 * (piece - k))
+    buf[i:i + k] = (int.from_bytes(buf[i:i + k], "big") ^ m).to_bytes(k, "big")
 
 
 def frame(op, payload=b""):
