@@ -14,7 +14,7 @@ core: the states are the core's names, as strings.
 """
 import asyncio
 
-from firmware import log, spawn
+from firmware import log
 
 # the outcomes run here, beside the core's own (firmware.OUTCOMES); what each
 # does: the README's outcome table and docs/CONTROL.md
@@ -166,7 +166,7 @@ def _cut_when_done(term, t, step):
             if step == "after_auth":
                 cut(term, t, step)
             else:
-                spawn(_after_answer(term, t))
+                asyncio.create_task(_after_answer(term, t))
 
     term.watchers.append(done)
 
