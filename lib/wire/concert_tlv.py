@@ -98,12 +98,15 @@ def decode(buf):
     return _walk(buf, 0, end, False)
 
 
-def encode(pairs, _inner=False):
-    """The bytes sent on the wire for [(tag, value)] (str when _inner)."""
+def encode(pairs):
+    """The bytes sent on the wire for [(tag, value)]: a value is a str, or
+    a list of pairs (nested).  Joined as bytes once: a str joined, then
+    encoded, would need the answer's size in two blocks at once (an
+    approved answer with its tickets is about 500 bytes)."""
     out = []
     for tag, value in pairs:
         if isinstance(value, list):
-            value = encode(value, True)
+            value = encode(value)
         if not value:
             continue
         t = tag.encode()
@@ -112,8 +115,7 @@ def encode(pairs, _inner=False):
         n = len(value)
         if n > 999:
             raise TLVError("%s value too long (%d)" % (tag, n))
-        out.append(tag)
-        out.append("%03d" % n)
-        out.append(value)
-    s = "".join(out)
-    return s if _inner else s.encode()
+        out.append(t)
+        out.append(b"%03d" % n)
+        out.append(value if type(value) is bytes else value.encode())
+    return b"".join(out)
