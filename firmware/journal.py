@@ -35,11 +35,13 @@ core).
 import os
 from array import array
 
+from micropython import const
+
 from firmware import clock, drop, loaded, log
 from wire import records
 
-_SPAN = 16  # an offset kept for every 16th transaction
-_PATIENCE = 20  # compaction steps short of room (half a second apart) before it is abandoned
+_SPAN = const(16)  # an offset kept for every 16th transaction
+_PATIENCE = const(20)  # compaction steps short of room (half a second apart) before it is abandoned
 
 
 def _replay():

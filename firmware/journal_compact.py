@@ -19,12 +19,14 @@ batch and ignores P.
 import os
 from array import array
 
+from micropython import const
+
 from firmware import log
 from wire import records, records_reader
 from wire.records_reader import read as _read
 
-_STEP = 32  # records copied per compaction step
-_SPAN = 16  # as journal._SPAN
+_STEP = const(32)  # records copied per compaction step
+_SPAN = const(16)  # as journal._SPAN
 
 
 def _remove(path):

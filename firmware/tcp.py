@@ -19,6 +19,8 @@ import time
 
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's loop internals
 
+from micropython import const
+
 from firmware import log, room
 
 
@@ -48,11 +50,11 @@ def peer_reset(st):
 _NODELAY = getattr(socket, "TCP_NODELAY", 1)
 
 
-_BACKLOG = 8  # queued connections: a burst of registers waits here, not for a SYN retry
+_BACKLOG = const(8)  # queued connections: a burst of registers waits here, not for a SYN retry
 # A connection that arrives while the heap is short waits in the backlog, up
 # to this long, for the transactions being served to finish and give their
 # heap back (a register waits as for a busy terminal); only then is it refused.
-_ROOM_WAIT_MS = 1000
+_ROOM_WAIT_MS = const(1000)
 # what an HTTP client (the page, the control API, a P3 WebSocket handshake)
 # hears when refused for want of heap: a constant, so saying it allocates nothing
 _HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
