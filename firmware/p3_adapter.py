@@ -209,8 +209,11 @@ class P3:
         n = len(data)  # the log gets the start of a long message
         log.frame(conn.name, "rx", conn.peer, p3_codec.redact(bytes(data[:_LOG])) +
                   (b"...(%d bytes)" % n if n > _LOG else b""))
-        try:
-            m = p3_codec.loads(data)
+        try:  # no room to decode it: again after a pause (when_room), the bytes
+            try:  # in hand; an answer without its tag would reach no request
+                m = p3_codec.loads(data)
+            except MemoryError:
+                m = await when_room(p3_codec.loads, data)
         except (p3_codec.P3Error, MemoryError) as e:
             answer = _refusal(conn, "ERROR_RESPONSE", None, None, e)
         else:

@@ -540,6 +540,25 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     assert t.delivered and t.result == "approved"
 
 
+def test_a_p3_message_decoded_through_a_short_heap_is_answered_under_its_tag():
+    """No room to decode a P3 message: it is decoded again after a pause
+    (its bytes are in hand), so its answer carries its tag; an ERROR
+    response without one would reach no request, and the POS would wait."""
+    from firmware import p3_adapter
+    from wire import p3 as p3_codec
+
+    a = _concert_app()
+    s = _Stream()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    real = p3_codec.loads
+    p3_codec.loads, calls = _fails_once(real, "memory allocation failed, allocating 240 bytes")
+    try:
+        asyncio.run(p3_adapter.P3(a).received(conn, b'{"type":"NO_SUCH_REQUEST","tag":"T7"}'))
+    finally:
+        p3_codec.loads = real
+    assert calls[0] == 2 and b'"tag":"T7"' in s.out, s.out
+
+
 class _Trickle:
     """A P3 POS's socket that sends `data` a few bytes a read; the read
     after the first finds no room (the view or the wait), once."""
