@@ -120,6 +120,20 @@ async def _ended(co):
         co = None
 
 
+async def drained(s, ms):
+    """Wait until stream s has sent what it was given, at most ms
+    (asyncio.TimeoutError).  asyncio's stream writes straight to the socket
+    when it holds nothing, so mostly there is nothing to wait for and no
+    time-out is armed (wait_for's task and coroutines: heap a busy terminal
+    may not have), only a yield."""
+    import asyncio
+
+    if getattr(s, "out_buf", True):  # (a stream without one: always wait)
+        await asyncio.wait_for_ms(s.drain(), ms)
+    else:
+        await asyncio.sleep_ms(0)
+
+
 ROOM_WAITS = (20, 100)  # ms: a peak of other clients mid-answer usually passes by then
 
 

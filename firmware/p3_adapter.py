@@ -23,7 +23,7 @@ import gc
 
 from micropython import const
 
-from firmware import ROOM_WAITS, clock, drop, loaded, log, spawn, when_room
+from firmware import ROOM_WAITS, clock, drained, drop, loaded, log, spawn, when_room
 from firmware.terminal import Busy
 from wire import currency
 from wire import p3 as p3_codec
@@ -55,49 +55,47 @@ class Conn:
         self.peer = peer
         self.s = s
         self.head = head
-        self.lock = asyncio.Lock()  # updates and answers come from two tasks
+        self.lock = asyncio.Lock()
         self.open = True
 
-    async def _put(self, head, data):
-        async with self.lock:
-            if not self.open:  # closed by the writer before us (it failed)
-                return None
-            self.s.write(head)
-            if isinstance(data, tuple):  # a message: written in pieces
-                first = []  # type: list
-                done = [0, 0]  # bytes written, bytes made by this pass
-
-                def put(b):
-                    if not first:
-                        first.append(b)
-                    n = len(b)
-                    at = done[1]
-                    done[1] += n
-                    if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
-                        self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
-                        done[0] = done[1]
-
-                def make():
-                    done[1] = 0
-                    p3_codec.pieces(data, put, 256)  # a 512-byte hole is not always there
-
-                # a piece with no room half way: the same message is made again
-                # (the same bytes) after a pause and goes on where it stopped
-                await when_room(make)
-                data = first[0] if first else b""
-            elif data:
-                self.s.write(data)
-            await self.s.drain()
-        return head if data is None else data
-
     async def write(self, head, data=None):
-        """Write within timeouts.request_ms; what was written (the start of a
-        message), or None when the connection failed and was closed."""
-        if not self.open:
-            return None
+        """Write head, then data (bytes, or a message: a tuple, written in
+        pieces as they are made); what was written (the start of a message),
+        or None when the connection failed and was closed.  asyncio's stream
+        sends what the socket takes at once, so only a wait for a slow
+        reader has a time-out (timeouts.request_ms): no task left writing
+        the rest of a message after a MemoryError."""
         try:
-            ms = self.app.cfg["timeouts"]["request_ms"]
-            return await asyncio.wait_for_ms(self._put(head, data), ms)
+            async with self.lock:  # updates and answers come from two tasks
+                if not self.open:  # closed by the writer before us (it failed)
+                    return None
+                self.s.write(head)
+                if isinstance(data, tuple):
+                    first = []  # type: list
+                    done = [0, 0]  # bytes written, bytes made by this pass
+
+                    def put(b):
+                        if not first:
+                            first.append(b)
+                        n = len(b)
+                        at = done[1]
+                        done[1] += n
+                        if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
+                            self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
+                            done[0] = done[1]
+
+                    def make():
+                        done[1] = 0
+                        p3_codec.pieces(data, put, 256)  # a 512-byte hole is not always there
+
+                    # a piece with no room half way: the same message is made again
+                    # (the same bytes) after a pause and goes on where it stopped
+                    await when_room(make)
+                    data = first[0] if first else b""
+                elif data:
+                    self.s.write(data)
+                await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
+            return head if data is None else data
         except (OSError, asyncio.TimeoutError, MemoryError) as e:
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
             self.close()

@@ -20,7 +20,7 @@ import time
 
 from micropython import const
 
-from firmware import ROOM_WAITS, adapter, clock, log, spawn, when_room
+from firmware import ROOM_WAITS, adapter, clock, drained, log, spawn, when_room
 from firmware.terminal import Busy
 from wire import synqpay_link as L
 from wire.lenient import coerce
@@ -133,7 +133,7 @@ class Session:
                         self.s.write(part)
                 else:
                     self.s.write(data)
-                await asyncio.wait_for_ms(self.s.drain(), self.app.cfg["timeouts"]["request_ms"])
+                await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
         except Exception as e:  # OSError, TimeoutError: the client is gone or stuck
             log.event(self.name, "send-failed", self.peer, repr(e))
             task = self.task

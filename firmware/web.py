@@ -21,7 +21,7 @@ import time
 
 from micropython import const
 
-from firmware import adapter, drop, loaded, log, receipt, room, tcp
+from firmware import adapter, drained, drop, loaded, log, receipt, room, tcp
 from wire import http
 
 _MAX_HEAD = const(2048)
@@ -267,11 +267,8 @@ class Web:
     # ---- writing answers ---------------------------------------------------
 
     async def write(self, s, data):
-        s.write(data)  # (asyncio's stream sends at once what the socket takes)
-        if getattr(s, "out_buf", True):  # the client reads slower: wait, but not forever
-            await asyncio.wait_for_ms(s.drain(), _WRITE_MS)
-        else:  # all sent: no time-out to arm (its task and coroutines), only a yield
-            await asyncio.sleep_ms(0)
+        s.write(data)
+        await drained(s, _WRITE_MS)
 
     async def json(self, s, obj):
         """A 200 answer that ends when the connection closes, written in

@@ -523,6 +523,43 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
     assert len(body) > 3 * 256 and s.out == b"%d\n" % len(body) + body, s.out
 
 
+class _Taken(_Stream):
+    out_buf = b""  # asyncio's stream: the socket took every byte at once
+
+
+class _Stuck(_Stream):
+    out_buf = b"rest"  # the socket did not take it all, and the reader never reads
+
+    async def drain(self):
+        await asyncio.sleep_ms(60000)
+
+
+def test_a_p3_answer_the_socket_takes_needs_no_room_for_a_time_out():
+    """A write the socket takes at once arms no time-out (wait_for's task
+    and coroutines): a heap with no room for one still sends the answer,
+    and the connection stays.  A reader that stops reading still meets the
+    time-out, and its connection is closed."""
+    from firmware import p3_adapter
+    from wire import p3 as w
+
+    a = _concert_app()
+    m = w.message("TRANSACTION_RESPONSE", "T1", "devices/x", "SUCCESS", body=(("amount", 1250),))
+    s = _Taken()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    real = asyncio.wait_for_ms
+    asyncio.wait_for_ms = lambda aw, ms: _no_block()
+    try:
+        assert asyncio.run(conn.send(m)) is True and conn.open
+    finally:
+        asyncio.wait_for_ms = real
+    body = bytes(w.dumps(m))
+    assert s.out == b"%d\n" % len(body) + body, s.out
+    a.cfg["timeouts"]["request_ms"] = 100
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", _Stuck(), lambda n: b"%d\n" % n)
+    conn.close = lambda: setattr(conn, "open", False)  # (no socket under this stream)
+    assert asyncio.run(conn.send(m)) is False and not conn.open
+
+
 def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     """The transaction ran; its final response found no room once: it is
     built again after a pause and sent, not left to a task that dies (the
