@@ -86,7 +86,7 @@ class Conn:
 
                     def make():
                         done[1] = 0
-                        p3_codec.pieces(data, put, 256)  # a 512-byte hole is not always there
+                        p3_codec.pieces(data, put, 128)  # a 256-byte hole is not always there
 
                     # a piece with no room half way: the same message is made again
                     # (the same bytes) after a pause and goes on where it stopped
@@ -204,9 +204,13 @@ class P3:
         """Answer one whole message as a transport read it (bytes): logged,
         decoded (one that is not a JSON object gets its ERROR response),
         then request()'s answer written to conn."""
-        n = len(data)  # the log gets the start of a long message
-        log.frame(conn.name, "rx", conn.peer, p3_codec.redact(bytes(data[:_LOG])) +
-                  (b"...(%d bytes)" % n if n > _LOG else b""))
+        n = len(data)  # the log gets the start of a long message, secrets starred:
+        if log.frames or log._observers:  # copies, made only when someone reads them,
+            try:  # and never at the message's expense
+                log.frame(conn.name, "rx", conn.peer, p3_codec.redact(bytes(memoryview(data)[:_LOG])) +
+                          (b"...(%d bytes)" % n if n > _LOG else b""))
+            except MemoryError:  # (the line is missing, the message is answered)
+                pass
         try:  # no room to decode it: again after a pause (when_room), the bytes
             try:  # in hand; an answer without its tag would reach no request
                 m = p3_codec.loads(data)

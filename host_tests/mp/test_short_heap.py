@@ -596,6 +596,25 @@ def test_a_p3_message_decoded_through_a_short_heap_is_answered_under_its_tag():
     assert calls[0] == 2 and b'"tag":"T7"' in s.out, s.out
 
 
+def test_a_p3_message_whose_log_line_finds_no_room_is_answered():
+    """The frame log's copy of a received message (its start, secrets
+    starred) is made only for someone reading it; with no room for it the
+    line goes, and the message is still answered under its tag."""
+    from firmware import p3_adapter
+    from wire import p3 as p3_codec
+
+    a = _concert_app()
+    s = _Stream()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    real = p3_codec.redact
+    p3_codec.redact = lambda data: _no_block()
+    try:
+        asyncio.run(p3_adapter.P3(a).received(conn, b'{"type":"NO_SUCH_REQUEST","tag":"T8"}'))
+    finally:
+        p3_codec.redact = real
+    assert b'"tag":"T8"' in s.out, s.out
+
+
 class _Trickle:
     """A P3 POS's socket that sends `data` a few bytes a read; the read
     after the first finds no room (the view or the wait), once."""
