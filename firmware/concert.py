@@ -212,7 +212,7 @@ class Concert:
             ref = req.get("CF") or req.get("CH")
             t = _retried(term, req, op, amount, cur, ref, src)
             if t is not None:
-                log.event(src, "retry", "#%d: same request, answered again from the journal" % t.no)
+                log.event(src, "retry", "#%d: same request, answered from the journal" % t.no)
                 return True, req, t
             orig = None
             if op == "void":

@@ -43,8 +43,7 @@ class Line:
         gen = -1
         deadline = None
         if first:
-            if log.frames or log._observers:
-                log.frame(self.name, "rx", PEER, first)
+            log.frame(self.name, "rx", PEER, first)
             await self._after(link.receive(first))
         while True:
             now = time.ticks_ms()
@@ -61,8 +60,7 @@ class Line:
                 wait = min(wait, _TICK)
             data = await uart.read(self.st, wait)
             if data:
-                if log.frames or log._observers:
-                    log.frame(self.name, "rx", PEER, data)
+                log.frame(self.name, "rx", PEER, data)
                 await self._after(link.receive(data))
 
     async def _flush(self):
@@ -71,8 +69,7 @@ class Line:
             if out:
                 self.st.write(out)
                 await self.st.drain()
-                if log.frames or log._observers:
-                    log.frame(self.name, "tx", PEER, out)
+                log.frame(self.name, "tx", PEER, out)
 
     async def _after(self, events):
         await self._flush()

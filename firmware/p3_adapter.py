@@ -71,15 +71,13 @@ class Conn:
                     return None
                 self.s.write(head)
                 if isinstance(data, tuple):
-                    first = []  # type: list
-                    done = [0, 0]  # bytes written, bytes made by this pass
+                    done = [0, 0, b""]  # type: list  # written, made by this pass, the first piece
 
                     def put(b):
-                        if not first:
-                            first.append(b)
-                        n = len(b)
+                        if not done[0]:
+                            done[2] = b
                         at = done[1]
-                        done[1] += n
+                        done[1] += len(b)
                         if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
                             self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
                             done[0] = done[1]
@@ -91,7 +89,7 @@ class Conn:
                     # a piece with no room half way: the same message is made again
                     # (the same bytes) after a pause and goes on where it stopped
                     await when_room(make)
-                    data = first[0] if first else b""
+                    data = done[2]
                 elif data:
                     self.s.write(data)
                 await drained(self.s, self.app.cfg["timeouts"]["request_ms"])

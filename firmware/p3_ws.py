@@ -8,9 +8,8 @@ code.  Like TCP: p3.idle_s for the first byte of a frame, then
 timeouts.request_ms for the rest of it.
 """
 import asyncio
-import gc
 
-from firmware import ROOM_WAITS, adapter, drop, loaded, log, p3_adapter, tcp
+from firmware import adapter, drop, loaded, log, p3_adapter, tcp, when_room
 from wire import ws
 
 _MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
@@ -57,14 +56,11 @@ async def _unmask(data, mask):
     room (each allocates about three times its size) is done again after
     a collection and a pause (the frame is read: a MemoryError now would
     lose it)."""
-    i = 0
-    while i < len(data):
+    for i in range(0, len(data), 64):
         try:
             ws.unmask_piece(data, mask, i)
-            i += 64
         except MemoryError:
-            gc.collect()
-            await asyncio.sleep_ms(ROOM_WAITS[-1])
+            await when_room(ws.unmask_piece, data, mask, i)
     return data
 
 
