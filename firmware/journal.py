@@ -229,13 +229,29 @@ class Journal:
             m.append(at)
 
     def decide(self, t):
+        """Record t's outcome.  A MemoryError comes before the record is
+        written, so the caller may try again: what count() would allocate
+        (a currency's totals, the void's place among the voided) is made
+        first; the void's place is taken back if the record is not written
+        (an empty row of totals says nothing wrong)."""
         vop = None
-        if t.op == "void" and t.result == "approved":
+        ok = t.result == "approved"
+        if ok and t.op == "void":
             orig = self.get(t.orig)
             vop = orig.op if orig else "pay"
-        self._append(["D", t.no, t.result, t.reason, t.auth, t.amount, t.pan, t.brand, t.mode,
-                      t.aid, t.exp, vop, t.data])
-        if t.result == "approved":
+        void = vop and t.orig not in self.voided
+        if void:
+            self.voided.append(t.orig)
+        if ok and t.op != "preauth" and t.cur not in self.totals:
+            self.totals[t.cur] = _zero()
+        try:
+            self._append(["D", t.no, t.result, t.reason, t.auth, t.amount, t.pan, t.brand, t.mode,
+                          t.aid, t.exp, vop, t.data])
+        except Exception:
+            if void:
+                self.voided.pop()
+            raise
+        if ok:
             self.count(t, vop)
 
     def delivered(self, t, ok=True):

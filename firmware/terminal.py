@@ -21,7 +21,7 @@ import gc
 
 from micropython import const
 
-from firmware import OUTCOMES, PIN_TRIES, clock, loaded, log, room
+from firmware import OUTCOMES, PIN_TRIES, clock, loaded, log, room, when_room
 from firmware.journal import Journal, Txn
 
 # states
@@ -155,8 +155,8 @@ class Terminal:
             log.event("core", "error", repr(e))  # a record too long): it must not wedge the terminal
             t.result, t.reason = "error", "internal"
         try:
-            if t.no:  # begun: the outcome is recorded
-                self.journal.decide(t)
+            if t.no:  # begun: the outcome is recorded (no room for the record: again after a pause)
+                await when_room(self.journal.decide, t)
         except OSError as e:  # cannot record the outcome: it must not stand
             log.event("core", "journal-full", repr(e))
             t.result, t.reason, t.auth, t.withhold = "error", "journal", None, False

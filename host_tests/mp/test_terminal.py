@@ -194,6 +194,46 @@ def test_void_marks_the_original_and_settlement_totals():
     assert term.journal.batch == 2
 
 
+def _failing_records(j, exc, times):
+    """j's outcome ("D") records raise exc the first `times` times; [calls]."""
+    real = j._append
+    calls = [0]
+
+    def append(fields, sync=True, rec=None):
+        if fields and fields[0] == "D":
+            calls[0] += 1
+            if calls[0] <= times:
+                raise exc
+        return real(fields, sync, rec)
+
+    j._append = append
+    return calls
+
+
+def test_an_outcome_with_no_room_for_its_record_is_recorded_a_moment_later():
+    """An approved payment whose record finds no room is recorded after a
+    collection and a pause (nothing was written), not turned into an
+    error the register would hear for a payment the card holder made."""
+    term = _term()
+    p = _run(term.run(term.start("pay", 2000, 978, "test")))
+    calls = _failing_records(term.journal, MemoryError("allocating 166 bytes"), 1)
+    v = _run(term.run(term.start("void", 2000, 978, "test", orig=p.no)))
+    assert calls[0] == 2 and v.result == "approved" and p.voided, (calls, v.result, v.reason)
+    assert term.journal.voided == [p.no] and term.settle()["totals"][978]["void"] == [1, 2000]
+
+
+def test_a_void_that_cannot_be_recorded_leaves_the_original_standing():
+    """The void's place among the voided is taken before its record is
+    written (a MemoryError must come before the write); if the record
+    cannot be written at all, the place is given back."""
+    term = _term()
+    p = _run(term.run(term.start("pay", 2000, 978, "test")))
+    _failing_records(term.journal, OSError(28), 1)
+    v = _run(term.run(term.start("void", 2000, 978, "test", orig=p.no)))
+    assert v.result == "error" and v.reason == "journal" and not p.voided
+    assert term.journal.voided == [] and term.find_void_target(2000, 978) is p
+
+
 def test_lookup_by_reference_and_undelivered():
     term = _term()
     t = _run(term.run(term.start("pay", 1250, 978, "p3", ref="order-1")))
