@@ -7,8 +7,9 @@ and inflates it for a client that does not take gzip).
 
 The bytecode carries no line numbers (mpy-cross -X no-source-lines): 6 %
 less flash and about 1.2 KB less live heap at READY (docs/MEMORY.md).  A
-traceback from a board still names every file and function, each at
-"line 1"; `understudy run --source` runs the .py with their lines.
+traceback from a board still names every file (by its path below firmware/
+or lib/) and function, each at "line 1"; `understudy run --source` runs
+the .py with their lines.
 """
 import hashlib
 import os
@@ -24,6 +25,16 @@ from understudy import paths
 # fit).  firmware/web.py's _WINDOW must be the same.
 PAGE_WINDOW = 10
 FLAGS = ["-X", "no-source-lines"]  # mpy-cross's, for every module
+
+
+def shown(rel):
+    """The file name a module's tracebacks give: its path without the
+    leading firmware/ or lib/ (wire/p3.py, synqpay.py).  The name is kept
+    in flash and, once the module is imported, in the heap's names."""
+    for top in ("firmware/", "lib/"):
+        if rel.startswith(top):
+            return rel[len(top):]
+    return rel
 
 
 def mpy_cross():
@@ -88,7 +99,7 @@ def build(out=paths.MPY, quiet=False):
     for rel in sources():
         dst = os.path.join(out, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        r = subprocess.run([tool] + FLAGS + ["-o", dst, "-s", rel, os.path.join(paths.ROOT, rel)],
+        r = subprocess.run([tool] + FLAGS + ["-o", dst, "-s", shown(rel), os.path.join(paths.ROOT, rel)],
                            capture_output=True, text=True)
         if r.returncode:
             sys.stderr.write("mpy-cross failed on %s:\n%s%s" % (rel, r.stdout, r.stderr))
