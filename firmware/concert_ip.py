@@ -110,6 +110,8 @@ async def serve(app, name, s, peer):
                 await asyncio.wait_for_ms(watcher, app.cfg["timeouts"]["request_ms"])
             except asyncio.TimeoutError:
                 log.event(name, "linger", peer, "register kept the connection; closed")
+            except MemoryError:  # no room to wait for its close: it has its answer
+                pass
     finally:
         if not gone[0]:
             watcher.cancel()

@@ -166,7 +166,7 @@ async def discard(s, limit=4096):
             if not chunk:
                 return
             limit -= len(chunk)
-    except (asyncio.TimeoutError, OSError):
+    except (asyncio.TimeoutError, OSError, MemoryError):
         pass
 
 

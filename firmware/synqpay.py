@@ -222,9 +222,9 @@ class Synqpay:
         out before it, and a test reads them from its stream.)  If
         the heap had no room for it before it changed anything, it is
         handled again after a pause (ROOM_WAITS): a POS hears its answer
-        late rather than never.  Once it changed something, or after the
-        last wait, the MemoryError ends the link (an answer owed is resent
-        on reconnect)."""
+        late rather than never, and after the last wait a JSON-RPC request
+        hears busy (201).  Once it changed something, the MemoryError ends
+        the link (an answer owed is resent on reconnect)."""
         for wait in ROOM_WAITS:
             me.began = False
             try:
@@ -234,12 +234,12 @@ class Synqpay:
                     raise
                 gc.collect()
                 await asyncio.sleep_ms(wait)
-        await self._frame(me, frame)
+        await self._frame(me, frame, True)
 
-    async def _frame(self, me, frame):
+    async def _frame(self, me, frame, last=False):
         t, a, payload = frame
         if t == L.REQUEST:
-            await self._jsonrpc(me, a, payload)
+            await self._jsonrpc(me, a, payload, last)
         elif t == L.KEEPALIVE:
             log.frame(me.name, "rx", me.peer, "KEEPALIVE")
             await me.send(L.control(L.ACK), "ACK")
@@ -248,7 +248,7 @@ class Synqpay:
             await me.send(L.control(L.ERROR, a), "ERROR %02d" % a)
         # an ACK needs nothing
 
-    async def _jsonrpc(self, me, key, payload):
+    async def _jsonrpc(self, me, key, payload, last):
         zero = key == L.ZERO_KEY
         # a refusal is an event, not a frame: logged whatever log.frames
         if not zero and key != self.api_key:
@@ -302,7 +302,12 @@ class Synqpay:
                 result = synqpay_admin.call(self, m, p)
             body = await when_room(_reply, rid, result)
             shown = _reply(rid, '{"apiKey":"********"}') if m == "authenticate" else body
-        except Err as e:
+        except (Err, MemoryError) as e:
+            if not isinstance(e, Err):  # no room, nothing began, the last try: busy
+                if me.began or not last:
+                    raise
+                gc.collect()
+                e = Err(_ILLEGAL_STATE, "device is short of memory")
             a = e.args
             body = shown = '{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%s%s}}' % (
                 json.dumps(rid), a[0], json.dumps(a[1]),

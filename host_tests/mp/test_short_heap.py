@@ -409,6 +409,43 @@ def test_a_synqpay_request_without_room_is_answered_a_moment_later():
     assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
 
 
+def test_a_synqpay_request_that_never_finds_room_hears_busy():
+    """No room for a request before it changed anything, after every pause
+    too: the POS hears busy (201) under its id, and the link stays (it
+    ended before, the request unanswered)."""
+    from firmware import adapter, synqpay
+    from wire import synqpay_link as L
+
+    a = _concert_app()
+    a.adapters = {}
+    sq = adapter(a, synqpay.Synqpay)
+    s = _Stream()
+    sq.api_key = b"\x01\x02\x03\x04"
+    sq.status = _no_block
+
+    async def link():
+        me = synqpay.Session(a, "synqpay", s, "127.0.0.1")
+        me.auth = True
+        await sq.request(me, (L.REQUEST, sq.api_key, b'{"jsonrpc":"2.0","id":9,"method":"getStatus"}'))
+
+    asyncio.run(link())
+    assert b'"id":9,"error":{"code":201' in s.out, s.out
+
+
+class _NoRoomToRead:
+    async def read(self, n):
+        raise MemoryError("memory allocation failed, allocating 257 bytes")
+
+
+def test_reading_away_a_p3_peer_with_no_room_ends_quietly():
+    """What a P3 peer sent after a fault is read away before the close, a
+    courtesy: with no room for the read it ends there, rather than raising
+    out of the connection's task."""
+    from firmware import p3_adapter
+
+    asyncio.run(p3_adapter.discard(_NoRoomToRead()))
+
+
 class _Sock:
     """The socket under a test's stream: what was sent to it straight."""
 
