@@ -13,6 +13,7 @@ its charts from the figures.
 Wall-clock figures from a shared machine: compare them within one run.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from understudy import bench_report, build, paths, tls
 from understudy.codecs import concert_link as link
 from understudy.codecs import concert_tlv as tlv
 from understudy.codecs import synqpay_link as L
-from understudy.ecr import Trace
+from understudy.ecr import Busy, Trace
 from understudy.ecr import p3 as ecr_p3
 from understudy.ecr import synqpay as ecr_synqpay
 from understudy.launch import Firmware, micropython
@@ -100,7 +101,11 @@ class P3:
         tag = self.pos.request("LOGIN_MERCHANT", {"providerMode": "TEST",
                                                   "merchantIdentifier": "understudy",
                                                   "merchantSecret": "understudy"})
-        self.pos.final(tag, "login")
+        m = self.pos.final(tag, "login")
+        if m.get("status") == "ERROR":  # busy (no room, say): a POS logs in again
+            self.close()
+            why = json.dumps(m)[:300]
+            raise (Busy if "ACCESSORY_BUSY" in why else RuntimeError)("P3 login refused: " + why)
 
     def pay(self):
         body = {"transactionParameters": {"amount": 12.50, "currency": "EUR", "type": "CHARGE",
