@@ -216,7 +216,7 @@ class Journal:
             return
         if ref and not self.lost:
             if self.idx is None or 2 * k + 2 > len(self.idx):
-                self._cold(_replay().grow, k)  # the first reference, or more than planned
+                self._grow(k)  # the first reference, or more than planned
             if self.idx is not None:
                 h = records.ref_hash(ref)
                 self.idx[2 * k] = h >> 8
@@ -227,6 +227,20 @@ class Journal:
         m = self.marks
         while self.size is not None and len(m) * _SPAN <= k:
             m.append(at)
+
+    def _grow(self, k):
+        """The index, or more of it, with room for entry k; if there is no
+        memory for it, lookups read the file.  (Here, not with the reader's
+        code: importing that mid-traffic needs blocks a busy heap lacks.)"""
+        try:
+            b = bytearray(max(2 * self.room, 2 * k + 256))
+        except MemoryError:
+            self.lost = True
+            self.idx = None
+            return
+        if self.idx is not None:
+            b[:2 * self.n] = memoryview(self.idx)[:2 * self.n]
+        self.idx = b
 
     def decide(self, t):
         """Record t's outcome.  A MemoryError comes before the record is

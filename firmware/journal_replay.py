@@ -148,20 +148,6 @@ def replay(j):
         j.report += ", %d bytes free" % (st[1] * st[4])
 
 
-def grow(j, k):
-    """The index, or more of it, with room for entry k; if there is no
-    memory for it, lookups read the file."""
-    try:
-        b = bytearray(max(2 * j.room, 2 * k + 256))
-    except MemoryError:
-        j.lost = True
-        j.idx = None
-        return
-    if j.idx is not None:
-        b[:2 * j.n] = memoryview(j.idx)[:2 * j.n]
-    j.idx = b
-
-
 def candidates(j, ref):
     """Numbers of the file's transactions whose reference may be ref, newest first."""
     h = records.ref_hash(ref)

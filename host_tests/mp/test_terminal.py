@@ -293,6 +293,28 @@ def test_reference_index_is_rarely_wrong_for_near_sequential_references():
     wrong = sum(1 for i in range(1200, 3200) if list(_cands(j, "sale-%d" % i)))
     assert wrong < 60, wrong
     j.close()
+def test_the_reference_index_grows_without_the_readers_code():
+    """The index grows as references come (the first one, then past its
+    planned size) without importing the journal's reader: that import,
+    mid-traffic, needs blocks a busy heap does not have, and it failed
+    the payment whose reference came at that moment."""
+    from firmware import journal
+
+    def no_room():
+        raise MemoryError("memory allocation failed, allocating 736 bytes")
+
+    j = journal.Journal(_path(), flush=False)
+    real = journal._replay
+    journal._replay = no_room  # what importing the reader does in a busy heap
+    try:
+        for i in range(3 * j.room):  # past the planned size, twice
+            j.index(i + 1, "sale-%d" % i, 4)
+    finally:
+        journal._replay = real
+    assert j.idx is not None and len(j.idx) >= 6 * j.room and not j.lost
+    j.close()
+
+
 def test_a_full_batch_is_settled_before_the_next_transaction():
     term = _term(journal={"max_batch": 3})
     for _ in range(4):
