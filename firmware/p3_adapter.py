@@ -402,7 +402,12 @@ class P3:
 
         if updates:
             t.progress = progress
-        task = spawn(term.run(t))
+        try:
+            task = spawn(term.run(t))
+        except MemoryError as e:  # no room for its task: nothing began, the POS hears busy
+            term.release(t)
+            await conn.send(_refusal(conn, rtype, tag, res, e))
+            return
         while pend or not task.done():
             if pend:
                 try:
@@ -417,6 +422,8 @@ class P3:
                 await asyncio.wait_for_ms(ev.wait(), 1000)
             except asyncio.TimeoutError:
                 pass
+            except MemoryError:  # no room for the wait's time-out: look again a moment later
+                await asyncio.sleep_ms(100)
         t.progress = None
         if t.withhold:
             log.event(conn.name, "drop", conn.peer, "answer withheld (lost outcome)")

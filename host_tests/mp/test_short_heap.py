@@ -614,6 +614,47 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     assert t.delivered and t.result == "approved"
 
 
+def test_a_p3_payment_with_no_room_for_its_task_hears_busy():
+    """The terminal was claimed, and the task that would run the payment
+    finds no room: the claim is given back and the POS hears
+    ACCESSORY_BUSY under its tag (it heard nothing, and the terminal
+    stayed claimed)."""
+    from firmware import p3_adapter
+
+    a = _concert_app()
+    s = _Taken()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    t = a.term.start("pay", 1250, 978, "p3", ref="order-2")
+    real = p3_adapter.spawn
+    p3_adapter.spawn = lambda co: _no_block()
+    try:
+        asyncio.run(p3_adapter.P3(a).drive(conn, t, "TRANSACTION_RESPONSE", "T3", "devices/x", False))
+    finally:
+        p3_adapter.spawn = real
+    assert b'"ACCESSORY_BUSY"' in s.out and b'"T3"' in s.out, s.out
+    assert a.term.current is None and not t.no
+
+
+def test_a_p3_payment_whose_wait_finds_no_room_is_still_answered():
+    """While the payment runs, the task that answers it waits for news
+    with a time-out; with no room for the time-out it looks again a moment
+    later, and the POS gets its final answer (it waited in silence)."""
+    from firmware import p3_adapter
+
+    a = _concert_app()
+    s = _Taken()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    t = a.term.start("pay", 1250, 978, "p3", ref="order-3")
+    real = asyncio.wait_for_ms
+    asyncio.wait_for_ms = lambda aw, ms: _no_block()
+    try:
+        asyncio.run(p3_adapter.P3(a).drive(conn, t, "TRANSACTION_RESPONSE", "T4", "devices/x", False))
+    finally:
+        asyncio.wait_for_ms = real
+    assert b'"TRANSACTION_RESPONSE"' in s.out and b'"T4"' in s.out, s.out
+    assert t.result == "approved" and t.delivered
+
+
 def test_a_p3_message_decoded_through_a_short_heap_is_answered_under_its_tag():
     """No room to decode a P3 message: it is decoded again after a pause
     (its bytes are in hand), so its answer carries its tag; an ERROR
