@@ -175,6 +175,19 @@ def ident(cfg, no):
     return "%s-%06d" % (cfg["terminal_id"], no)
 
 
+def _tag(data):
+    """The tag of a message there was no room to decode, read off its bytes
+    (a POS matches its answers by tag: an ERROR without one answers
+    nothing, and the POS waits); None if it has none to find."""
+    i = data.find(b'"tag"')
+    if i >= 0:
+        i = data.find(b'"', data.find(b":", i)) + 1
+        j = data.find(b'"', i)
+        if 0 < i <= j:
+            return bytes(data[i:j]).decode()
+    return None
+
+
 def _refusal(conn, rtype, tag, res, e):
     """The ERROR response for a P3Error, or for a MemoryError ACCESSORY_BUSY
     (the heap is short now: not the POS's fault; try again)."""
@@ -215,7 +228,8 @@ class P3:
             except MemoryError:
                 m = await when_room(p3_codec.loads, data)
         except (p3_codec.P3Error, MemoryError) as e:
-            answer = _refusal(conn, "ERROR_RESPONSE", None, None, e)
+            answer = _refusal(conn, "ERROR_RESPONSE", _tag(data) if type(e) is MemoryError else None,
+                              None, e)
         else:
             answer = await self.request(conn, m)
         if answer is not None:

@@ -693,6 +693,27 @@ def test_a_p3_message_whose_log_line_finds_no_room_is_answered():
     assert b'"tag":"T8"' in s.out, s.out
 
 
+def test_a_p3_message_that_never_finds_room_to_decode_hears_busy_under_its_tag():
+    """No room to decode a message even after the pauses: its tag is read
+    off its bytes, and the ACCESSORY_BUSY goes out under it (without a tag
+    it answered nothing, and the POS waited 10 s)."""
+    from firmware import p3_adapter
+    from wire import p3 as p3_codec
+
+    a = _concert_app()
+    s = _Stream()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    real = p3_codec.loads
+    p3_codec.loads = lambda data: _no_block()
+    try:
+        asyncio.run(p3_adapter.P3(a).received(
+            conn, bytearray(b'{"type":"EXECUTE_TRANSACTION_REQUEST", "tag" : "T9","resource":"x"}')))
+    finally:
+        p3_codec.loads = real
+    assert b'"tag":"T9"' in s.out and b'"ACCESSORY_BUSY"' in s.out, s.out
+    assert p3_adapter._tag(b'{"type":"X"}') is None and p3_adapter._tag(b'{"tag":null}') is None
+
+
 class _Trickle:
     """A P3 POS's socket that sends `data` a few bytes a read; the read
     after the first finds no room (the view or the wait), once."""
