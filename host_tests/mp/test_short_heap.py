@@ -655,42 +655,41 @@ def test_a_p3_payment_whose_wait_finds_no_room_is_still_answered():
     assert t.result == "approved" and t.delivered
 
 
-def test_a_p3_message_decoded_through_a_short_heap_is_answered_under_its_tag():
-    """No room to decode a P3 message: it is decoded again after a pause
-    (its bytes are in hand), so its answer carries its tag; an ERROR
-    response without one would reach no request, and the POS would wait."""
+def _received_with(name, fake, data):
+    """What P3.received(data) writes to its POS while wire.p3's function
+    `name` is replaced by fake."""
     from firmware import p3_adapter
     from wire import p3 as p3_codec
 
     a = _concert_app()
     s = _Stream()
     conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
-    real = p3_codec.loads
-    p3_codec.loads, calls = _fails_once(real, "memory allocation failed, allocating 240 bytes")
+    real = getattr(p3_codec, name)
+    setattr(p3_codec, name, fake)
     try:
-        asyncio.run(p3_adapter.P3(a).received(conn, b'{"type":"NO_SUCH_REQUEST","tag":"T7"}'))
+        asyncio.run(p3_adapter.P3(a).received(conn, data))
     finally:
-        p3_codec.loads = real
-    assert calls[0] == 2 and b'"tag":"T7"' in s.out, s.out
+        setattr(p3_codec, name, real)
+    return s.out
+
+
+def test_a_p3_message_decoded_through_a_short_heap_is_answered_under_its_tag():
+    """No room to decode a P3 message: it is decoded again after a pause
+    (its bytes are in hand), so its answer carries its tag; an ERROR
+    response without one would reach no request, and the POS would wait."""
+    from wire import p3 as p3_codec
+
+    loads, calls = _fails_once(p3_codec.loads, "memory allocation failed, allocating 240 bytes")
+    out = _received_with("loads", loads, b'{"type":"NO_SUCH_REQUEST","tag":"T7"}')
+    assert calls[0] == 2 and b'"tag":"T7"' in out, out
 
 
 def test_a_p3_message_whose_log_line_finds_no_room_is_answered():
     """The frame log's copy of a received message (its start, secrets
     starred) is made only for someone reading it; with no room for it the
     line goes, and the message is still answered under its tag."""
-    from firmware import p3_adapter
-    from wire import p3 as p3_codec
-
-    a = _concert_app()
-    s = _Stream()
-    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
-    real = p3_codec.redact
-    p3_codec.redact = lambda data: _no_block()
-    try:
-        asyncio.run(p3_adapter.P3(a).received(conn, b'{"type":"NO_SUCH_REQUEST","tag":"T8"}'))
-    finally:
-        p3_codec.redact = real
-    assert b'"tag":"T8"' in s.out, s.out
+    out = _received_with("redact", lambda data: _no_block(), b'{"type":"NO_SUCH_REQUEST","tag":"T8"}')
+    assert b'"tag":"T8"' in out, out
 
 
 def test_a_p3_message_that_never_finds_room_to_decode_hears_busy_under_its_tag():
@@ -698,19 +697,10 @@ def test_a_p3_message_that_never_finds_room_to_decode_hears_busy_under_its_tag()
     off its bytes, and the ACCESSORY_BUSY goes out under it (without a tag
     it answered nothing, and the POS waited 10 s)."""
     from firmware import p3_adapter
-    from wire import p3 as p3_codec
 
-    a = _concert_app()
-    s = _Stream()
-    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
-    real = p3_codec.loads
-    p3_codec.loads = lambda data: _no_block()
-    try:
-        asyncio.run(p3_adapter.P3(a).received(
-            conn, bytearray(b'{"type":"EXECUTE_TRANSACTION_REQUEST", "tag" : "T9","resource":"x"}')))
-    finally:
-        p3_codec.loads = real
-    assert b'"tag":"T9"' in s.out and b'"ACCESSORY_BUSY"' in s.out, s.out
+    out = _received_with("loads", lambda data: _no_block(), bytearray(
+        b'{"type":"EXECUTE_TRANSACTION_REQUEST", "tag" : "T9","resource":"x"}'))
+    assert b'"tag":"T9"' in out and b'"ACCESSORY_BUSY"' in out, out
     assert p3_adapter._tag(b'{"type":"X"}') is None and p3_adapter._tag(b'{"tag":null}') is None
 
 
