@@ -130,3 +130,16 @@ def test_the_web_face_rests_when_nobody_uses_it():
     # x64: about 31 KB while used, 21 KB of it given back; the rest are the names
     # its code interned, which MicroPython keeps for good (docs/MEMORY.md)
     assert used - rested > 15000, (before, used, rested)
+
+
+def test_a_page_refused_in_a_short_heap_fails_the_run_not_the_bench(monkeypatch):
+    """`make bench`'s mixed use opens the page first; in a heap too short
+    for it the terminal resets it.  That run fails, naming the page, and
+    the bench goes on to the next (it stopped with a traceback)."""
+    def reset(addr):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(load, "Watcher", reset)
+    r = load.one_run(HEAP, 1, 1)
+    assert not r["fits"] and r["why"].startswith("page: ConnectionResetError"), r
+    assert r["n"]["approved"] > 0 and r["events"] == 0
