@@ -8,16 +8,18 @@ live trace) get every line as (source, event, text).
 """
 
 frames = True
-_observers = []  # type: list
+# who gets every line (watch/unwatch change it); a caller that would build
+# a costly frame line reads it with frames: `if log.frames or log.observers`
+observers = []  # type: list
 
 
 def watch(fn):
-    _observers.append(fn)
+    observers.append(fn)
 
 
 def unwatch(fn):
-    if fn in _observers:
-        _observers.remove(fn)
+    if fn in observers:
+        observers.remove(fn)
 
 
 def event(source, what, *details):
@@ -29,7 +31,7 @@ def event(source, what, *details):
         if details:
             line += " " + " ".join([str(d) for d in details])
         print(line)
-        for fn in _observers:
+        for fn in observers:
             fn(source, what, line)
     except MemoryError:
         _short(source, what)
@@ -44,7 +46,7 @@ def _short(source, what):
 
 def frame(source, direction, peer, data):
     """A protocol frame, rx (from the register) or tx (to it); never raises."""
-    if not frames and not _observers:
+    if not frames and not observers:
         return
     try:
         if not frames:  # only the live trace wants it, and keeps at most 200 characters
@@ -54,7 +56,7 @@ def frame(source, direction, peer, data):
         line = "%s %s %s %s" % (source, direction, peer, data)
         if frames:
             print(line)
-        for fn in _observers:
+        for fn in observers:
             fn(source, direction, line)
     except MemoryError:
         _short(source, direction)

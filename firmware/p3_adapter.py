@@ -216,7 +216,7 @@ class P3:
         decoded (one that is not a JSON object gets its ERROR response),
         then request()'s answer written to conn."""
         n = len(data)  # the log gets the start of a long message, secrets starred:
-        if log.frames or log._observers:  # copies, made only when someone reads them,
+        if log.frames or log.observers:  # copies, made only when someone reads them,
             try:  # and never at the message's expense
                 log.frame(conn.name, "rx", conn.peer, p3_codec.redact(bytes(memoryview(data)[:_LOG])) +
                           (b"...(%d bytes)" % n if n > _LOG else b""))

@@ -45,7 +45,7 @@ def test_logging_never_raises_when_the_heap_is_gone():
         assert _locked(lambda: log.frame("p3-tcp", "tx", "127.0.0.1", b"{\"type\":\"x\"}")) is None
         log.event("concert-ip", "closed", "127.0.0.1")  # and it still logs afterwards
     finally:
-        log._observers.clear()
+        log.observers.clear()
     assert seen and seen[-1] == "concert-ip closed 127.0.0.1", seen
 
 

@@ -263,6 +263,6 @@ def test_a_link_that_never_finds_room_to_read_ends_after_the_request_time_out():
     try:
         run(synqpay.serve(app, "synqpay", s, "test"), 3000)
     finally:
-        log._observers.clear()
+        log.observers.clear()
     assert "synqpay closed test no room to read for 300 ms" in seen, seen
     assert 3 <= 100 - len(s.frames) <= 5, len(s.frames)  # read again every 100 ms meanwhile
