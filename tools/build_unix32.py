@@ -6,6 +6,7 @@ docs/MEMORY.md and docs/PERFORMANCE.md measure with.
     git clone --depth 1 --branch v1.28.0 https://github.com/micropython/micropython ~/mp
     python3 tools/build_unix32.py ~/mp            # ~/mp/ports/unix/build-standard-32/micropython
     python3 tools/build_unix32.py ~/mp --frozen   # ~/mp/ports/unix/build-frozen-32/micropython
+    python3 tools/build_unix32.py ~/mp --split 2  # ~/mp/ports/unix/build-standard-32-split2/micropython
     MICROPYTHON=~/mp/ports/unix/build-frozen-32/micropython make bench ARGS=--frozen
 
 Needs gcc able to build 32-bit programs (Debian: `apt install
@@ -54,6 +55,9 @@ def main(argv=None):
                    "figures)" % TAG)
     p.add_argument("--frozen", action="store_true",
                    help="freeze firmware/ and lib/wire in (this repository's manifest.py)")
+    p.add_argument("--split", type=int, default=1, metavar="N",
+                   help="the heap in N equal areas, no block spanning two (2: an ESP32's heap once "
+                   "it has grown, two 56K areas in -X heapsize=112K)")
     p.add_argument("-j", type=int, default=os.cpu_count() or 2, help="parallel jobs (default: the cores)")
     a = p.parse_args(argv)
     mp = os.path.abspath(os.path.expanduser(a.micropython))
@@ -70,7 +74,11 @@ def main(argv=None):
         run(["make", "-C", unix, "submodules"])
     build = "build-frozen-32" if a.frozen else "build-standard-32"
     args = ["make", "-C", unix, "-j%d" % a.j, "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0",
-            "MICROPY_PY_BTREE=0", "BUILD=" + build]
+            "MICROPY_PY_BTREE=0"]
+    if a.split > 1:
+        build += "-split%d" % a.split
+        args.append("CFLAGS_EXTRA=-DMICROPY_GC_SPLIT_HEAP=1 -DMICROPY_GC_SPLIT_HEAP_N_HEAPS=%d" % a.split)
+    args.append("BUILD=" + build)
     # both variants freeze modules (the standard one its asyncio...): mpy-cross first
     run(["make", "-C", os.path.join(mp, "mpy-cross"), "-j%d" % a.j])
     with tempfile.TemporaryDirectory() as d:
