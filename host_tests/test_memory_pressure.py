@@ -143,3 +143,16 @@ def test_a_page_refused_in_a_short_heap_fails_the_run_not_the_bench(monkeypatch)
     r = load.one_run(HEAP, 1, 1)
     assert not r["fits"] and r["why"].startswith("page: ConnectionResetError"), r
     assert r["n"]["approved"] > 0 and r["events"] == 0
+
+
+def test_the_mixed_use_of_some_personalities_only():
+    """What fits a board (docs/MEMORY.md) is measured per personality: a run
+    of some of them turns the others' listeners off, as a board's config
+    would, and drives only their registers."""
+    off = load.only(("concert", "web"))
+    assert off["web"] == {"enabled": True}
+    assert sorted(off["listeners"]) == ["p3-tcp", "p3-ws", "synqpay", "synqpay-serial", "synqpay-tls"]
+    assert load.only(load.ALL) == {"listeners": {}, "web": {"enabled": True}}
+    r = load.one_run(HEAP, 1, 1, families=("p3",))
+    assert r["fits"], r
+    assert r["n"]["approved"] > 0 and r["events"] == 0  # no page: web is off

@@ -144,10 +144,18 @@ def _api(addr, token, tally, stop, pause):
         stop.wait(pause)
 
 
-def mixed_use(fw, seconds, concert=2, token="", pause=0.005):
-    """Run the mixed use against a started firmware (every listener on,
-    Synqpay paired) for `seconds`: {register name: Tally}, and the page's
-    event count."""
+# The mixed use by personality: the listeners each one needs ("web": the
+# page's event stream and the API script).  A run of some of them turns the
+# other listeners off (one_run), as a board's config would.
+FAMILIES = {"concert": ("concert-ip", "concert-serial"), "p3": ("p3-tcp", "p3-ws"),
+            "synqpay": ("synqpay", "synqpay-tls", "synqpay-serial"), "web": ()}
+ALL = tuple(sorted(FAMILIES))
+
+
+def mixed_use(fw, seconds, concert=2, token="", pause=0.005, families=ALL):
+    """Run the mixed use against a started firmware (Synqpay paired) for
+    `seconds`, with the registers of `families` only: {register name:
+    Tally}, and the page's event count."""
     stop = threading.Event()
     tallies = {}
     jobs = []
@@ -156,18 +164,22 @@ def mixed_use(fw, seconds, concert=2, token="", pause=0.005):
         tallies[name] = t = Tally(name)
         jobs.append(threading.Thread(target=fn, args=args + (t, stop, pause), daemon=True))
 
-    for i in range(concert):
-        job("concert-%d" % (i + 1), _concert, fw.address("concert-ip"))
-    job("p3-tcp", _p3, fw.address("p3-tcp"), False)
-    job("p3-ws", _p3, fw.address("p3-ws"), True)
-    job("synqpay", _synqpay, fw.address("synqpay"))
-    job("api", _api, fw.address("web"), token)
-    try:
-        page = Watcher(fw.address("web"))
-    except OSError as e:  # the page refused or reset (a short heap): a failed run, not a failed bench
-        page = None
-        tallies["page"] = Tally("page")
-        tallies["page"].add("unanswered", repr(e))
+    if "concert" in families:
+        for i in range(concert):
+            job("concert-%d" % (i + 1), _concert, fw.address("concert-ip"))
+    if "p3" in families:
+        job("p3-tcp", _p3, fw.address("p3-tcp"), False)
+        job("p3-ws", _p3, fw.address("p3-ws"), True)
+    if "synqpay" in families:
+        job("synqpay", _synqpay, fw.address("synqpay"))
+    page = None
+    if "web" in families:
+        job("api", _api, fw.address("web"), token)
+        try:
+            page = Watcher(fw.address("web"))
+        except OSError as e:  # the page refused or reset (a short heap): a failed run, not a failed bench
+            tallies["page"] = Tally("page")
+            tallies["page"].add("unanswered", repr(e))
     for th in jobs:
         th.start()
     stop.wait(seconds)
@@ -192,18 +204,26 @@ def _cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
-def one_run(heap, seconds, concert, root=None):
-    """The mixed use once in `heap`: a dict of what it gave (fits: every
-    request answered, no MemoryError or traceback in the log)."""
-    from understudy.bench import HEAP_RE, start
+def only(families):
+    """The config that turns off every listener `families` does not use."""
+    off = {name: {"enabled": False} for f, names in FAMILIES.items() if f not in families
+           for name in names}
+    return {"listeners": off, "web": {"enabled": "web" in families}}
+
+
+def one_run(heap, seconds, concert, root=None, families=ALL):
+    """The mixed use once in `heap`, with the listeners of `families` only:
+    a dict of what it gave (fits: every request answered, no MemoryError or
+    traceback in the log)."""
+    from understudy.bench import HEAP_RE, merge, start
 
     try:
-        fw = start({"log": {"heap": True, "frames": False}, "delays": {"auth_ms": 2}},
-                   heap=heap, root=root)
+        fw = start(merge({"log": {"heap": True, "frames": False}, "delays": {"auth_ms": 2}},
+                         only(families)), heap=heap, root=root)
     except Exception as e:  # it did not even boot in this heap
         return {"fits": False, "why": "no boot: %s" % str(e).splitlines()[0]}
     try:
-        tallies, events = mixed_use(fw, seconds, concert)
+        tallies, events = mixed_use(fw, seconds, concert, families=families)
         cpu = _cpu_s(fw.proc.pid)
     finally:
         fw.stop()
@@ -227,13 +247,13 @@ def _exception(out, line):
     return "Traceback: " + next((ln for ln in rest if ln and not ln.startswith(" ")), "?")
 
 
-def fit_rates(sizes, runs, seconds, concert=2, root=None, say=print):
+def fit_rates(sizes, runs, seconds, concert=2, root=None, say=print, families=ALL):
     """[(size, [one_run results])] for each heap size."""
     table = []
     for size in sizes:
         results = []
         for i in range(runs):
-            r = one_run(size, seconds, concert, root)
+            r = one_run(size, seconds, concert, root, families)
             results.append(r)
             say("mixed use in %s, run %d of %d: %s" % (
                 size, i + 1, runs, "fits" if r["fits"] else "fails: " + r["why"][:90]))
