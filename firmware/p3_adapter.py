@@ -364,7 +364,7 @@ class P3:
             from firmware import receipt
 
             for key, merchant in (("merchantReceipt", True), ("customerReceipt", False)):
-                lines = receipt.transaction(t, cfg, merchant).split("\n")[:-1]
+                lines = receipt.lines(t, cfg, merchant)
                 if merchant and paper:
                     lines += ["", "CARDHOLDER SIGNATURE", "", "", "_" * cfg["receipt"]["width"]]
                 v.append((key, (("receiptType", "MERCHANT" if merchant else "CUSTOMER"),

@@ -61,7 +61,9 @@ def _head(cfg, w):
     return [_center(cfg["merchant_name"], w), _center(cfg["merchant_city"], w)]
 
 
-def transaction(t, cfg, merchant=False):
+def lines(t, cfg, merchant=False):
+    """A transaction's receipt, line by line (P3 sends them so: no block
+    of the whole text needed)."""
     w = cfg["receipt"]["width"]
     lines = _head(cfg, w)
     if t.brand:
@@ -81,7 +83,11 @@ def transaction(t, cfg, merchant=False):
     if t.reason in _REASONS:
         lines.append(_center(_REASONS[t.reason], w))
     lines.append(_center("MERCHANT COPY" if merchant else "CARDHOLDER COPY", w))
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def transaction(t, cfg, merchant=False):
+    return "\n".join(lines(t, cfg, merchant)) + "\n"
 
 
 def settlement(s, cfg):

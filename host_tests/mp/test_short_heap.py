@@ -614,6 +614,31 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     assert t.delivered and t.result == "approved"
 
 
+def test_a_p3_final_answer_needs_no_block_for_a_whole_receipt():
+    """P3 sends receipts line by line: its final answer is built from the
+    lines (small blocks), never from the receipt's whole text, a block of
+    200 bytes and more that a fragmented board heap often lacks (the final
+    answer of an approved payment was lost so on a modelled ESP32)."""
+    from firmware import p3_adapter, receipt
+
+    a = _concert_app()
+    s = _Stream()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    t = a.term.start("pay", 1250, 978, "p3", ref="order-2")
+
+    def whole(*args):
+        raise MemoryError("memory allocation failed, allocating 225 bytes")
+
+    real, receipt.transaction = receipt.transaction, whole
+    try:
+        asyncio.run(p3_adapter.P3(a).drive(conn, t, "TRANSACTION_RESPONSE", "T2", "devices/x", False))
+    finally:
+        receipt.transaction = real
+    assert b'"merchantReceipt"' in s.out and b'"T2"' in s.out, s.out
+    assert t.delivered and t.result == "approved"
+    assert receipt.lines(t, a.cfg) == real(t, a.cfg).split("\n")[:-1]  # the same text
+
+
 def test_a_p3_payment_with_no_room_for_its_task_hears_busy():
     """The terminal was claimed, and the task that would run the payment
     finds no room: the claim is given back and the POS hears
