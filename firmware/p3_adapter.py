@@ -73,9 +73,9 @@ class Conn:
                 if isinstance(data, tuple):
                     done = [0, 0, b""]  # type: list  # written, made by this pass, the first piece
 
-                    def put(b):
-                        if not done[0]:
-                            done[2] = b
+                    def put(b):  # (b is pieces()' buffer, filled again after: copied for the log)
+                        if not done[0] and (log.frames or log.observers):
+                            done[2] = bytes(b)
                         at = done[1]
                         done[1] += len(b)
                         if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)

@@ -46,10 +46,16 @@ def test_dumps_keeps_order_skips_none_and_writes_amounts_raw():
 def test_size_and_pieces_match_dumps():
     m = p3.message("X_RESPONSE", "t", None, "OK", None, (("lines", ["x" * 100] * 30), ("n", 1)))
     whole = p3.dumps(m)
-    got = []
-    p3.pieces(m, got.append, 256)
+    got, bufs = [], set()
+
+    def put(b):  # a piece is only good until put() returns: copied
+        got.append(bytes(b))
+        bufs.add(id(b))
+
+    p3.pieces(m, put, 256)
     assert p3.size(m) == len(whole) and b"".join(got) == whole
-    assert len(got) > 5 and all(len(g) < 256 + 110 for g in got)
+    assert len(got) > 5 and all(len(g) <= 256 for g in got)
+    assert len(bufs) == 1  # one buffer made for every piece: no allocation per piece
 
 
 def test_error_response():

@@ -185,20 +185,23 @@ def size(msg):
 
 
 def pieces(msg, put, chunk=512):
-    """Write dumps(msg) through put() in pieces of about `chunk` bytes, so a
-    long message never needs one long buffer (a fragmented heap may have
-    none)."""
-    buf = [bytearray()]
+    """Write dumps(msg) through put() in pieces of at most `chunk` bytes (but
+    for a longer single value), all made in one buffer allocated once: a
+    long message needs neither one long block nor a new one per piece (a
+    fragmented heap may have neither).  put() uses or copies each piece
+    before it returns."""
+    buf = bytearray(chunk)
+    buf[:] = b""  # empty, its room kept: extend() below does not allocate
 
     def add(b):
-        buf[0].extend(b)
-        if len(buf[0]) >= chunk:
-            put(buf[0])
-            buf[0] = bytearray()
+        if buf and len(buf) + len(b) > chunk:
+            put(buf)
+            buf[:] = b""
+        buf.extend(b)
 
     _dump(msg, add)
-    if buf[0]:
-        put(buf[0])
+    if buf:
+        put(buf)
 
 
 def camel(typ):
