@@ -258,8 +258,12 @@ _app = None
 
 def _orphan(loop, context):
     """A task failed after whoever awaited it had gone (a time-out that won
-    the race, a connection already closed): one line, not a traceback."""
-    log.event("app", "orphan", repr(context.get("exception")))
+    the race, a connection already closed): one line, not a traceback.  No
+    room for it: none (raised here, it would end asyncio.run: the terminal)."""
+    try:
+        log.event("app", "orphan", repr(context.get("exception")))
+    except MemoryError:
+        pass
 
 
 def main():
