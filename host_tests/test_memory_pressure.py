@@ -156,3 +156,14 @@ def test_the_mixed_use_of_some_personalities_only():
     r = load.one_run(HEAP, 1, 1, families=("p3",))
     assert r["fits"], r
     assert r["n"]["approved"] > 0 and r["events"] == 0  # no page: web is off
+
+
+def test_a_terminal_gone_mid_run_fails_that_run_not_the_bench(monkeypatch):
+    """A terminal that exits during a run (its /proc entry gone when the
+    run reads its CPU time) fails that run, saying so; the fit table goes on."""
+    def gone(pid):
+        raise FileNotFoundError(2, "No such file or directory: '/proc/%d/stat'" % pid)
+
+    monkeypatch.setattr(load, "_cpu_s", gone)
+    r = load.one_run(HEAP, 1, 1, families=("concert",))
+    assert not r["fits"] and r["why"].startswith("the terminal exited (status "), r

@@ -224,7 +224,13 @@ def one_run(heap, seconds, concert, root=None, families=ALL):
         return {"fits": False, "why": "no boot: %s" % str(e).splitlines()[0]}
     try:
         tallies, events = mixed_use(fw, seconds, concert, families=families)
-        cpu = _cpu_s(fw.proc.pid)
+        try:
+            cpu = _cpu_s(fw.proc.pid)
+        except OSError:  # it is gone: the run failed, and why is in its log
+            cpu = 0
+            exited = "the terminal exited (status %s)" % fw.proc.poll()
+        else:
+            exited = None
     finally:
         fw.stop()
         problems = fw.problems()
@@ -232,7 +238,8 @@ def one_run(heap, seconds, concert, root=None, families=ALL):
         fw.cleanup()
     n = {k: sum(t.n[k] for t in tallies.values()) for k in ("approved", "busy", "other", "unanswered")}
     heaps = sorted(int(h) for _, h in HEAP_RE.findall(out))
-    why = (unanswered(tallies) + [_exception(out, p) for p in problems])[:1]
+    why = ([exited] if exited else []) + unanswered(tallies) + [_exception(out, p) for p in problems]
+    why = why[:1]
     return {"fits": not why and not n["other"], "why": why[0] if why else "", "n": n,
             "events": events, "cpu_ms": 1000.0 * cpu / max(1, sum(n.values())),
             "heap_median": heaps[len(heaps) // 2] if heaps else None,
