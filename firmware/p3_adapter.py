@@ -95,8 +95,8 @@ class Conn:
                 await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
             return head if data is None else data
         except (OSError, asyncio.TimeoutError, MemoryError) as e:
+            self.close()  # first: a line with no room raises, and the head may be out
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
-            self.close()
             return None
 
     async def send(self, m):

@@ -135,10 +135,10 @@ class Session:
                     self.s.write(data)
                 await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
         except Exception as e:  # OSError, TimeoutError: the client is gone or stuck
-            log.event(self.name, "send-failed", self.peer, repr(e))
-            task = self.task
+            task = self.task  # (first: a line with no room raises, a frame half out)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()  # the reader ends the link; else its next read does
+            log.event(self.name, "send-failed", self.peer, repr(e))
             return False
         log.frame(self.name, "tx", self.peer, shown)
         return True

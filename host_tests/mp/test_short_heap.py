@@ -153,6 +153,32 @@ def test_a_synqpay_link_dropped_from_its_own_task_ends_cleanly():
     assert asyncio.run(link()) == "ended"
 
 
+def test_a_synqpay_frame_cut_for_good_ends_its_link_even_with_no_room_to_say_so():
+    """A frame half written, its link must end (its reader is cancelled),
+    also when the line saying so finds no room: the next frame would follow
+    the half one."""
+    from firmware import synqpay
+
+    cfg, _ = config.merge({})
+    a = _App(cfg)
+
+    async def reading():
+        await asyncio.sleep_ms(10000)
+
+    async def go():
+        reader = asyncio.create_task(reading())
+        me = synqpay.Session(a, "synqpay", _HeadOnly(), "127.0.0.1")
+        me.task = reader
+        try:
+            await me.send((b"\x02head", b"body\x03"), b"")
+        except MemoryError:
+            pass
+        await asyncio.sleep_ms(0)
+        return reader.done()
+
+    assert asyncio.run(go()) is True
+
+
 class _Board:
     DEFAULT_HOST = "127.0.0.1"
 
@@ -566,6 +592,50 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
     assert asyncio.run(conn.send(m)) is True
     body = bytes(w.dumps(m))
     assert len(body) > 3 * 256 and s.out == b"%d\n" % len(body) + body, s.out
+
+
+class _NoRoomToSay(MemoryError):
+    def __repr__(self):  # the log line about it finds no room either
+        raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+
+class _HeadOnly(_Stream):
+    """A stream that takes a message's head, then finds no heap for more."""
+
+    def __init__(self):
+        super().__init__()
+        self.s = self  # its socket
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+    def write(self, data):
+        if self.out:
+            raise _NoRoomToSay("memory allocation failed, allocating 128 bytes")
+        super().write(data)
+
+
+def test_a_p3_message_cut_for_good_closes_even_when_its_log_line_cannot_be_made():
+    """A message whose body never finds room closes its connection, even if
+    the line saying so raises too: the head is out, and anything written
+    after it (the busy answer that follows a MemoryError) would be read as
+    that message's body.  Seen: a POS read an answer's head as the start of
+    a login answer (\"unreadable message\"), at 96K and 112K on 32 bits."""
+    from firmware import p3_adapter
+    from wire import p3 as w
+
+    a = _concert_app()
+    s = _HeadOnly()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    m = w.message("LOGIN_MERCHANT_RESPONSE", "T1", None, "OK", body=(("merchantId", "M1"),))
+    try:
+        asyncio.run(conn.send(m))
+    except MemoryError:
+        pass  # (what received() turns into a busy answer)
+    assert not conn.open and s.closed
+    head = s.out
+    assert asyncio.run(conn.send(m)) is False and s.out == head  # nothing after the head
 
 
 class _Taken(_Stream):
