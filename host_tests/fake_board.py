@@ -27,8 +27,9 @@ FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 
 
 class FakeBoard:
-    def __init__(self, flash, wifi_attempts="1"):
+    def __init__(self, flash, wifi_attempts="1", heap="256K"):
         self.flash = str(flash)
+        self.heap = heap
         os.makedirs(self.flash, exist_ok=True)
         self.wifi = wifi_attempts
         self.host_master, host_slave = pty.openpty()
@@ -48,7 +49,7 @@ class FakeBoard:
         tty.setraw(slave)
         env = dict(os.environ, MICROPYPATH=":".join([FAKES, self.flash, self.flash + "/lib", ".frozen"]),
                    FAKE_WIFI=str(self.wifi))
-        self.proc = subprocess.Popen([micropython(), "-X", "heapsize=256K", "-i",
+        self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + self.heap, "-i",
                                       os.path.join(FAKES, "board_power_on.py")],
                                      cwd=self.flash, env=env, stdin=slave, stdout=slave, stderr=slave,
                                      start_new_session=True)

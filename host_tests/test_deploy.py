@@ -53,6 +53,7 @@ def test_deploy_to_a_board(tmp_path, wifi):
         cfg = json.loads((flash / "config.json").read_text())
         assert cfg["wifi"]["ssid"] == "shop"
         assert "compatible" in r.stdout and "understudy 0.1.0 on esp32" in r.stdout, r.stdout + r.stderr
+        assert "warning" not in r.stdout  # 256K: room for every personality at once
         assert board.boots == 2  # reset
         if wifi == "1":
             assert r.returncode == 0, r.stdout + r.stderr
@@ -83,6 +84,60 @@ def test_what_each_board_gets():
     assert not deploy.wants_bluetooth(ask, {"listeners": {"concert-ip": {"enabled": True}}})
     assert deploy.wants_bluetooth(ask, {"listeners": {"concert-ble": {"enabled": True}}})
     assert deploy.wants_bluetooth(Namespace(bluetooth=True), {})
+
+
+def test_a_board_short_of_heap_for_the_config_is_told_before_it_runs(tmp_path):
+    """The probe reads the board's heap; a config whose personalities, used
+    at once, need more from .mpy gets a warning that says what to turn off
+    or to freeze, and the deployment goes on (a register may never use them
+    all at once)."""
+    board = FakeBoard(tmp_path / "flash", heap="128K")
+    try:
+        r = run("--port", board.port, "--no-reset", *LOCAL)
+        assert r.returncode == 0, r.stdout + r.stderr
+        warning = [ln for ln in r.stdout.splitlines() if "warning" in ln]
+        assert len(warning) == 1, r.stdout
+        w = warning[0]
+        assert "enables Concert, P3, Synqpay and the web page" in w and "about 168 KB" in w, w
+        assert "this board has 12" in w and "KB" in w, w  # 128K less the heap's own tables
+        assert "on now: concert-ip, p3-tcp, p3-ws, synqpay, synqpay-tls, synqpay-serial;" in w, w
+        assert "--frozen" in w and (tmp_path / "flash" / "config.json").exists()
+    finally:
+        board.close()
+
+
+def test_the_heap_a_config_needs_on_each_board():
+    from understudy.testkit import firmware_config
+
+    def merged(**listeners):
+        cfg = {"listeners": {n: {"enabled": on} for n, on in listeners.items()}}
+        return firmware_config().merge(cfg)[0]
+
+    every = merged()
+    assert deploy.in_use(every) == ["Concert", "P3", "Synqpay", "web"]
+    # a Pico W: its TLS link's buffers come out of MicroPython's heap too
+    assert "about %d KB" % (168 + deploy.RP2_TLS) in deploy.heap_warning("rp2", 190 * 1024, every)
+    assert deploy.heap_warning("rp2", 210 * 1024, every) is None
+    assert deploy.heap_warning("esp32", 190 * 1024, every)
+    # a plain ESP32 reports its free RAM beyond the heap it keeps for Wi-Fi and TLS
+    assert "this board has 109 KB" in deploy.heap_warning("esp32", 180 * 1024, every)
+    assert deploy.heap_warning("esp32", 4 << 20, every) is None  # PSRAM
+    concert = merged(**{"p3-tcp": False, "p3-ws": False, "synqpay": False, "synqpay-tls": False,
+                        "synqpay-serial": False})
+    assert deploy.in_use(concert) == ["Concert", "web"]
+    assert deploy.heap_warning("esp32", 180 * 1024, concert) is None
+    nothing_at_all = merged(**{n: False for _, lns in deploy.FAMILIES for n in lns})
+    assert deploy.heap_need(deploy.in_use(nothing_at_all)) == min(kb for _, kb in deploy.NEEDS)
+
+
+def test_what_deploy_counts_is_what_memory_md_tables():
+    """NEEDS is the "deploy counts" column of docs/MEMORY.md's "What fits a
+    board", row by row: the warning and the measurements it rests on agree."""
+    with open(os.path.join(paths.ROOT, "docs", "MEMORY.md")) as f:
+        text = f.read().split("## What fits a board", 1)[1].split("\n## ", 1)[0]
+    rows = [ln.split("|")[-2].strip() for ln in text.splitlines()
+            if ln.startswith("| ") and ln.split("|")[-2].strip().endswith(" KB")]
+    assert rows == ["%d KB" % kb for _, kb in deploy.NEEDS], rows
 
 
 def test_no_board_and_bad_config(tmp_path):

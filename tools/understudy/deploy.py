@@ -100,7 +100,7 @@ def load_config(a):
         d[parts[-1]] = v
     from understudy.testkit import firmware_config
 
-    _, problems = firmware_config().merge(cfg)
+    merged, problems = firmware_config().merge(cfg)
     if problems:
         raise Stop("the terminal would not take this config:\n  " + "\n  ".join(problems))
     if not (cfg.get("wifi") or {}).get("ssid"):
@@ -111,7 +111,63 @@ def load_config(a):
         web["token"] = os.urandom(12).hex()
         say("the web page's control token (web.token, kept in the board's config.json): %s"
             % web["token"])
-    return cfg
+    return cfg, merged
+
+
+# The personalities' listeners (the web face is `web.enabled`).
+FAMILIES = (("Concert", ("concert-ip", "concert-serial", "concert-bt", "concert-ble")),
+            ("P3", ("p3-tcp", "p3-ws")), ("Synqpay", ("synqpay", "synqpay-tls", "synqpay-serial")))
+# The heap a board needs from .mpy for the personalities a config enables,
+# all used at once: the smallest heap in which load.py's mixed use of just
+# those fit 10 runs of 10 on the 32-bit unix port, in steps of 8 or 16K
+# (docs/MEMORY.md, "What fits a board"), plus 8 KB for what a board port's
+# own buffers take (7 KB more on the emulated rp2 than on the 32-bit unix
+# port).  A set not measured takes the figure of the smallest measured set
+# that holds it.
+NEEDS = ((("Concert", "web"), 104), (("P3", "web"), 120), (("Synqpay", "web"), 120),
+         (("Concert", "P3", "web"), 136), (("Concert", "Synqpay", "web"), 136),
+         (("P3", "Synqpay", "web"), 152), (("Concert", "P3", "Synqpay"), 136),
+         (("Concert", "P3", "Synqpay", "web"), 168))
+# On rp2 mbedTLS allocates from MicroPython's heap: a TLS link about 24 KB,
+# and 6 to 8 KB more while it shakes hands (an estimate: docs/MEMORY.md).
+RP2_TLS = 32
+# An ESP32 without PSRAM grows MicroPython's heap once, to 111,936 bytes, and
+# leaves the rest of its RAM to Wi-Fi and TLS (MicroPython PR 13219); the
+# gc.mem_free() of its 1.23+ firmware counts that rest too (PR 12366).
+ESP32_HEAP = 111936
+
+
+def in_use(merged):
+    """The names of the personalities (and "web") a merged config enables."""
+    ls = merged["listeners"]
+    out = [name for name, listeners in FAMILIES if any(ls[n]["enabled"] for n in listeners if n in ls)]
+    return out + ["web"] if merged["web"]["enabled"] else out
+
+
+def heap_need(names):
+    """KB of heap a board needs from .mpy to run `names` at once."""
+    return min(kb for have, kb in NEEDS if set(names) <= set(have))
+
+
+def heap_warning(platform, heap, merged):
+    """None, or why this board's heap is short for what the config enables."""
+    if platform == "esp32" and heap < 1 << 20:  # PSRAM: megabytes, and no Wi-Fi share to keep
+        heap = min(heap, ESP32_HEAP)
+    names = in_use(merged)
+    need = heap_need(names)
+    on = [n for _, lns in FAMILIES for n in lns if merged["listeners"].get(n, {}).get("enabled")]
+    if platform == "rp2" and "synqpay-tls" in on:
+        need += RP2_TLS
+    if heap >= need * 1024:
+        return None
+    if "web" in names:
+        names[-1] = "the web page"
+    what = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+    return ("this config enables %s: used at once, from .mpy, they need about %d KB of heap, and "
+            "this board has %d KB (docs/MEMORY.md, \"What fits a board\").  Turn off the listeners "
+            "your registers do not use (--set listeners.NAME.enabled=false; on now: %s; the web page: "
+            "--set web.enabled=false), or freeze the firmware into the board's MicroPython "
+            "(docs/BOARDS.md, --frozen)" % (what, need, heap // 1024, ", ".join(on)))
 
 
 def find_port(port):
@@ -224,17 +280,18 @@ def wants_bluetooth(a, cfg):
 
 
 def deploy(a):
-    cfg = load_config(a)
+    cfg, merged = load_config(a)
     say("config checked (%d top-level keys)" % len(cfg))
     root = build.ensure()
     n, size = build.stats(root)
     ver = mpy_header(root)
-    say("built %d modules, %.1f KB of .mpy v%d (bytecode only)" % (n, size / 1024.0, ver[0]))
+    say("built %d modules, %.2f KB of .mpy v%d (bytecode only)" % (n, size / 1024.0, ver[0]))
     if a.uf2:
         put_micropython(a)
     find_port(a.port)
     say("asking the board on %s..." % a.port)
-    probe = "import sys; print('BOARD', sys.platform, getattr(sys.implementation, '_mpy', -1), sys.version)"
+    probe = ("import sys, gc; gc.collect(); print('HEAP', gc.mem_free() + gc.mem_alloc()); "
+             "print('BOARD', sys.platform, getattr(sys.implementation, '_mpy', -1), sys.version)")
     if a.frozen:
         probe += FROZEN_PROBE
     try:
@@ -250,8 +307,13 @@ def deploy(a):
     if why and not a.frozen:  # frozen: no .mpy goes to the board
         raise Stop("the board's MicroPython (%s, %s) cannot load this build: %s.  Flash MicroPython "
                    "1.23 or newer (micropython.org/download), then deploy again" % (version, platform, why))
-    say("board: %s, %s, .mpy v%d%s" % (platform, version.split(";")[-1].strip(), int(mpy) & 255,
-                                       "" if why else ": compatible"))
+    heap = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("HEAP ")]
+    say("board: %s, %s, heap %s, .mpy v%d%s" % (
+        platform, version.split(";")[-1].strip(), "%d KB" % (heap[0] // 1024) if heap else "?",
+        int(mpy) & 255, "" if why else ": compatible"))
+    short = not a.frozen and heap and heap_warning(platform, heap[0], merged)
+    if short:
+        say("warning: " + short)
     if a.frozen:
         if "FROZEN 1" not in out:
             raise Stop("--frozen, but the board's MicroPython has no Understudy frozen in (`import "
