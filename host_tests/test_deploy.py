@@ -126,7 +126,7 @@ def test_the_heap_a_config_needs_on_each_board():
                         "synqpay-serial": False})
     assert deploy.in_use(concert) == ["Concert", "web"]
     assert deploy.heap_warning("esp32", 180 * 1024, concert) is None
-    nothing_at_all = merged(**{n: False for _, lns in deploy.FAMILIES for n in lns})
+    nothing_at_all = merged(**{n: False for _, lns in deploy.PERSONALITIES for n in lns})
     assert deploy.heap_need(deploy.in_use(nothing_at_all)) == min(kb for _, kb in deploy.NEEDS)
 
 

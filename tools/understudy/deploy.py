@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from understudy import build, paths, tls
+from understudy.testkit import PERSONALITIES
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -114,9 +115,6 @@ def load_config(a):
     return cfg, merged
 
 
-# The personalities' listeners (the web face is `web.enabled`).
-FAMILIES = (("Concert", ("concert-ip", "concert-serial", "concert-bt", "concert-ble")),
-            ("P3", ("p3-tcp", "p3-ws")), ("Synqpay", ("synqpay", "synqpay-tls", "synqpay-serial")))
 # The heap a board needs from .mpy for the personalities a config enables,
 # all used at once: the smallest heap in which load.py's mixed use of just
 # those fit 10 runs of 10 on the 32-bit unix port, in steps of 8 or 16K
@@ -140,7 +138,7 @@ ESP32_HEAP = 111936
 def in_use(merged):
     """The names of the personalities (and "web") a merged config enables."""
     ls = merged["listeners"]
-    out = [name for name, listeners in FAMILIES if any(ls[n]["enabled"] for n in listeners if n in ls)]
+    out = [name for name, listeners in PERSONALITIES if any(ls[n]["enabled"] for n in listeners)]
     return out + ["web"] if merged["web"]["enabled"] else out
 
 
@@ -155,7 +153,7 @@ def heap_warning(platform, heap, merged):
         heap = min(heap, ESP32_HEAP)
     names = in_use(merged)
     need = heap_need(names)
-    on = [n for _, lns in FAMILIES for n in lns if merged["listeners"].get(n, {}).get("enabled")]
+    on = [n for _, lns in PERSONALITIES for n in lns if merged["listeners"][n]["enabled"]]
     if platform == "rp2" and "synqpay-tls" in on:
         need += RP2_TLS
     if heap >= need * 1024:

@@ -17,6 +17,7 @@ import threading
 from understudy.bench import CONCERT, P3, Synqpay, Watcher, concert_once
 from understudy.codecs import concert_tlv as tlv
 from understudy.ecr import Busy
+from understudy.testkit import PERSONALITIES
 
 
 class Tally:
@@ -144,11 +145,10 @@ def _api(addr, token, tally, stop, pause):
         stop.wait(pause)
 
 
-# The mixed use by personality: the listeners each one needs ("web": the
-# page's event stream and the API script).  A run of some of them turns the
-# other listeners off (one_run), as a board's config would.
-FAMILIES = {"concert": ("concert-ip", "concert-serial"), "p3": ("p3-tcp", "p3-ws"),
-            "synqpay": ("synqpay", "synqpay-tls", "synqpay-serial"), "web": ()}
+# The mixed use by personality, and "web" (the page's event stream and the
+# API script).  A run of some of them turns the other listeners off
+# (one_run), as a board's config would.
+FAMILIES = dict([(name.lower(), listeners) for name, listeners in PERSONALITIES], web=())
 ALL = tuple(sorted(FAMILIES))
 
 

@@ -32,6 +32,9 @@ DEFAULTS = {
     "config_watch_s": 1,
 }
 TCP = ("concert-ip", "p3-tcp", "p3-ws", "synqpay", "synqpay-tls")
+# Each personality's listeners (the web face is `web.enabled`)
+PERSONALITIES = (("Concert", ("concert-ip", "concert-serial", "concert-bt", "concert-ble")),
+                 ("P3", ("p3-tcp", "p3-ws")), ("Synqpay", ("synqpay", "synqpay-tls", "synqpay-serial")))
 
 
 def merge(base, extra):
