@@ -98,12 +98,12 @@ async def serve(app, name, s, peer, hello=None):
                 continue
             if not data:
                 break
-            d.feed(data)
-            ev = d.next()
+            await when_room(d.feed, data)  # the bytes are read: no room now must not lose them
+            ev = await when_room(d.next)
             while ev is not None:
                 hello = False
                 await a.request(me, ev)
-                ev = d.next()
+                ev = await when_room(d.next)
     except asyncio.CancelledError:  # evicted, or disconnected on purpose
         pass
     finally:

@@ -192,3 +192,25 @@ def test_a_frame_from_pieces_is_the_frame_of_their_join():
         got = L.pieces(L.RESPONSE, body, key)
         assert got[1:-1] == tuple(body)  # the pieces themselves, not copies
         assert b"".join(got) == L.frame(L.RESPONSE, b"".join(body), key)
+
+
+def test_a_frame_taken_out_with_no_room_comes_out_whole_next_time():
+    """next() changes nothing until the frame is taken out: a MemoryError
+    there (its payload's copy) leaves the same frame for the next call."""
+    d = L.Decoder(4096)
+    d.feed(DOCS_FRAME)
+
+    def no_room(*args):
+        raise MemoryError("memory allocation failed, allocating 68 bytes")
+
+    L.bytes = no_room  # the module's copies of the frame find no room
+    try:
+        try:
+            d.next()
+        except MemoryError:
+            pass
+        else:
+            raise AssertionError("next() found room")
+    finally:
+        del L.bytes
+    assert d.next() == (L.REQUEST, KEY, DOCS_PAYLOAD) and d.next() is None

@@ -167,6 +167,7 @@ class Decoder:
                 return self._bad(E_CRC, c + 3 - i)
         if t not in self.accept:
             return self._bad(E_TYPE, c + 3 - i)
-        self.i = c + 3
+        ev = (t, bytes(b[i + 2:i + 6]) if t == REQUEST else None, bytes(b[at + 4:c]))
+        self.i = c + 3  # (after what may find no room: then called again, the same frame)
         self.quiet = False
-        return (t, bytes(b[i + 2:i + 6]) if t == REQUEST else None, bytes(b[at + 4:c]))
+        return ev
