@@ -110,8 +110,8 @@ def build(out=paths.MPY, quiet=False):
     with open(os.path.join(out, ".stamp"), "w") as f:
         f.write("%d %d\n%s\n" % (n, size, digest()))
     if not quiet:
-        print("mpy: %d modules, %.2f KB of .mpy for a board (%s, the larger), in %s" % (
-            n, size / 1024.0, platform, os.path.relpath(out)))
+        print("mpy: %d modules, %s bytes of .mpy for a board (%s, the larger), in %s" % (
+            n, "{:,}".format(size), platform, os.path.relpath(out)))
     return n, size
 
 

@@ -283,7 +283,7 @@ def deploy(a):
     root = build.ensure()
     n, size = build.stats(root)
     ver = mpy_header(root)
-    say("built %d modules, %.2f KB of .mpy v%d (bytecode only)" % (n, size / 1024.0, ver[0]))
+    say("built %d modules, %s bytes of .mpy v%d (bytecode only)" % (n, "{:,}".format(size), ver[0]))
     if a.uf2:
         put_micropython(a)
     find_port(a.port)
