@@ -229,7 +229,7 @@ class Concert:
             import gc
 
             gc.collect()
-            log.event(src, "busy", "no room for the request: %s" % e)
+            log.event(src, "busy", "no room for the request:", e)
             return self.busy(req), req, None
 
 

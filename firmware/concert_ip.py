@@ -84,12 +84,12 @@ async def serve(app, name, s, peer):
         if watcher is not None:
             watcher.cancel()
         gc.collect()
-        log.event(name, "busy", peer, "no room for the request: %s" % e)
         try:  # busy echoing nothing, straight to the socket: that allocates nothing
-            s.s.send(concert.refusal)
+            s.s.send(concert.refusal)  # (first: the line below may find no room)
             read_away(s)  # (a close on unread bytes is a reset that can beat it)
         except OSError:
             pass
+        log.event(name, "busy", peer, "no room for the request:", e)
         return
     try:
         ans, t = await co

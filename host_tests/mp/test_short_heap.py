@@ -592,6 +592,28 @@ def test_concert_over_tcp_with_no_room_for_the_request_answers_busy():
     assert c.busy(tlv.decode(_PAY)) is c.refusal
 
 
+def test_concert_busy_for_want_of_room_goes_out_when_its_log_line_cannot_be_made():
+    """The busy answer is sent before the line saying why: a line with no
+    room would otherwise leave the register with a closed connection."""
+    from firmware import adapter, concert, concert_ip
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    c = adapter(a, concert.Concert)
+
+    def no_room(msg, src):
+        raise _NoRoomToSay("memory allocation failed, allocating 160 bytes")
+
+    c.request = no_room
+    reg = _Paying()
+    try:
+        asyncio.run(concert_ip.serve(a, "concert-ip", reg, "127.0.0.1"))
+    except MemoryError:
+        pass
+    got = tlv.decode(reg.s.sent)
+    assert (got["AE"], got["AF"]) == ("01", "00"), got
+
+
 def _no_block():
     raise MemoryError("memory allocation failed, allocating 160 bytes")
 
@@ -630,6 +652,8 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
 class _NoRoomToSay(MemoryError):
     def __repr__(self):  # the log line about it finds no room either
         raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+    __str__ = __repr__
 
 
 class _HeadOnly(_Stream):
