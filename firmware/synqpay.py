@@ -446,7 +446,7 @@ class Synqpay:
             parts, shown = await when_room(self._built, t)
         except MemoryError:
             gc.collect()
-            c.disconnect("no memory for the answer #%d; resent on reconnect" % t.no)
+            c.disconnect("no memory for the answer; resent on reconnect")  # (no allocation)
             return None
         return await c.send(parts, shown)
 
