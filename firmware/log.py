@@ -22,6 +22,10 @@ def unwatch(fn):
         observers.remove(fn)
 
 
+# A handler of MemoryError acts first (closes, answers busy) and logs after:
+# the call itself (its details tuple, any formatting done for it) can find
+# no room, and log's guard covers only what happens inside it.  Pass values
+# as details rather than formatting them, so log's guard formats them.
 def event(source, what, *details):
     """Never raises: a MemoryError here (the heap is short, which is often
     why there is something to log) must not kill the task that logs it.
