@@ -312,7 +312,7 @@ class Synqpay:
             body = shown = '{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%s%s}}' % (
                 json.dumps(rid), a[0], json.dumps(a[1]),
                 ',"data":%s' % json.dumps(a[2]) if len(a) > 2 else "")
-        await me.send(L.parts(L.RESPONSE, _utf8(body)), shown)
+        await me.send(L.parts(L.RESPONSE, memoryview(body)), shown)
 
     def status(self):
         """getStatus's result."""
@@ -417,7 +417,7 @@ class Synqpay:
             self._post(*_framed(L.RESPONSE, self._answer(t, "UPDATE")))
         elif ev and t.state in _EVENTS:
             body = '{"jsonrpc":"2.0","method":"transactionEvent","params":{"type":"%s"}}' % _EVENTS[t.state]
-            self._post(L.parts(L.EVENT, _utf8(body)), body)
+            self._post(L.parts(L.EVENT, memoryview(body)), body)  # type: ignore[arg-type]
 
     async def _run(self, t):
         term = self.app.term
@@ -528,13 +528,6 @@ class Synqpay:
         ]
 
 
-def _utf8(text):
-    """The bytes of text without a copy: a MicroPython str holds UTF-8, and
-    a memoryview reads it in place (encode() would need a second block of
-    the answer's size, about 1.5 KB with receipts)."""
-    return memoryview(text)  # type: ignore[arg-type]
-
-
 def _reply(rid, result):
     return '{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(rid), result)
 
@@ -561,4 +554,6 @@ def _framed(ftype, out):
     shows of it (all of it when frames are logged; else the start, for the
     trace)."""
     shown = "".join(out) if log.frames else "".join(out[:6])
-    return L.pieces(ftype, [_utf8(x) for x in out]), shown
+    # a memoryview of a str reads its UTF-8 in place: encode() would need a
+    # second block of the answer's size (about 1.5 KB with receipts)
+    return L.pieces(ftype, [memoryview(x) for x in out]), shown

@@ -172,10 +172,6 @@ def _plain(v):
     return v if v is None or isinstance(v, (str, int, bool)) else str(v)
 
 
-def _money(t):
-    return receipt.money(t.amount, t.cur)  # the receipts' own table: 1250 XPF is not 12.50
-
-
 def _inflate(f):
     """The gzipped page read as text (the build compresses it with a 1 KB
     window: about 2.4 KB of RAM while it is sent); f itself where the port
@@ -204,10 +200,6 @@ async def _admin(web, s, method, path, q, headers, body):
     finally:
         del web_admin
         drop("firmware.web_admin", had)
-
-
-def _conflict(what):
-    raise Answer(409, "Conflict", what)
 
 
 def _pieces(v):
@@ -320,14 +312,17 @@ class Web:
         term = self.app.term
         t = term.current
         if t is not None:
-            top = _money(t) if t.op == "pay" else "%s %s" % (t.op.upper(), _money(t))
+            top = receipt.money(t.amount, t.cur)  # the receipts' table: 1250 XPF is not 12.50
+            if t.op != "pay":
+                top = t.op.upper() + " " + top
             if term.note:  # wrong PIN, insert card, swipe card, possible duplicate
                 return [top, term.note.upper()]
             return [top, _SCREEN.get(t.state, "PLEASE WAIT")]
         last = term.journal.last()
         if last is None or last.no == self.cleared or last.result is None:
             return ["WELCOME", "REMOVE CARD" if term.card_in else ""]
-        return [_RESULT.get(last.result, last.result), "REMOVE CARD" if term.card_in else _money(last)]
+        return [_RESULT.get(last.result, last.result),
+                "REMOVE CARD" if term.card_in else receipt.money(last.amount, last.cur)]
 
     def status(self):
         """The terminal as GET /api/state shows it."""
@@ -433,30 +428,31 @@ class Web:
         brand = body.get("brand") or None
         if profile not in _PROFILES or not (brand is None or (isinstance(brand, str) and len(brand) <= 16)):
             raise Answer(400, "Bad Request", "profile: chip, contactless or magstripe; brand: text")
-        if not self.app.term.act("card", {"profile": profile, "brand": brand}):
-            _conflict("no card is awaited")
-        return self.status()
+        return self._act("card", {"profile": profile, "brand": brand}, "no card is awaited")
 
     async def pin(self, s, method, q, headers, body):
         if "pin" in body:
             ok = body["pin"] == self.app.cfg["card"]["pin"]
         else:
             ok = bool(body.get("ok", True))
-        if not self.app.term.act("pin", {"ok": ok}):
-            _conflict("no PIN is awaited")
-        return self.status()
+        return self._act("pin", {"ok": ok}, "no PIN is awaited")
 
     async def confirm(self, s, method, q, headers, body):
         term = self.app.term
         if not term.act("confirm"):
             if term.current is not None:
-                _conflict("nothing to confirm now")
+                raise Answer(409, "Conflict", "nothing to confirm now")
             self.dismiss()
         return self.status()
 
     async def cancel(self, s, method, q, headers, body):
-        if not self.app.term.act("cancel"):
-            _conflict("nothing to cancel")
+        return self._act("cancel", None, "nothing to cancel")
+
+    def _act(self, what, data, why):
+        """The cardholder's act on the terminal and the new state; 409 (why)
+        when the terminal waits for no such act."""
+        if not self.app.term.act(what, data):
+            raise Answer(409, "Conflict", why)
         return self.status()
 
     async def remove(self, s, method, q, headers, body):
