@@ -23,12 +23,13 @@ import gc
 
 from micropython import const
 
-from firmware import ROOM_WAITS, clock, drained, drop, loaded, log, spawn, when_room
+from firmware import ROOM_WAITS, clock, drained, drop, loaded, log, spawn, tcp, when_room
 from firmware.terminal import Busy
 from wire import currency
 from wire import p3 as p3_codec
 
 _LOG = const(512)  # the frame log shows this much of a long received message
+_HEAD = const(96)  # what is kept of a message with no room: its tag, even after a type
 
 # requests that name a device (resource required); the others may name it
 _DEVICE_OPS = ("EXECUTE_TRANSACTION", "ABORT_TRANSACTION", "ABORT_OPERATION", "SUBMIT_SIGNATURE")
@@ -122,14 +123,16 @@ class Conn:
                 pass
 
 
-async def _fill(s, buf, k):
-    """Read into buf from index k until it is full.  A MemoryError here (no
-    room for the view or the read's wait) comes before the read takes any
-    byte from the socket: it is tried again after a collection and a pause,
-    the bytes already read kept (the caller's time-out bounds it)."""
-    while k < len(buf):
+async def _fill(s, buf, k, n):
+    """Read into buf from index k until n bytes are in, those past buf's
+    end into tcp's sink (dropped).  A MemoryError here (no room for the
+    view or the read's wait) comes before the read takes any byte from the
+    socket: it is tried again after a collection and a pause, the bytes
+    already read kept (the caller's time-out bounds it)."""
+    while k < n:
         try:
-            got = await s.readinto(memoryview(buf)[k:])
+            got = await s.readinto(memoryview(buf)[k:] if k < len(buf) else
+                                   memoryview(tcp.SINK)[:n - k])
         except MemoryError:
             gc.collect()
             await asyncio.sleep_ms(ROOM_WAITS[-1])
@@ -143,16 +146,20 @@ async def take(s, n, ms, early=b""):
     """n bytes from stream s within ms, in one bytearray allocated once (a
     long message is not copied piece by piece while it arrives); bytes
     already read (early) come first.  EOFError if the peer closes first.
-    No room for the bytearray: asked again after a pause (when_room),
-    nothing read meanwhile."""
+    No room for the bytearray: asked again after a pause (when_room), then
+    the message is read away and only its first _HEAD bytes are returned
+    (where its tag is: received() answers it busy)."""
     try:
         buf = bytearray(n)
     except MemoryError:
-        buf = await when_room(bytearray, n)
+        try:
+            buf = await when_room(bytearray, n)
+        except MemoryError:
+            buf = bytearray(min(n, _HEAD))
     k = min(n, len(early))
-    buf[:k] = early[:k]
+    buf[:k] = early[:len(buf)]
     if k < n:
-        await asyncio.wait_for_ms(_fill(s, buf, k), ms)
+        await asyncio.wait_for_ms(_fill(s, buf, k, n), ms)
     return buf
 
 
@@ -211,10 +218,11 @@ class P3:
         self.app = app
         self.login = None  # merchant identifier of the last accepted login (per server)
 
-    async def received(self, conn, data):
+    async def received(self, conn, data, whole=0):
         """Answer one whole message as a transport read it (bytes): logged,
         decoded (one that is not a JSON object gets its ERROR response),
-        then request()'s answer written to conn."""
+        then request()'s answer written to conn.  whole: the message's
+        length when take() could keep only its start (data)."""
         n = len(data)  # the log gets the start of a long message, secrets starred:
         if log.frames or log.observers:  # copies, made only when someone reads them,
             try:  # and never at the message's expense
@@ -223,7 +231,9 @@ class P3:
             except MemoryError:  # (the line is missing, the message is answered)
                 pass
         try:  # no room to decode it: again after a pause (when_room), the bytes
-            try:  # in hand; an answer without its tag would reach no request
+            if n < whole:  # in hand (or its start: take()); an answer without
+                raise MemoryError  # its tag would reach no request
+            try:
                 m = p3_codec.loads(data)
             except MemoryError:
                 m = await when_room(p3_codec.loads, data)

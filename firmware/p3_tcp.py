@@ -45,5 +45,5 @@ async def serve(app, name, s, peer):
         except MemoryError as e:  # allowed by p3.max_message, but no room now
             log.event(name, "out-of-memory", peer, "message of %d bytes; closed:" % n, e)
             break
-        await p3.received(conn, data)
+        await p3.received(conn, data, n)
     conn.open = False

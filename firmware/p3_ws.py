@@ -12,12 +12,6 @@ import asyncio
 from firmware import adapter, drop, loaded, log, p3_adapter, tcp, when_room
 from wire import ws
 
-_MAX_HEAD = 2048  # a browser's handshake is about 500 bytes
-
-
-def _text(n):
-    return ws.head(ws.TEXT, n)
-
 
 async def _handshake(app, name, s, peer):
     """Bytes that followed the handshake, or None if it failed."""
@@ -26,7 +20,8 @@ async def _handshake(app, name, s, peer):
     from wire import http  # only needed while a connection opens
 
     try:
-        head, early = await tcp.read_head(s, tcp.deadline(ms), http, _MAX_HEAD)  # the whole handshake
+        # the whole handshake, at most 2 KB (a browser's is about 500 bytes)
+        head, early = await tcp.read_head(s, tcp.deadline(ms), http, 2048)
         if head is None:
             return None
         method, target, version, headers = http.parse_head(head)
@@ -34,8 +29,10 @@ async def _handshake(app, name, s, peer):
     except asyncio.TimeoutError:
         log.event(name, "silent", peer, "no handshake within %d ms" % ms)
         return None
-    except MemoryError:
-        log.event(name, "out-of-memory", peer, "handshake; closed")
+    except MemoryError:  # refused as any HTTP server short of room refuses
+        s.write(tcp.HTTP_BUSY)
+        tcp.read_away(s)  # the rest of its head: a close over unread bytes resets
+        log.event(name, "refused", peer, "busy: no room for the handshake")
         return None
     except http.HTTPError as e:
         log.event(name, "refused", peer, e.status, e.reason)
@@ -64,27 +61,20 @@ async def _unmask(data, mask):
     return data
 
 
-class _In:
-    """Exact reads, first from what came with the handshake."""
-
-    def __init__(self, s, early):
-        self.s = s
-        self.early = early
-
-    async def take(self, n, ms):
-        got = await p3_adapter.take(self.s, n, ms, self.early)
-        self.early = self.early[n:]
-        return got
-
-
 async def serve(app, name, s, peer):
     """One POS WebSocket: the handshake, then text messages until it closes."""
     early = await _handshake(app, name, s, peer)
     if early is None:
         return
     p3 = adapter(app, p3_adapter.P3)
-    conn = p3_adapter.Conn(app, name, peer, s, _text)
-    inp = _In(s, early)
+    conn = p3_adapter.Conn(app, name, peer, s, lambda n: ws.head(ws.TEXT, n))
+
+    async def take(n, ms):  # exact reads, first from what came with the handshake
+        nonlocal early
+        got = await p3_adapter.take(s, n, ms, early)
+        early = early[n:]
+        return got
+
     limit = app.cfg["p3"]["max_message"]
     idle = app.cfg["p3"]["idle_s"]
     ms = app.cfg["timeouts"]["request_ms"]
@@ -92,18 +82,22 @@ async def serve(app, name, s, peer):
     code = reason = None
     while conn.open:
         try:
-            h = await inp.take(1, idle * 1000)
+            h = await take(1, idle * 1000)
         except asyncio.TimeoutError:
             code, reason = ws.GOING_AWAY, "idle"
             break
         except EOFError:
             break
         try:
-            h += await inp.take(1, ms)
-            h += await inp.take(ws.more_head(h), ms)
+            h += await take(1, ms)
+            h += await take(ws.more_head(h), ms)
             fin, op, n, mask = ws.parse_head(h, limit)
-            data = await _unmask(await inp.take(n, ms), mask)
-            if op == ws.PING:
+            data = await _unmask(await take(n, ms), mask)
+            if len(data) < n:  # read away for want of room, its start kept (take)
+                if not fin or op != ws.TEXT:
+                    raise MemoryError
+                await p3.received(conn, data, n)  # busy, under its tag
+            elif op == ws.PING:
                 await conn.write(ws.frame(ws.PONG, data))
             elif op == ws.CLOSE:
                 code = ws.parse_close(data)[0] or ws.NORMAL  # echoed

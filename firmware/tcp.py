@@ -57,9 +57,9 @@ _BACKLOG = const(8)  # queued connections: a burst of registers waits here, not 
 _ROOM_WAIT_MS = const(1000)
 # what an HTTP client (the page, the control API, a P3 WebSocket handshake)
 # hears when refused for want of heap: a constant, so saying it allocates nothing
-_HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
               b"Connection: close\r\n\r\n")
-_SINK = bytearray(64)  # what read_away() drops is read into this
+SINK = bytearray(64)  # what read_away() drops is read into this
 
 
 def read_away(sock):
@@ -69,7 +69,7 @@ def read_away(sock):
     before it.  sock: a non-blocking socket, or an asyncio stream's."""
     sock = getattr(sock, "s", sock)
     for _ in range(64):
-        if not sock.readinto(_SINK):
+        if not sock.readinto(SINK):
             break
 
 
@@ -207,7 +207,7 @@ class TCPListener:
         buffer is empty: this fits, or the peer is gone), and what it sent
         is read away, so the close is not a reset.  Logged as a refusal
         when it was answered, else as the MemoryError that closed it."""
-        busy = _HTTP_BUSY if self.kind in ("http", "ws") else self.busy
+        busy = HTTP_BUSY if self.kind in ("http", "ws") else self.busy
         try:
             raw.setblocking(False)
             if busy:

@@ -916,6 +916,138 @@ def test_a_p3_websocket_frame_unmasked_through_a_short_heap_comes_whole():
     assert bytes(got) == msg and calls[0] == 5, (got, calls)  # 4 pieces, one done twice
 
 
+class _PosSocket(_Sock):
+    def close(self):
+        pass
+
+
+class _Pos(_Taken):
+    """A P3 POS's connection: every byte of `data` is there to read, then
+    it closes (read gives b"")."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+        self.s = _PosSocket()
+
+    async def read(self, n):
+        await asyncio.sleep_ms(0)
+        got, self.data = self.data[:n], self.data[n:]
+        return got
+
+    async def readexactly(self, n):
+        return await self.read(n)
+
+    async def readinto(self, mv):
+        await asyncio.sleep_ms(0)
+        n = min(len(mv), len(self.data))
+        mv[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+def _no_block_over(size):
+    """bytearray, but with no block above size bytes (a fragmented heap)."""
+    return lambda n: _no_block() if n > size else bytearray(n)
+
+
+_WINDOW = 96  # p3_adapter._HEAD (a const: no name kept at run time)
+# a request long enough that a short heap has no block for it; its tag first,
+# as every P3 client seen sends it
+_LONG = (b'{"tag":"T1","type":"EXECUTE_TRANSACTION_REQUEST","resource":"devices/x",'
+         b'"executeTransaction":{"transactionParameters":{"subject":"' + b"s" * 200 + b'"}}}')
+_SHORT = b'{"type":"NO_SUCH_REQUEST","tag":"T2"}'
+
+
+def _busy_then_answered(out):
+    """The POS's two answers: ACCESSORY_BUSY under T1, then T2's own."""
+    i = out.find(b'"tag":"T1"')
+    j = out.find(b'"tag":"T2"')
+    assert 0 <= i < j and b'"ACCESSORY_BUSY"' in out[i:j] and b'"MESSAGE_TYPE_UNKNOWN"' in out[j:], out
+
+
+def test_a_p3_message_with_no_block_for_it_is_read_away_and_its_start_kept():
+    """No block for a message's buffer even after the pauses: it is read
+    away through a small window, exactly its bytes (the next message's are
+    left), the window keeping its start, where its tag is; bytes that came
+    early (a WebSocket's, after the handshake) count as read."""
+    from firmware import p3_adapter
+
+    p3_adapter.bytearray = _no_block_over(_WINDOW)
+    try:
+        for early in (b"", _LONG[:150], _LONG[:40]):
+            s = _Pos(_LONG[len(early):] + b"NEXT")
+            got = asyncio.run(p3_adapter.take(s, len(_LONG), 5000, early))
+            assert bytes(got) == _LONG[:_WINDOW] and s.data == b"NEXT", (early, got, s.data)
+    finally:
+        del p3_adapter.bytearray
+
+
+def test_a_p3_tcp_message_with_no_block_for_it_hears_busy_under_its_tag():
+    """The whole framed-TCP path: the message with no block hears
+    ACCESSORY_BUSY under its tag, the connection stays, and the next
+    message is answered (it used to close the connection, the POS left to
+    ask for the outcome)."""
+    from firmware import p3_adapter, p3_tcp
+
+    a = _concert_app()
+    s = _Pos(len(_LONG).to_bytes(4, "big") + _LONG + len(_SHORT).to_bytes(4, "big") + _SHORT)
+    p3_adapter.bytearray = _no_block_over(_WINDOW)
+    try:
+        asyncio.run(p3_tcp.serve(a, "p3-tcp", s, "127.0.0.1"))
+    finally:
+        del p3_adapter.bytearray
+    _busy_then_answered(s.out)
+
+
+def _ws_frame(msg):
+    """A POS's masked text frame (RFC 6455)."""
+    from wire import ws
+
+    mask = b"\x0a\x0b\x0c\x0d"
+    n = len(msg)
+    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126, n >> 8, n & 255])
+    return head + mask + bytes(ws.unmask(bytearray(msg), mask))
+
+
+_UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_a_p3_websocket_message_with_no_block_for_it_hears_busy_under_its_tag():
+    """The same over a WebSocket, the message's first bytes arriving with
+    the handshake: busy under its tag (it was a close 1009), then the next
+    message answered."""
+    from firmware import p3_adapter, p3_ws
+
+    a = _concert_app()
+    s = _Pos(_UPGRADE + _ws_frame(_LONG) + _ws_frame(_SHORT))
+    p3_adapter.bytearray = _no_block_over(_WINDOW)
+    try:
+        asyncio.run(p3_ws.serve(a, "p3-ws", s, "127.0.0.1"))
+    finally:
+        del p3_adapter.bytearray
+    assert s.out.startswith(b"HTTP/1.1 101 "), s.out
+    _busy_then_answered(s.out)
+
+
+def test_a_p3_websocket_handshake_with_no_room_hears_503():
+    """No room to read or answer the handshake: 503 with Retry-After, as
+    the web page's listener answers, not a close on an unanswered upgrade."""
+    from firmware import p3_ws, tcp
+
+    async def no_room(*args):
+        _no_block()
+
+    s = _Pos(_UPGRADE)
+    real, tcp.read_head = tcp.read_head, no_room
+    try:
+        asyncio.run(p3_ws.serve(_concert_app(), "p3-ws", s, "127.0.0.1"))
+    finally:
+        tcp.read_head = real
+    assert s.out == tcp.HTTP_BUSY, s.out
+
+
 def _kept_after(spawn_it):
     """Heap kept once a task made by spawn_it() ended while asyncio's queue
     still points at it: a long-lived task is woken just before spawn_it()
