@@ -163,6 +163,15 @@ async def take(s, n, ms, early=b""):
     return buf
 
 
+def cut(name, peer, e, ms):
+    """Log a frame cut short (the connection then closes): the peer closed
+    (EOFError) or the rest did not come within ms."""
+    if isinstance(e, EOFError):
+        log.event(name, "gone", peer, "closed mid-frame")
+    else:
+        log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
+
+
 async def discard(s, limit=4096):
     """Read and drop what the peer already sent (at most `limit` bytes, for
     at most 100 ms of silence): a socket closed with unread bytes sends a

@@ -31,11 +31,8 @@ async def serve(app, name, s, peer):
                 head += await asyncio.wait_for_ms(s.readexactly(4 - len(head)), ms)
             n = p3_codec.count(head, app.cfg["p3"]["max_message"])
             data = await p3_adapter.take(s, n, ms)
-        except asyncio.TimeoutError:
-            log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
-            break
-        except EOFError:
-            log.event(name, "gone", peer, "closed mid-frame")
+        except (asyncio.TimeoutError, EOFError) as e:
+            p3_adapter.cut(name, peer, e, ms)
             break
         except p3_codec.P3Error as e:
             log.event(name, "oversize", peer, str(e))

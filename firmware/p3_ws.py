@@ -114,11 +114,8 @@ async def serve(app, name, s, peer):
                     except UnicodeError:
                         raise ws.WSError(ws.BAD_DATA, "text message is not UTF-8")
                     await p3.received(conn, whole[1])
-        except asyncio.TimeoutError:
-            log.event(name, "truncated", peer, "frame incomplete after %d ms; closed" % ms)
-            break
-        except EOFError:
-            log.event(name, "gone", peer, "closed mid-frame")
+        except (asyncio.TimeoutError, EOFError) as e:
+            p3_adapter.cut(name, peer, e, ms)
             break
         except ws.WSError as e:
             code, reason = e.code, str(e)

@@ -250,6 +250,35 @@ def test_half_a_frame_times_out_and_nothing_leaks(firmware):
     c.close()
 
 
+def test_a_frame_cut_short_is_logged_as_such_on_both_transports(firmware):
+    """Half a frame, then the POS closes: "gone ... closed mid-frame"; half
+    a WebSocket frame and silence: "truncated" after request_ms.  Either
+    way the terminal closes and goes on serving."""
+    fw = firmware({"timeouts": {"request_ms": 500}})
+    upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    half = b"\x81\x90\x01\x02\x03\x04{\"tag\""  # 16 bytes announced, 6 sent
+    for transport, first, then in (("tcp", b"", b"\x00\x00\x00\x40{\"tag\""), ("ws", upgrade, half)):
+        for close in (True, False):
+            s = socket.create_connection(fw.address("p3-" + transport))
+            s.settimeout(5)
+            if first:
+                s.sendall(first)
+                assert s.recv(200).startswith(b"HTTP/1.1 101 ")
+            s.sendall(then)
+            mark = len(fw.lines)
+            if close:
+                s.close()
+                assert fw.wait_for("p3-%s gone 127.0.0.1 closed mid-frame" % transport, 3, mark) is not None
+            else:
+                s.recv(100)  # the terminal closes (over WebSocket after its close frame)
+                s.close()
+                assert fw.wait_for("p3-%s truncated" % transport, 3, mark) is not None
+    c = connect(fw, "ws")  # still serving
+    assert c.login()["status"] == "OK"
+    c.close()
+
+
 def test_ws_ping_fragments_and_close_with_a_real_client(firmware):
     fw = firmware()
     from websockets.sync.client import connect as ws_connect
