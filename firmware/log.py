@@ -48,16 +48,18 @@ def _short(source, what):
         pass
 
 
-def frame(source, direction, peer, data):
-    """A protocol frame, rx (from the register) or tx (to it); never raises."""
+def frame(source, direction, peer, data, size=0):
+    """A protocol frame, rx (from the register) or tx (to it); never raises.
+    size: the frame's length when data is only its start."""
     if not frames and not observers:
         return
     try:
+        size = "...(%d bytes)" % size if size > len(data) else ""
         if not frames:  # only the live trace wants it, and keeps at most 200 characters
             data = data[:200]
         if not isinstance(data, str):
             data = printable(data)
-        line = "%s %s %s %s" % (source, direction, peer, data)
+        line = "%s %s %s %s%s" % (source, direction, peer, data, size)
         if frames:
             print(line)
         for fn in observers:

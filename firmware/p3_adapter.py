@@ -30,6 +30,10 @@ from wire import p3 as p3_codec
 
 _LOG = const(512)  # the frame log shows this much of a long received message
 _HEAD = const(96)  # what is kept of a message with no room: its tag, even after a type
+# the buffer every message is written out through, a piece at a time (Conn.write:
+# made whole between two awaits, so one serves every connection); made once, as a
+# short heap may have no 128-byte hole when an answer is due
+_OUT = bytearray(128)
 
 # requests that name a device (resource required); the others may name it
 _DEVICE_OPS = ("EXECUTE_TRANSACTION", "ABORT_TRANSACTION", "ABORT_OPERATION", "SUBMIT_SIGNATURE")
@@ -74,9 +78,12 @@ class Conn:
                 if isinstance(data, tuple):
                     done = [0, 0, b""]  # type: list  # written, made by this pass, the first piece
 
-                    def put(b):  # (b is pieces()' buffer, filled again after: copied for the log)
-                        if not done[0] and (log.frames or log.observers):
-                            done[2] = bytes(b)
+                    def put(b):  # (b is pieces()' buffer, filled again after: copied for the log,
+                        if not done[0] and (log.frames or log.observers):  # if there is room)
+                            try:
+                                done[2] = bytes(b)
+                            except MemoryError:
+                                pass
                         at = done[1]
                         done[1] += len(b)
                         if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
@@ -85,7 +92,7 @@ class Conn:
 
                     def make():
                         done[1] = 0
-                        p3_codec.pieces(data, put, 128)  # a 256-byte hole is not always there
+                        p3_codec.pieces(data, put, 128, _OUT)  # a 256-byte hole is not always there
 
                     # a piece with no room half way: the same message is made again
                     # (the same bytes) after a pause and goes on where it stopped
@@ -108,9 +115,7 @@ class Conn:
             return False
         # receipts make answers long: the log gets their start (and the live
         # trace alone, with frames off, its first 200 characters: no copy)
-        if n > len(first) and log.frames:
-            first = bytes(first) + b"...(%d bytes)" % n
-        log.frame(self.name, "tx", self.peer, first)
+        log.frame(self.name, "tx", self.peer, first, n)
         return True
 
     def close(self):
@@ -235,8 +240,7 @@ class P3:
         n = len(data)  # the log gets the start of a long message, secrets starred:
         if log.frames or log.observers:  # copies, made only when someone reads them,
             try:  # and never at the message's expense
-                log.frame(conn.name, "rx", conn.peer, p3_codec.redact(bytes(memoryview(data)[:_LOG])) +
-                          (b"...(%d bytes)" % n if n > _LOG else b""))
+                log.frame(conn.name, "rx", conn.peer, p3_codec.redact(bytes(memoryview(data)[:_LOG])), n)
             except MemoryError:  # (the line is missing, the message is answered)
                 pass
         try:  # no room to decode it: again after a pause (when_room), the bytes

@@ -52,7 +52,7 @@ def test_size_and_pieces_match_dumps():
         got.append(bytes(b))
         bufs.add(id(b))
 
-    p3.pieces(m, put, 256)
+    p3.pieces(m, put, 256, bytearray(256))
     assert p3.size(m) == len(whole) and b"".join(got) == whole
     assert len(got) > 5 and all(len(g) <= 256 for g in got)
     assert len(bufs) == 1  # one buffer made for every piece: no allocation per piece

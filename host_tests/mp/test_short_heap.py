@@ -649,6 +649,44 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
     assert len(body) > 3 * 256 and s.out == b"%d\n" % len(body) + body, s.out
 
 
+def _sent_with(module, name, fake):
+    """What Conn.send() of a long answer writes, and its result, while
+    module's `name` is replaced by fake; the frame log on."""
+    from firmware import p3_adapter
+    from wire import p3 as w
+
+    a = _concert_app()
+    s = _Taken()
+    m = w.message("TRANSACTION_RESPONSE", "T1", "devices/x", "OK", body=(("receipt", "x" * 400),))
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    setattr(module, name, fake)
+    try:
+        ok = asyncio.run(conn.send(m))
+    finally:
+        delattr(module, name)
+    body = bytes(w.dumps(m))
+    return ok and s.out == b"%d\n" % len(body) + body and conn.open, s.out
+
+
+def test_a_p3_answer_needs_no_new_block_to_be_written_in_pieces():
+    """The pieces of every answer are made in one buffer the adapter made
+    once: at a short heap's worst the answer, its head already out, found
+    no 128-byte hole for its own, and the connection closed mid-message."""
+    from wire import p3 as w
+
+    ok, out = _sent_with(w, "bytearray", lambda n: _no_block())
+    assert ok, out
+
+
+def test_a_p3_answer_whose_log_copy_finds_no_room_still_goes_out():
+    """The frame log's copy of an answer's first piece is a courtesy: with
+    no room for it the answer goes out whole and the connection stays."""
+    from firmware import p3_adapter
+
+    ok, out = _sent_with(p3_adapter, "bytes", lambda b: _no_block())
+    assert ok, out
+
+
 class _NoRoomToSay(MemoryError):
     def __repr__(self):  # the log line about it finds no room either
         raise MemoryError("memory allocation failed, allocating 64 bytes")

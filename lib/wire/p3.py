@@ -184,13 +184,12 @@ def size(msg):
     return n[0]
 
 
-def pieces(msg, put, chunk=512):
+def pieces(msg, put, chunk, buf):
     """Write dumps(msg) through put() in pieces of at most `chunk` bytes (but
-    for a longer single value), all made in one buffer allocated once: a
-    long message needs neither one long block nor a new one per piece (a
-    fragmented heap may have neither).  put() uses or copies each piece
-    before it returns."""
-    buf = bytearray(chunk)
+    for a longer single value), all made in buf, a bytearray of chunk bytes
+    the caller keeps: a long message needs neither one long block nor a
+    new one per piece (a fragmented heap may have neither).  put() uses or
+    copies each piece before it returns."""
     buf[:] = b""  # empty, its room kept: extend() below does not allocate
 
     def add(b):
