@@ -128,16 +128,20 @@ class Conn:
                 pass
 
 
+def _into(buf, k, n):
+    """Where a read of an n-byte message's bytes from k on goes: into buf,
+    past its end into tcp's sink (dropped)."""
+    return memoryview(buf)[k:] if k < len(buf) else memoryview(tcp.SINK)[:n - k]
+
+
 async def _fill(s, buf, k, n):
-    """Read into buf from index k until n bytes are in, those past buf's
-    end into tcp's sink (dropped).  A MemoryError here (no room for the
-    view or the read's wait) comes before the read takes any byte from the
-    socket: it is tried again after a collection and a pause, the bytes
-    already read kept (the caller's time-out bounds it)."""
+    """Read bytes k.. of an n-byte message (_into).  A MemoryError here (no
+    room for the view or the read's wait) comes before the read takes any
+    byte from the socket: it is tried again after a collection and a pause,
+    the bytes already read kept (the caller's time-out bounds it)."""
     while k < n:
         try:
-            got = await s.readinto(memoryview(buf)[k:] if k < len(buf) else
-                                   memoryview(tcp.SINK)[:n - k])
+            got = await s.readinto(_into(buf, k, n))
         except MemoryError:
             gc.collect()
             await asyncio.sleep_ms(ROOM_WAITS[-1])
@@ -163,6 +167,14 @@ async def take(s, n, ms, early=b""):
             buf = bytearray(min(n, _HEAD))
     k = min(n, len(early))
     buf[:k] = early[:len(buf)]
+    try:  # what has come is read at once: no time-out armed (its two tasks and
+        while k < n:  # coroutines are heap a short heap may not have)
+            got = s.s.readinto(_into(buf, k, n))
+            if not got:
+                break
+            k += got
+    except MemoryError:
+        pass
     if k < n:
         await asyncio.wait_for_ms(_fill(s, buf, k, n), ms)
     return buf

@@ -909,6 +909,7 @@ class _Trickle:
     def __init__(self, data):
         self.data = data
         self.reads = 0
+        self.s = _Sock()  # nothing has come yet: every read waits
 
     async def readinto(self, mv):
         self.reads += 1
@@ -934,6 +935,45 @@ def test_a_p3_message_read_through_a_short_heap_comes_whole():
     finally:
         del p3_adapter.bytearray
     assert bytes(got) == msg and calls[0] == 2, (got, calls)
+
+
+class _Arrived:
+    """A socket whose bytes have all come: readinto() takes them at once."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def readinto(self, mv):
+        n = min(len(mv), len(self.data))
+        mv[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n or None
+
+
+class _Waits:
+    """A stream whose awaited reads must not be used."""
+
+    def __init__(self, data):
+        self.s = _Arrived(data)
+
+    async def readinto(self, mv):
+        raise AssertionError("waited for bytes that had come")
+
+
+def test_a_p3_message_that_has_come_is_read_with_no_time_out_armed():
+    """A message whose bytes are in the socket is taken without a wait:
+    wait_for's two tasks and coroutines, allocated per message, were where
+    a short heap closed connections ("message of 165 bytes; closed")."""
+    from firmware import p3_adapter
+
+    msg = b'{"type":"LOGIN_REQUEST","tag":"1"}'
+    real, asyncio.wait_for_ms = asyncio.wait_for_ms, lambda aw, ms: _no_block()
+    try:
+        s = _Waits(msg[1:] + b"NEXT")  # its first byte came with the head (early)
+        got = asyncio.run(p3_adapter.take(s, len(msg), 5000, msg[:1]))
+    finally:
+        asyncio.wait_for_ms = real
+    assert bytes(got) == msg and s.s.data == b"NEXT", (got, s.s.data)
 
 
 def test_a_p3_websocket_frame_unmasked_through_a_short_heap_comes_whole():
