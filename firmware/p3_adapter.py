@@ -479,12 +479,18 @@ class P3:
             conn.close()
             term.delivered(t, False)
             return
-        try:
-            m = await when_room(self.result, t, rtype, tag, res)
-            ok = await conn.send(m)
-        except MemoryError:  # no room for it at all: the POS sees the connection close
-            gc.collect()     # (and looks the transaction up), never a silence
-            log.event(conn.name, "gone", conn.peer, "no memory for the answer")
-            conn.close()
-            ok = False
+        wait = self.app.cfg["timeouts"]["request_ms"]
+        while True:
+            try:
+                ok = await conn.send(await when_room(self.result, t, rtype, tag, res))
+                break
+            except MemoryError:  # the transaction is over: its answer is worth a wait,
+                gc.collect()  # up to request_ms; then the POS sees the connection close
+                wait -= 200  # (and looks the transaction up), never a silence
+                if wait < 0:
+                    conn.close()
+                    log.event(conn.name, "gone", conn.peer, "no memory for the answer")
+                    ok = False
+                    break
+                await asyncio.sleep_ms(100)
         term.delivered(t, ok)

@@ -787,6 +787,41 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     assert t.delivered and t.result == "approved"
 
 
+def _fails_for(real, times, why):
+    """(real, but its first `times` calls raise MemoryError(why); [calls so far])."""
+    calls = [0]
+
+    def f(*args):
+        calls[0] += 1
+        if calls[0] <= times:
+            raise MemoryError(why)
+        return real(*args)
+
+    return f, calls
+
+
+def test_a_p3_final_answer_waits_for_room_up_to_the_request_time_out():
+    """The transaction ran and its answer found no room through a few
+    collections and pauses (on a modelled ESP32 the connection then
+    closed, the POS left to look the outcome up): it keeps trying for up
+    to timeouts.request_ms, then closes."""
+    from firmware import p3_adapter
+
+    for request_ms, delivered in ((10000, True), (100, False)):
+        a = _concert_app()
+        a.cfg["timeouts"]["request_ms"] = request_ms
+        s = _Taken()
+        s.s = _PosSocket()
+        conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+        t = a.term.start("pay", 1250, 978, "p3", ref="order-9")
+        p3 = p3_adapter.P3(a)
+        p3.result, calls = _fails_for(p3.result, 6, "memory allocation failed, allocating 464 bytes")
+        asyncio.run(p3.drive(conn, t, "TRANSACTION_RESPONSE", "T9", "devices/x", False))
+        assert t.result == "approved" and t.delivered is delivered, (request_ms, t.delivered)
+        assert (b'"T9"' in s.out) is delivered and conn.open is delivered, s.out
+        assert (calls[0] > 6) is delivered, calls  # built until it fitted, or given up early
+
+
 def test_a_p3_final_answer_needs_no_block_for_a_whole_receipt():
     """P3 sends receipts line by line: its final answer is built from the
     lines (small blocks), never from the receipt's whole text, a block of
