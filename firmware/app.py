@@ -14,24 +14,24 @@ from firmware.board import load as load_board
 from firmware.journal import Journal
 from firmware.terminal import Terminal
 
-# (listener name, kind, the firmware module whose serve() serves it):
-# App.serve_of(name) imports that module when the listener's first client
-# connects ("tcp", "tls", "ws": serve(app, name, stream, peer)) or its line's
-# first bytes arrive ("uart", and the Bluetooth listeners, which hand their
-# line to uart: serve(app, name, stream, lc, first)).
+# (listener name, kind): App.serve_of(name) imports the personality that
+# serves it when its first client connects ("tcp", "tls", "ws": serve(app,
+# name, stream, peer)) or its line's first bytes arrive ("uart", and the
+# Bluetooth listeners, which hand their line to uart: serve(app, name,
+# stream, lc, first)).
 PERSONALITIES = (
-    ("concert-ip", "tcp", "concert_ip"),
-    ("synqpay", "tcp", "synqpay"),
-    ("synqpay-tls", "tls", "synqpay"),
-    ("concert-serial", "uart", "concert_serial"),
-    ("synqpay-serial", "uart", "synqpay_serial"),
-    ("p3-tcp", "tcp", "p3_tcp"),
-    ("p3-ws", "ws", "p3_ws"),
-    ("concert-bt", "bt-spp", "concert_serial"),
-    ("concert-ble", "ble", "concert_serial"),
+    ("concert-ip", "tcp"),
+    ("synqpay", "tcp"),
+    ("synqpay-tls", "tls"),
+    ("concert-serial", "uart"),
+    ("synqpay-serial", "uart"),
+    ("p3-tcp", "tcp"),
+    ("p3-ws", "ws"),
+    ("concert-bt", "bt-spp"),
+    ("concert-ble", "ble"),
 )
 # the web page and control API: its settings are the `web` section
-WEB = ("web", "http", "web")
+WEB = ("web", "http")
 
 
 class App:
@@ -69,9 +69,33 @@ class App:
         nobody uses costs no RAM.  Collected first: code needs contiguous
         blocks, which a busy terminal's garbage may be holding."""
         gc.collect()
-        for n, _, module in PERSONALITIES + (WEB,):
-            if n == name:
-                return __import__("firmware." + module, None, None, ("serve",)).serve
+        if name == "concert-ip":
+            from firmware import concert_ip
+
+            return concert_ip.serve
+        if name in ("concert-serial", "concert-bt", "concert-ble"):
+            from firmware import concert_serial
+
+            return concert_serial.serve
+        if name in ("synqpay", "synqpay-tls"):
+            from firmware import synqpay
+
+            return synqpay.serve
+        if name == "synqpay-serial":
+            from firmware import synqpay_serial
+
+            return synqpay_serial.serve
+        if name == "p3-tcp":
+            from firmware import p3_tcp
+
+            return p3_tcp.serve
+        if name == "p3-ws":
+            from firmware import p3_ws
+
+            return p3_ws.serve
+        from firmware import web
+
+        return web.serve
 
     def _lc(self, name, cfg=None):
         cfg = cfg or self.cfg
@@ -132,7 +156,7 @@ class App:
             log.frames = cfg["log"]["frames"]
             if cfg["web"]["mode"] != old["web"]["mode"]:
                 self.term.interactive = cfg["web"]["mode"] == "interactive"
-            for name, kind, _ in PERSONALITIES + (WEB,):
+            for name, kind in PERSONALITIES + (WEB,):
                 if self._lc(name, cfg) != self._lc(name, old):
                     await self.stop_listener(name)
                     await self.start_listener(name, kind)
@@ -219,7 +243,7 @@ async def _main():
     app = _app = App(board, cfg)
     app.seen = seen
     await board.network_up(cfg)
-    for name, kind, _ in PERSONALITIES + (WEB,):
+    for name, kind in PERSONALITIES + (WEB,):
         await app.start_listener(name, kind)
     if cfg["log"]["heap"]:
         gc.collect()
