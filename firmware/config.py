@@ -125,10 +125,6 @@ _MS = (0, 600000)
 _BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
-def _card_mode(v):
-    return v in ("chip", "contactless", "magstripe")
-
-
 def _digits(n0, n1):
     def ok(v):
         return n0 <= len(v) <= n1 and v.isdigit()
@@ -200,7 +196,7 @@ RULES = {
                    "power_cut:after_card|after_auth|after_answer"),
     "card.dup_min": (0, 1440),
     "card.pan": (_digits(12, 19), "12 to 19 digits"),
-    "card.mode": (_card_mode, "chip, contactless or magstripe"),
+    "card.mode": ("chip", "contactless", "magstripe"),
     "card.expiry": (_digits(4, 4), "YYMM"),
     "concert.version": (lambda v: v == "echo" or (len(v) == 4 and v.isdigit()), "echo or 4 digits"),
     "concert.max_request": (256, 65536),
@@ -245,13 +241,11 @@ def _rule(path):
     if r is None:
         i = path.rfind(".")
         if i > 0:
-            r = RULES.get(path[:i] + ".*") or RULES.get(_star_mid(path))
+            r = RULES.get(path[:i] + ".*")
+            a = path.split(".")  # listeners.<name>.port matches listeners.*.port
+            if r is None and len(a) == 3:
+                r = RULES.get(a[0] + ".*." + a[2])
     return r
-
-
-def _star_mid(path):
-    a = path.split(".")
-    return a[0] + ".*." + a[-1] if len(a) == 3 else ""
 
 
 def _allowed(rule):
@@ -262,16 +256,12 @@ def _allowed(rule):
     return ", ".join(rule)
 
 
-def _check(path, v, rule):
+def _check(v, rule):
     if isinstance(rule[0], int):
         return rule[0] <= v <= rule[1]
     if callable(rule[0]):
         return rule[0](v)
     return v in rule
-
-
-def _same_type(v, d):
-    return type(v) is type(d)
 
 
 def _merge(d, u, path, problems):
@@ -312,7 +302,7 @@ def _value(p, v, dv, problems):
         if quiet:
             r = _rule(p)
             problems.append("%s: the value set is not allowed (%s); using the default" % (
-                p, _allowed(r) if r and _same_type(v, dv) else "a " + type(dv).__name__))
+                p, _allowed(r) if r and type(v) is type(dv) else "a " + type(dv).__name__))
         return out
     return _checked(p, v, dv, problems)
 
@@ -328,29 +318,28 @@ def _checked(p, v, dv, problems):
         sample = dv[0] if dv else None if _rule(p + ".*") else v[0] if v else None
         out = []
         for i, x in enumerate(v):
-            if sample is not None and not _same_type(x, sample):
+            if sample is not None and type(x) is not type(sample):
                 problems.append("%s[%d]: %s has the wrong type; dropped" % (p, i, _show(x)))
                 continue
             r = _rule(p + ".*")
-            if r and not _check(p, x, r):
+            if r and not _check(x, r):
                 problems.append("%s[%d]: %s not allowed (%s); dropped" % (p, i, _show(x), _allowed(r)))
                 continue
             out.append(x)
         return out
-    if not _same_type(v, dv):
+    if type(v) is not type(dv):
         problems.append(
             "%s: %s should be %s; using %s" % (p, _show(v), type(dv).__name__, _show(dv))
         )
         return dv
     r = _rule(p)
-    if r and not _check(p, v, r):
+    if r and not _check(v, r):
         problems.append("%s: %s not allowed (%s); using %s" % (p, _show(v), _allowed(r), _show(dv)))
         return dv
     return v
 
 
-def _show(v):
-    return json.dumps(v)
+_show = json.dumps  # a value as the config file has it
 
 
 def merge(user):

@@ -169,7 +169,7 @@ def test_invalid_config_is_reported_and_defaults_used(firmware):
                    "outcomes": {"00": "decline"}})
     out = fw.output()
     assert "timeouts.card_s: 0 not allowed (1..600); using 30" in out
-    assert 'card.mode: "telepathy" not allowed (chip, contactless or magstripe); using "chip"' in out
+    assert 'card.mode: "telepathy" not allowed (chip, contactless, magstripe); using "chip"' in out
     assert "bogus: unknown key; ignored" in out
     assert "outcomes.00: amounts ending in 00 always approve" in out
     assert tlv.decode(exchange(addr(fw), odoo(1200)))["AE"] == "10"
