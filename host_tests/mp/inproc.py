@@ -32,3 +32,17 @@ class App:
 def run(coro, ms=5000):
     """The result of coroutine `coro`, run on a fresh loop within ms."""
     return asyncio.run(asyncio.wait_for_ms(coro, ms))
+
+
+class Arrived:
+    """A non-blocking socket with `data` arrived and unread: readinto()
+    takes it at once, then None (nothing more now)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.data))
+        buf[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n or None

@@ -9,6 +9,7 @@ import micropython
 
 from firmware import app, config, log
 from firmware.terminal import Busy, Terminal
+from inproc import Arrived
 
 log.frames = True
 
@@ -972,24 +973,11 @@ def test_a_p3_message_read_through_a_short_heap_comes_whole():
     assert bytes(got) == msg and calls[0] == 2, (got, calls)
 
 
-class _Arrived:
-    """A socket whose bytes have all come: readinto() takes them at once."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def readinto(self, mv):
-        n = min(len(mv), len(self.data))
-        mv[:n] = self.data[:n]
-        self.data = self.data[n:]
-        return n or None
-
-
 class _Waits:
     """A stream whose awaited reads must not be used."""
 
     def __init__(self, data):
-        self.s = _Arrived(data)
+        self.s = Arrived(data)
 
     async def readinto(self, mv):
         raise AssertionError("waited for bytes that had come")

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 
-from inproc import App, run
+from inproc import App, Arrived, run
 
 from firmware import adapter, log
 from firmware.trace import Trace
@@ -221,25 +221,12 @@ def test_a_config_write_without_room_for_the_config_module_changes_nothing():
         assert json.load(f) == {"delays": {"card_ms": 1}} and applied == [1]
 
 
-class _Socket:
-    """What arrived of a request and nobody read yet."""
-
-    def __init__(self, pending):
-        self.pending = pending
-
-    def readinto(self, buf):
-        n = min(len(buf), len(self.pending))
-        buf[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n or None  # (None: nothing more now, as a non-blocking socket says)
-
-
 class _NoRoomToRead(Sink):
     """A client stream whose request finds no heap to be read into."""
 
     def __init__(self):
         super().__init__()
-        self.s = _Socket(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
+        self.s = Arrived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
 
     async def read(self, n):
         raise MemoryError("memory allocation failed, allocating 512 bytes")
@@ -255,4 +242,4 @@ def test_a_request_with_no_room_to_be_read_hears_503_and_is_read_away():
     s = _NoRoomToRead()
     run(web_module.serve(web.app, "web", s, "127.0.0.1"))
     assert s.text().startswith("HTTP/1.1 503 ") and "Retry-After: 1" in s.text(), s.out
-    assert s.s.pending == b"", len(s.s.pending)
+    assert s.s.data == b"", len(s.s.data)
