@@ -235,7 +235,7 @@ def test_bench_report_writes_every_figure_it_is_given():
     assert "| Concert V3, TCP | 833 | 1.20 | 2.40 | 1000 | 1.000 | 1.2 |" in text
     assert "| 96K | 0 of 1 | 10 / 2 | 1 |" in text and "concert-1 got no answer" in text
     assert "| the others at most 2x | up to 3.0x | **no** |" in text
-    assert "| .mpy under 100 KB | 96.9 KB | yes |" in text
+    assert "| .mpy under 100 KB (102,400 bytes) | 99,272 bytes | yes |" in text
     assert "`-X heapsize=256K`" in text
 
 

@@ -116,7 +116,7 @@ def report(r, heap):
            "| boot to READY, %s (median of 10) | %s |" % (
                "frozen" if r["frozen"] else "`.mpy` / `.py`",
                "%.0f ms" % r["boot_mpy"] + (" / %.0f ms" % r["boot_py"] if r["boot_py"] else "")),
-           "| `.mpy` build on flash | %.1f KB, %d modules |" % (r["mpy"][1] / 1024.0, r["mpy"][0])]
+           "| `.mpy` build on flash | {:,} bytes, {} modules |".format(r["mpy"][1], r["mpy"][0])]
     if r.get("serial"):
         L_ += ["| Concert serial link efficiency at 9600 baud (wire time / whole payment) | %s |"
                % r["serial"]]
@@ -132,7 +132,7 @@ def report(r, heap):
         ("the others at most 2x", "up to %.1fx" % worst, worst <= 2),
         ("no leak: under 1 KB over %d transactions" % r["leak_n"],
          "%+d bytes" % lk if lk is not None else "?", lk is not None and lk < 1024),
-        (".mpy under 100 KB", "%.1f KB" % (r["mpy"][1] / 1024.0), r["mpy"][1] < 100 * 1024),
+        (".mpy under 100 KB (102,400 bytes)", "{:,} bytes".format(r["mpy"][1]), r["mpy"][1] < 100 * 1024),
         ("boot to READY under 300 ms", "%.0f ms" % r["boot_mpy"], r["boot_mpy"] < 300),
         ("the mixed soak, every personality, in 64K", _kb(r["fit_all"]),
          r["fit_all"] is not None and r["fit_all"] <= 64),
