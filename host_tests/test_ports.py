@@ -50,3 +50,30 @@ def test_a_port_the_test_chose_stays_and_fails_loudly():
     finally:
         fw.cleanup()
         held.close()
+
+
+def test_a_bench_terminal_whose_drawn_port_is_taken_starts_on_another(monkeypatch):
+    """bench.start() (the mixed soak of test_performance, load.py, make
+    bench) draws every port too: one taken before the bind is drawn again
+    rather than failing the run (seen: "p3-tcp failed cannot listen:
+    OSError(98,)" in a clean-clone make test beside other suites)."""
+    from understudy import bench
+
+    held = _held()
+    taken = held.getsockname()[1]
+    draws = []
+
+    def draw():
+        draws.append(1)
+        return taken if len(draws) == 1 else free_port()
+
+    monkeypatch.setattr(bench, "free_port", draw)
+    fw = bench.start({}, root=paths.MPY)
+    try:
+        first = bench.TCP[0]
+        assert fw.address(first)[1] != taken and "(launcher) %s taken" % first in fw.output()
+    finally:
+        fw.stop()
+        fw.cleanup()
+        held.close()
+

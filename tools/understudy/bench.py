@@ -35,6 +35,7 @@ from understudy.ecr import p3 as ecr_p3
 from understudy.ecr import synqpay as ecr_synqpay
 from understudy.launch import Firmware, micropython
 from understudy.nullmodem import NullModem
+from understudy.ports import drawn
 from understudy.testkit import TCP, free_port, merge
 
 HEAP = "256K"
@@ -209,7 +210,9 @@ def start(config, heap=HEAP, root=None, **kw):
     base = {"listeners": {name: {"port": free_port()} for name in TCP},
             "web": {"port": free_port()},
             "synqpay": {"api_key": KEY, "otp": "123456"}, "config_watch_s": 0}
-    fw = Firmware(root=root or ROOT[0], heap=heap, config=merge(base, config), **kw)
+    # a drawn port another program takes before the bind is drawn again (launch.Firmware)
+    fw = Firmware(root=root or ROOT[0], heap=heap, config=merge(base, config),
+                  movable=drawn(TCP + ("web",), config), **kw)
     with open(os.path.join(fw.state_dir, "synqpay.key"), "w") as f:
         f.write(KEY + "\n")
     try:
