@@ -15,6 +15,7 @@ import pytest
 import telium
 
 import test_concert_serial as serial_tests
+from conftest import TCP_NAMES
 from fake_bt_module import FakeModule
 from golden import Transcript
 
@@ -45,7 +46,13 @@ def bt(firmware, tmp_path, monkeypatch):
         c = {"enabled": True, "device": m.uart_path, "key": KEY, "state": STATE,
              "reply_ms": 1000, "byte_ms": 500}
         c.update(lc or {})
-        fw = firmware(dict({"listeners": {"concert-bt": c}}, **(cfg or {})), state_dir=state)
+        # no TCP listener, the web face only when asked: a drawn port another
+        # program takes makes the launcher boot the firmware again, and the
+        # module would hear a second AT dialogue (seen: "> ATAT")
+        listeners = {n: {"enabled": False} for n in TCP_NAMES if n != "web"}
+        listeners["concert-bt"] = c
+        fw = firmware(dict({"listeners": listeners, "web": {"enabled": False}}, **(cfg or {})),
+                      state_dir=state)
         if ready:
             assert fw.wait_for("concert-bt ready", 20) is not None, fw.output()
         return fw, m
@@ -229,7 +236,7 @@ def test_the_pin_is_masked_by_the_control_api(bt):
     import json
     import urllib.request
 
-    fw, _m = bt(lc={"pin": "4321"})
+    fw, _m = bt(lc={"pin": "4321"}, cfg={"web": {"enabled": True}})
     host, port = fw.address("web")
     with urllib.request.urlopen("http://%s:%d/api/config" % (host, port), timeout=10) as r:
         cfg = json.loads(r.read())
