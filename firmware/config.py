@@ -242,9 +242,10 @@ def _rule(path):
         i = path.rfind(".")
         if i > 0:
             r = RULES.get(path[:i] + ".*")
-            a = path.split(".")  # listeners.<name>.port matches listeners.*.port
-            if r is None and len(a) == 3:
-                r = RULES.get(a[0] + ".*." + a[2])
+            if r is None:
+                a = path.split(".")  # listeners.<name>.port matches listeners.*.port
+                if len(a) == 3:
+                    r = RULES.get(a[0] + ".*." + a[2])
     return r
 
 

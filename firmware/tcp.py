@@ -58,7 +58,7 @@ _ROOM_WAIT_MS = const(1000)
 # what an HTTP client (the page, the control API, a P3 WebSocket handshake)
 # hears when refused for want of heap: a constant, so saying it allocates nothing
 HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-              b"Connection: close\r\n\r\n")
+             b"Connection: close\r\n\r\n")
 SINK = bytearray(64)  # what read_away() drops is read into this
 
 

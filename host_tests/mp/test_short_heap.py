@@ -87,17 +87,22 @@ def test_no_block_for_the_transaction_is_busy_too():
     assert term.start("pay", 1250, 978, "test") is term.current  # and the next one starts
 
 
-def _fails_once(real, why):
-    """(real, but its first call raises MemoryError(why); [calls so far])."""
+def _fails_for(real, times, why):
+    """(real, but its first `times` calls raise MemoryError(why); [calls so far])."""
     calls = [0]
 
     def f(*args):
         calls[0] += 1
-        if calls[0] == 1:
+        if calls[0] <= times:
             raise MemoryError(why)
         return real(*args)
 
     return f, calls
+
+
+def _fails_once(real, why):
+    """(real, but its first call raises MemoryError(why); [calls so far])."""
+    return _fails_for(real, 1, why)
 
 
 class _App:
@@ -786,19 +791,6 @@ def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     asyncio.run(p3.drive(conn, t, "TRANSACTION_RESPONSE", "T1", "devices/x", False))
     assert calls[0] == 2 and b'"TRANSACTION_RESPONSE"' in s.out and b'"T1"' in s.out, s.out
     assert t.delivered and t.result == "approved"
-
-
-def _fails_for(real, times, why):
-    """(real, but its first `times` calls raise MemoryError(why); [calls so far])."""
-    calls = [0]
-
-    def f(*args):
-        calls[0] += 1
-        if calls[0] <= times:
-            raise MemoryError(why)
-        return real(*args)
-
-    return f, calls
 
 
 def test_a_p3_final_answer_waits_for_room_up_to_the_request_time_out():
