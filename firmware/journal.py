@@ -195,18 +195,23 @@ class Journal:
             st = os.statvfs(self.path)
             if st[1] * st[4] < self.min_free:
                 raise OSError(28, "journal: flash full")
-        # packed first: a record too long (ValueError) changes nothing
+        # what may find no room, or a record too long (ValueError), comes
+        # before anything changes: the caller may try again (when_room)
         rec = records.pack(["B", self.next_no, self.batch, t.ts, t.op, t.amount, t.cur, t.src, t.ref,
                             t.orig, t.data])
+        self._remember(t)
         t.no = self.next_no
         t.batch = self.batch
         self.next_no += 1
         self.in_batch += 1
         at = self.size
         self._append(None, True, rec)
-        self._remember(t)
         if self.path:
-            self.index(t.no, t.ref, at)
+            try:
+                self.index(t.no, t.ref, at)
+            except MemoryError:  # begun all the same: lookups read the file
+                self.lost = True
+                self.size = None
 
     def index(self, no, ref, at):
         """Enter transaction no (its reference, the offset of its begun

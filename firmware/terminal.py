@@ -136,7 +136,7 @@ class Terminal:
                 j.settle(clock.now())
                 log.event("core", "settled", "batch", j.batch - 1, "automatically: journal.max_batch")
                 self.tidy()
-            j.begin(t)
+            await when_room(j.begin, t)  # (no room: nothing changed)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
             # OUTCOMES run in _flow; any other (checked when set: outcome()),
             # and every one while the duplicate check is on, in unhappy.py,

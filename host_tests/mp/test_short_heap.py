@@ -398,6 +398,63 @@ def test_a_memory_error_while_choosing_the_outcome_leaves_the_terminal_free():
     assert term.start("pay", 1250, 978, "test") is term.current
 
 
+def _begin_with(name, fake, j=None):
+    """A payment run to its end with wire.records' function name faked for
+    the journal (j, or one in RAM); (the transaction, the terminal)."""
+    from wire import records
+
+    cfg, _ = config.merge({"delays": {"auth_ms": 0}})
+    term = Terminal(cfg, j)
+    real = getattr(records, name)
+    setattr(records, name, fake(real))
+    try:
+        t = term.start("pay", 1250, 978, "test", "sale-1")
+        asyncio.run(term.run(t))
+    finally:
+        setattr(records, name, real)
+    return t, term
+
+
+def test_a_payment_whose_journal_record_finds_no_room_begins_a_moment_later():
+    """The record of a payment's start (166 bytes at 56K frozen) found no
+    block: the register heard "error internal" for a payment never begun.
+    Nothing has changed when the record cannot be made, so it is made
+    again after a pause."""
+    calls = []
+
+    def fake(real):
+        f, n = _fails_once(real, "memory allocation failed, allocating 166 bytes")
+        calls.append(n)
+        return f
+
+    t, term = _begin_with("pack", fake)
+    assert (t.result, t.no, calls[0][0]) == ("approved", 1, 2), (t.result, t.no, calls)  # (RAM: B only)
+    assert term.journal.next_no == 2 and term.journal.last() is t
+
+
+def test_a_payment_whose_reference_finds_no_room_in_the_index_begins_once():
+    """The begun record is on flash when the reference's hash finds no
+    room: the payment goes on (begun once, not again under a new number)
+    and lookups read the file for it."""
+    import os
+
+    from firmware.journal import Journal
+
+    path = (os.getenv("TMPDIR") or "/tmp") + "/short-heap-journal.bin"
+    for f in (path, path + ".tmp"):
+        try:
+            os.remove(f)
+        except OSError:
+            pass
+    j = Journal(path, recent=1, flush=False)
+    t, term = _begin_with("ref_hash", lambda real: _fails_once(real, "memory allocation failed")[0], j)
+    assert (t.result, t.no, j.next_no, j.lost) == ("approved", 1, 2, True), (t.result, t.no, j.next_no)
+    term.start("pay", 100, 978, "test", "sale-2")
+    asyncio.run(term.run(term.current))
+    assert j.lookup("sale-1").no == 1 and j.lookup("sale-2").no == 2  # the first from the file
+    j.close()
+
+
 def test_concert_answer_after_the_payment_waits_for_room():
     """The payment ran and the heap has no block for its answer just then
     (other clients mid-answer): the answer is built a moment later, and the
