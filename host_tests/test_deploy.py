@@ -201,17 +201,39 @@ def test_frozen_deploy_to_a_board_built_with_the_manifest(tmp_path, monkeypatch)
         board.close()
 
 
-def _uf2(path, blocks=3, family=0xE48BFF56):
-    """A UF2 file the way picotool writes one: 256 bytes of flash a block."""
+def _uf2(path, blocks=3, family=0xE48BFF56, flash=b""):
+    """A UF2 file the way picotool writes one: 256 bytes of flash a block
+    (flash: what they hold, padded with each block's number)."""
     import struct
 
     data = b""
     for no in range(blocks):
         head = struct.pack("<8I", 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * no, 256, no,
                            blocks, family)
-        data += head + bytes([no]) * 476 + struct.pack("<I", 0x0AB16F30)
+        part = flash[256 * no:256 * no + 256]
+        data += head + part + bytes([no]) * (476 - len(part)) + struct.pack("<I", 0x0AB16F30)
     path.write_bytes(data)
     return path
+
+
+def test_the_pico_tool_runs_a_uf2_with_the_firmware_frozen_in_from_it(tmp_path):
+    """`understudy pico --frozen` leaves firmware/ and lib/wire/ off the
+    flash (they would shadow the frozen modules), and refuses a UF2 whose
+    MicroPython has none frozen in rather than boot it without them."""
+    from understudy import build, pico, uf2
+
+    names = b"\0".join([b"firmware/__init__.py", b"firmware/app.py", b"wire/p3.py"]) + b"\0"
+    frozen = _uf2(tmp_path / "frozen.uf2", flash=bytes(230) + names)  # firmware/app.py across two blocks
+    plain = _uf2(tmp_path / "plain.uf2", flash=bytes(230) + names.replace(b"firmware", b"fermware"))
+    assert uf2.frozen(str(frozen)) and not uf2.frozen(str(plain))
+    root = build.ensure()
+    on = [dst for dst, _ in pico.files(root, frozen=True)]
+    assert sorted(on) == ["boot.py", "main.py", "www/index.html.gz"], on
+    assert "firmware/app.mpy" in [dst for dst, _ in pico.files(root)]
+    r = subprocess.run([sys.executable, "-m", "understudy", "pico", "--frozen", "--uf2", str(plain),
+                        "--bootrom", str(plain)], env=dict(os.environ, PYTHONPATH=TOOLS),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "has no Understudy frozen in" in r.stderr, r.stdout + r.stderr
 
 
 def _drive(path):

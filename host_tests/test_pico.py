@@ -6,6 +6,8 @@ these tests run only when both are given, as UNDERSTUDY_PICO_UF2 and
 UNDERSTUDY_PICO_BOOTROM (paths), and need node with tools/pico's
 node_modules (`npm ci --prefix tools/pico`) and littlefs-python
 (requirements-pico.txt); otherwise they are skipped, saying which is missing.
+A UF2 built with Understudy frozen in (manifest.py) runs the frozen firmware
+(`understudy pico --frozen`).
 """
 import os
 import shutil
@@ -43,12 +45,12 @@ def _pay(path, amount, *extra):
 
 
 def _board(tmp_path, more=None, **kw):
-    from understudy import pico
+    from understudy import pico, uf2
 
     img = str(tmp_path / "flash.img")
     cfg = {"log": {"heap": True}, "delays": {"slow_auth_ms": 60000}, "timeouts": {"auth_s": 120}}
     cfg = pico.merged(cfg, more or {})
-    pico.prepare(img, cfg)
+    pico.prepare(img, cfg, frozen=uf2.frozen(UF2))  # (a UF2 with the firmware in: run that)
     return pico.Pico(UF2, BOOTROM, flash=img, config=cfg, **kw)
 
 

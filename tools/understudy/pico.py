@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 
-from understudy import paths
+from understudy import paths, uf2
 from understudy.launch import Firmware, FirmwareError
 from understudy.nullmodem import NullModem
 
@@ -61,12 +61,13 @@ def merged(base, extra):
     return out
 
 
-def image(path, cfg=None, root=None, tls=None, extra=None):
+def image(path, cfg=None, root=None, tls=None, extra=None, frozen=False):
     """Write a littlefs image of the board's file system to path (the whole
-    1408 KB): the .mpy build from root (default build/mpy), config.json from
-    cfg (a dict, over BOARD_CONFIG), and the TLS identity from tls (a
-    directory with cert.der and key.der) if given, and extra ({path: bytes}).
-    Returns the file count."""
+    1408 KB): the .mpy build from root (default build/mpy; frozen: without
+    firmware/ and lib/wire/, which would shadow the UF2's frozen modules),
+    config.json from cfg (a dict, over BOARD_CONFIG), and the TLS identity
+    from tls (a directory with cert.der and key.der) if given, and extra
+    ({path: bytes}).  Returns the file count."""
     from littlefs import LittleFS
 
     root = root or paths.MPY
@@ -85,14 +86,9 @@ def image(path, cfg=None, root=None, tls=None, extra=None):
             f.write(data)
         n += 1
 
-    for base, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            full = os.path.join(base, name)
-            with open(full, "rb") as f:
-                put(os.path.relpath(full, root).replace(os.sep, "/"), f.read())
+    for dst, full in files(root, frozen):
+        with open(full, "rb") as f:
+            put(dst, f.read())
     if tls:
         for name in ("cert.der", "key.der"):
             with open(os.path.join(tls, name), "rb") as f:
@@ -104,6 +100,20 @@ def image(path, cfg=None, root=None, tls=None, extra=None):
         f.write(fs.context.buffer)
     os.replace(path + ".tmp", path)
     return n
+
+
+def files(root, frozen=False):
+    """(path on the board, path here) of each file of the build at root,
+    in order; frozen: without firmware/ and lib/wire/, which would come
+    first on sys.path and shadow the UF2's frozen modules."""
+    out = []
+    for base, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            dst = os.path.relpath(os.path.join(base, name), root).replace(os.sep, "/")
+            if not name.startswith(".") and not (frozen and dst.startswith(("firmware/", "lib/wire/"))):
+                out.append((dst, os.path.join(base, name)))
+    return out
 
 
 def _exists(fs, d):
@@ -285,14 +295,15 @@ def _state_of(img):
     return out
 
 
-def prepare(img, cfg, fresh=False):
-    """The flash image for this build and config: kept as it is when both
-    are unchanged (the board's state lives in it), else rebuilt with the
-    state files of the old one carried over (unless fresh)."""
+def prepare(img, cfg, fresh=False, frozen=False):
+    """The flash image for this build and config (frozen: for a UF2 with
+    Understudy frozen in): kept as it is when they are unchanged (the
+    board's state lives in it), else rebuilt with the state files of the
+    old one carried over (unless fresh)."""
     from understudy import build
 
     root = build.ensure()
-    want = "%s %s" % (build.digest(), json.dumps(cfg, sort_keys=True))
+    want = "%s %s%s" % (build.digest(), json.dumps(cfg, sort_keys=True), " frozen" if frozen else "")
     stamp = img + ".build"
     try:
         with open(stamp) as f:
@@ -302,7 +313,7 @@ def prepare(img, cfg, fresh=False):
     if same and os.path.exists(img) and not fresh:
         return "kept"
     keep = _state_of(img) if os.path.exists(img) and not fresh else {}
-    image(img, cfg, root=root, extra=keep)
+    image(img, cfg, root=root, extra=keep, frozen=frozen)
     with open(stamp, "w") as f:
         f.write(want)
     return "rebuilt, %d state files kept" % len(keep) if keep else "new"
@@ -358,17 +369,24 @@ def main(argv=None, prog="understudy pico"):
                     help="the board's file system image, kept across runs (default: %(default)s)")
     ap.add_argument("--config", metavar="PATH", help="config JSON (over the Pico's: serial only)")
     ap.add_argument("--fresh", action="store_true", help="a new image: forget the journal")
+    ap.add_argument("--frozen", action="store_true", help="the UF2 was built with Understudy frozen "
+                    "in (manifest.py): leave firmware/ and lib/wire/ off the flash so it runs from "
+                    "the image (docs/BOARDS.md)")
     ap.add_argument("--soak", type=int, metavar="N", help="make N Concert payments on the serial "
                     "line, print the heap figures, stop")
     a = ap.parse_args(argv)
     if not a.uf2 or not a.bootrom:
         ap.error("give --uf2 and --bootrom (or PICO_UF2=... PICO_BOOTROM=...)")
+    if a.frozen and os.path.isfile(a.uf2) and not uf2.frozen(a.uf2):
+        ap.error("--frozen, but %s has no Understudy frozen in: build it with FROZEN_MANIFEST naming "
+                 "a manifest that includes manifest.py (docs/BOARDS.md), or leave --frozen off" % a.uf2)
     cfg = {"log": {"heap": True}}
     if a.config:
         with open(a.config) as f:
             cfg = merged(cfg, json.load(f))
     os.makedirs(os.path.dirname(os.path.abspath(a.flash)), exist_ok=True)
-    print("pico: flash image %s: %s" % (a.flash, prepare(a.flash, cfg, a.fresh)), flush=True)
+    print("pico: flash image %s: %s%s" % (a.flash, prepare(a.flash, cfg, a.fresh, a.frozen),
+                                          " (firmware frozen in the UF2)" if a.frozen else ""), flush=True)
     p = Pico(a.uf2, a.bootrom, flash=a.flash, config=cfg, echo=not a.soak)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -48,6 +48,20 @@ def check(path):
     return len(data) // 512, flash
 
 
+def payload(path):
+    """The bytes a (checked) UF2 file writes to flash, in block order."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return b"".join(data[i + 32:i + 32 + struct.unpack_from("<I", data, i + 16)[0]]
+                    for i in range(0, len(data), 512))
+
+
+def frozen(path):
+    """True if the UF2's MicroPython has Understudy frozen in (manifest.py):
+    its frozen modules' names are in the image."""
+    return b"firmware/app.py\0" in payload(path)
+
+
 def is_drive(d):
     try:
         with open(os.path.join(d, "INFO_UF2.TXT")) as f:
