@@ -236,6 +236,28 @@ def test_the_pico_tool_runs_a_uf2_with_the_firmware_frozen_in_from_it(tmp_path):
     assert r.returncode == 2 and "has no Understudy frozen in" in r.stderr, r.stdout + r.stderr
 
 
+def test_the_pico_tool_leaves_the_firmware_the_heap_it_is_told(tmp_path):
+    """`understudy pico --heap 64K` appends HOLD to boot.py: one block
+    holds the rest of the board's heap, as -X heapsize would leave it;
+    run here on the unix port with a larger heap, the firmware package
+    imported as on a board."""
+    from understudy import launch, pico
+
+    assert [pico.size(t) for t in ("65536", "64K", "64k", "1M")] == [65536, 65536, 65536, 1 << 20]
+    boot = tmp_path / "boot.py"
+    boot.write_bytes(open(os.path.join(paths.ROOT, "boot.py"), "rb").read() + pico.HOLD % 65536)
+    show = "import firmware; print(gc.mem_free() + gc.mem_alloc() - len(firmware.held))"
+    r = subprocess.run(launch.micropython_cmd() + ["-X", "heapsize=240K", "-c",
+                       "exec(open(%r).read()); %s" % (str(boot), show)], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL, env=dict(os.environ, MICROPYPATH=paths.ROOT))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 65536 - 64 <= int(r.stdout) <= 65536 + 64, r.stdout  # (the bytearray's own header)
+    r = subprocess.run([sys.executable, "-m", "understudy", "pico", "--heap", "lots", "--uf2", "x",
+                        "--bootrom", "x"], env=dict(os.environ, PYTHONPATH=TOOLS),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "not a size: 'lots' (say 65536, 64K or 1M)" in r.stderr, r.stderr
+
+
 def _drive(path):
     path.mkdir()
     (path / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n")

@@ -54,6 +54,27 @@ BOARD_CONFIG = {
 }
 
 
+# appended to boot.py by image(heap=...): one block holds the rest of the
+# heap (a bytearray: the collector never scans it), kept by a module
+HOLD = b"""
+import firmware
+firmware.held = bytearray(max(0, gc.mem_free() + gc.mem_alloc() - %d))
+gc.collect()
+"""
+
+
+def size(text):
+    """Bytes from "65536", "64K" or "1M" (argparse type)."""
+    t = text.strip().upper()
+    n = {"K": 1024, "M": 1 << 20}.get(t[-1:], 1)
+    try:
+        return int(t[:-1] if n > 1 else t) * n
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError("not a size: %r (say 65536, 64K or 1M)" % text)
+
+
 def merged(base, extra):
     out = dict(base)
     for k, v in extra.items():
@@ -61,13 +82,14 @@ def merged(base, extra):
     return out
 
 
-def image(path, cfg=None, root=None, tls=None, extra=None, frozen=False):
+def image(path, cfg=None, root=None, tls=None, extra=None, frozen=False, heap=None):
     """Write a littlefs image of the board's file system to path (the whole
     1408 KB): the .mpy build from root (default build/mpy; frozen: without
     firmware/ and lib/wire/, which would shadow the UF2's frozen modules),
     config.json from cfg (a dict, over BOARD_CONFIG), and the TLS identity
     from tls (a directory with cert.der and key.der) if given, and extra
-    ({path: bytes}).  Returns the file count."""
+    ({path: bytes}); heap: bytes of GC heap left to the firmware (boot.py
+    holds the rest, as a board with less RAM).  Returns the file count."""
     from littlefs import LittleFS
 
     root = root or paths.MPY
@@ -88,7 +110,8 @@ def image(path, cfg=None, root=None, tls=None, extra=None, frozen=False):
 
     for dst, full in files(root, frozen):
         with open(full, "rb") as f:
-            put(dst, f.read())
+            data = f.read()
+        put(dst, data + HOLD % heap if dst == "boot.py" and heap else data)
     if tls:
         for name in ("cert.der", "key.der"):
             with open(os.path.join(tls, name), "rb") as f:
@@ -295,7 +318,7 @@ def _state_of(img):
     return out
 
 
-def prepare(img, cfg, fresh=False, frozen=False):
+def prepare(img, cfg, fresh=False, frozen=False, heap=None):
     """The flash image for this build and config (frozen: for a UF2 with
     Understudy frozen in): kept as it is when they are unchanged (the
     board's state lives in it), else rebuilt with the state files of the
@@ -303,7 +326,7 @@ def prepare(img, cfg, fresh=False, frozen=False):
     from understudy import build
 
     root = build.ensure()
-    want = "%s %s%s" % (build.digest(), json.dumps(cfg, sort_keys=True), " frozen" if frozen else "")
+    want = "%s %s %s %s" % (build.digest(), json.dumps(cfg, sort_keys=True), frozen, heap)
     stamp = img + ".build"
     try:
         with open(stamp) as f:
@@ -313,7 +336,7 @@ def prepare(img, cfg, fresh=False, frozen=False):
     if same and os.path.exists(img) and not fresh:
         return "kept"
     keep = _state_of(img) if os.path.exists(img) and not fresh else {}
-    image(img, cfg, root=root, extra=keep, frozen=frozen)
+    image(img, cfg, root=root, extra=keep, frozen=frozen, heap=heap)
     with open(stamp, "w") as f:
         f.write(want)
     return "rebuilt, %d state files kept" % len(keep) if keep else "new"
@@ -372,6 +395,9 @@ def main(argv=None, prog="understudy pico"):
     ap.add_argument("--frozen", action="store_true", help="the UF2 was built with Understudy frozen "
                     "in (manifest.py): leave firmware/ and lib/wire/ off the flash so it runs from "
                     "the image (docs/BOARDS.md)")
+    ap.add_argument("--heap", type=size, metavar="SIZE", help="leave the firmware this much of "
+                    "the GC heap (e.g. 64K; boot.py holds the rest), as -X heapsize does on the unix "
+                    "port: the Pico's is 240K")
     ap.add_argument("--soak", type=int, metavar="N", help="make N Concert payments on the serial "
                     "line, print the heap figures, stop")
     a = ap.parse_args(argv)
@@ -385,8 +411,10 @@ def main(argv=None, prog="understudy pico"):
         with open(a.config) as f:
             cfg = merged(cfg, json.load(f))
     os.makedirs(os.path.dirname(os.path.abspath(a.flash)), exist_ok=True)
-    print("pico: flash image %s: %s%s" % (a.flash, prepare(a.flash, cfg, a.fresh, a.frozen),
-                                          " (firmware frozen in the UF2)" if a.frozen else ""), flush=True)
+    print("pico: flash image %s: %s%s%s" % (
+        a.flash, prepare(a.flash, cfg, a.fresh, a.frozen, a.heap),
+        " (firmware frozen in the UF2)" if a.frozen else "",
+        ", a heap of %d bytes" % a.heap if a.heap else ""), flush=True)
     p = Pico(a.uf2, a.bootrom, flash=a.flash, config=cfg, echo=not a.soak)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
