@@ -137,22 +137,27 @@ async def drained(s, ms):
 ROOM_WAITS = (20, 100)  # ms: a peak of other clients mid-answer usually passes by then
 
 
-async def when_room(fn, *args):
-    """fn(*args), once more after a collection and a pause (each of
-    ROOM_WAITS) if the heap has no block for it; MemoryError if it still
-    has none.  For what must be built once work is done (the answer to a
-    payment the terminal approved): a short wait beats an unanswered
-    register."""
+async def when_room(fn, *args, ms=120):
+    """fn(*args), tried again after a collection and a pause (ROOM_WAITS,
+    then every 100 ms) while the heap has no block for it, until ms of
+    pauses are spent; then MemoryError.  For what must be built once work
+    is done: a short wait beats an unanswered register.  An answer owed
+    for a payment the terminal approved, or the rest of a message whose
+    start went out, waits up to timeouts.request_ms (the caller's ms)."""
     import asyncio
     import gc
 
-    for wait in ROOM_WAITS:
+    w = ROOM_WAITS[0]
+    while True:
         try:
             return fn(*args)
         except MemoryError:
+            ms -= w
+            if ms < 0:
+                raise
             gc.collect()
-            await asyncio.sleep_ms(wait)
-    return fn(*args)
+            await asyncio.sleep_ms(w)
+            w = ROOM_WAITS[1]
 
 
 def signature(path):

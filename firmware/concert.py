@@ -161,26 +161,26 @@ class Concert:
         listener's name).  Out of heap before anything began, the register
         hears busy (AE=01 AF=00) rather than a closed connection; once a
         transaction began, or to repeat a stored result, the answer waits for
-        room (when_room), and if none comes a MemoryError goes up: the
+        room (when_room, up to timeouts.request_ms), and if none comes a MemoryError goes up: the
         connection closes unanswered and the register learns the outcome
         with CD=T, never a busy that would hide a charge.  (What comes
         before the transaction is _begin(): a plain function's frame is on
         the stack, a coroutine's in the heap for as long as it waits.)"""
         ans, req, t = self._begin(msg, src)
-        if ans is True:  # a repeat: the journal's result, answered again
-            return await when_room(self.answer, req, t), t
-        if ans is not None:
+        if ans is None:
+            if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
+                spawn(self.app.term.run(t))
+                return tlv.encode(self.head(req, _AE_TAKEN)), None
+            await self.app.term.run(t)
+            if t.withhold:
+                return None, t
+        elif ans is not True:
             return ans, t
-        if req.get("BA") == "1":  # immediate mode: "taken into account", result via CD=T
-            spawn(self.app.term.run(t))
-            return tlv.encode(self.head(req, _AE_TAKEN)), None
-        await self.app.term.run(t)
-        if t.withhold:
-            return None, t
+        # t ran, or a repeat (the journal's result, answered again)
         try:  # mostly there is room at once, and when_room's coroutine is not needed
             return self.answer(req, t), t
         except MemoryError:
-            return await when_room(self.answer, req, t), t
+            return await when_room(self.answer, req, t, ms=self.app.cfg["timeouts"]["request_ms"]), t
 
     def _begin(self, msg, src):
         """(answer, req, t): answered at once (malformed, busy, another

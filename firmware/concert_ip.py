@@ -94,9 +94,7 @@ async def serve(app, name, s, peer):
     try:
         ans, t = await co
         if ans is None:
-            if t is not None and not t.delivered:
-                app.term.delivered(t, False)
-                log.event(name, "drop", peer, "answer withheld (lost outcome)")
+            app.term.withheld(t, name, peer)
             return
         ok = await _answer(app, s, ans, gone)
         log.frame(name, "tx", peer, ans)

@@ -104,9 +104,7 @@ class Line:
             ans = _refusal(concert, msg, v3)
         if ans is None:
             self.link.no_answer()
-            if t is not None and not t.delivered:
-                self.app.term.delivered(t, False)
-                log.event(self.name, "drop", "answer withheld (lost outcome)")
+            self.app.term.withheld(t, self.name)
             return
         self.t = t
         try:

@@ -70,6 +70,7 @@ class Conn:
         sends what the socket takes at once, so only a wait for a slow
         reader has a time-out (timeouts.request_ms): no task left writing
         the rest of a message after a MemoryError."""
+        ms = self.app.cfg["timeouts"]["request_ms"]
         try:
             async with self.lock:  # updates and answers come from two tasks
                 if not self.open:  # closed by the writer before us (it failed)
@@ -95,21 +96,23 @@ class Conn:
                         p3_codec.pieces(data, put, 128, _OUT)  # a 256-byte hole is not always there
 
                     # a piece with no room half way: the same message is made again
-                    # (the same bytes) after a pause and goes on where it stopped
-                    await when_room(make)
+                    # (the same bytes) after a pause and goes on where it stopped;
+                    # its start is out, so it is worth the wait an answer is
+                    await when_room(make, ms=ms)
                     data = done[2]
                 elif data:
                     self.s.write(data)
-                await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
+                await drained(self.s, ms)
             return head if data is None else data
         except (OSError, asyncio.TimeoutError, MemoryError) as e:
             self.close()  # first: a line with no room raises, and the head may be out
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
             return None
 
-    async def send(self, m):
-        """Send one message; False if the connection is gone."""
-        n = await when_room(p3_codec.size, m)
+    async def send(self, m, ms=120):
+        """Send one message; False if the connection is gone.  MemoryError
+        if there was no room to start it within ms (when_room)."""
+        n = await when_room(p3_codec.size, m, ms=ms)
         first = await self.write(self.head(n), m)
         if first is None:
             return False
@@ -475,22 +478,15 @@ class P3:
                 await asyncio.sleep_ms(100)
         t.progress = None
         if t.withhold:
-            log.event(conn.name, "drop", conn.peer, "answer withheld (lost outcome)")
             conn.close()
-            term.delivered(t, False)
+            term.withheld(t, conn.name, conn.peer)
             return
-        wait = self.app.cfg["timeouts"]["request_ms"]
-        while True:
-            try:
-                ok = await conn.send(await when_room(self.result, t, rtype, tag, res))
-                break
-            except MemoryError:  # the transaction is over: its answer is worth a wait,
-                gc.collect()  # up to request_ms; then the POS sees the connection close
-                wait -= 200  # (and looks the transaction up), never a silence
-                if wait < 0:
-                    conn.close()
-                    log.event(conn.name, "gone", conn.peer, "no memory for the answer")
-                    ok = False
-                    break
-                await asyncio.sleep_ms(100)
+        try:  # the transaction is over: its answer is worth a wait, up to request_ms;
+            # then the POS sees the connection close (and looks the transaction up)
+            ms = self.app.cfg["timeouts"]["request_ms"]
+            ok = await conn.send(await when_room(self.result, t, rtype, tag, res, ms=ms), ms)
+        except MemoryError:
+            conn.close()
+            log.event(conn.name, "gone", conn.peer, "no memory for the answer")
+            ok = False
         term.delivered(t, ok)

@@ -443,7 +443,7 @@ class Synqpay:
         if c is None:
             return False
         try:
-            parts, shown = await when_room(self._built, t)
+            parts, shown = await when_room(self._built, t, ms=self.app.cfg["timeouts"]["request_ms"])
         except MemoryError:
             gc.collect()
             c.disconnect("no memory for the answer; resent on reconnect")  # (no allocation)

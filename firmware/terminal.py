@@ -180,6 +180,13 @@ class Terminal:
         if not ok:
             log.event("core", "undelivered", "#%d" % t.no, t.result)
 
+    def withheld(self, t, name, *peer):
+        """t's answer is withheld, as its "lost" outcome asks: recorded as
+        not delivered, and the listener `name` says so (for peer)."""
+        if t is not None and not t.delivered:
+            self.delivered(t, False)
+            log.event(name, "drop", *peer, "answer withheld (lost outcome)")
+
     def act(self, what, data=None):
         """Someone steps in while the transaction waits: "abort" (the register;
         before authorisation, or while the signature is awaited: the

@@ -265,6 +265,7 @@ def test_retry_of_the_same_request_is_answered_from_the_journal(firmware):
     fw = firmware()
     lost = with_ref(odoo(1207), "ORDER-42")  # .07: approved, answer lost
     assert exchange(addr(fw), lost) == b""
+    assert fw.wait_for("concert-ip drop 127.0.0.1 answer withheld (lost outcome)", 2) is not None
     again = ask(fw, lost)
     assert again["AE"] == "10" and again["CF"] == "ORDER-42"
     assert fw.wait_for("concert-ip retry #1: same request", 2) is not None

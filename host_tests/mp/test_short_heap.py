@@ -472,6 +472,30 @@ def test_concert_answer_after_the_payment_waits_for_room():
     assert tlv.decode(ans)["AE"] == "10" and t.result == "approved" and calls[0] == 2
 
 
+def test_concert_answer_after_the_payment_waits_for_room_up_to_the_request_time_out():
+    """Past the two short pauses too (at 56K frozen a peak outlasts them):
+    the answer of a payment run is owed, and is tried again up to
+    timeouts.request_ms before the connection closes unanswered."""
+    from firmware import concert
+    from wire import concert_tlv as tlv
+
+    for request_ms, answered in ((10000, True), (100, False)):
+        a = _concert_app()
+        a.cfg["timeouts"]["request_ms"] = request_ms
+        real = concert.Concert.answer
+        concert.Concert.answer, calls = _fails_for(real, 5, "memory allocation failed, allocating 512 bytes")
+        try:
+            c = concert.Concert(a)
+            if answered:
+                ans, _ = asyncio.run(c.request(_PAY, "concert-ip"))
+                assert tlv.decode(ans)["AE"] == "10" and calls[0] == 6, calls
+            else:
+                assert _raises(MemoryError, lambda: asyncio.run(c.request(_PAY, "concert-ip")))  # noqa: B023
+        finally:
+            concert.Concert.answer = real
+        assert a.term.journal.last().result == "approved"
+
+
 class _Stream:
     def __init__(self):
         self.out = b""
@@ -504,6 +528,35 @@ def test_a_synqpay_request_without_room_is_answered_a_moment_later():
 
     asyncio.run(link())
     assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
+
+
+async def _sale(sq, s, t):
+    """t run by Synqpay sq, its answer for a link on stream s."""
+    from firmware import synqpay
+
+    sq.link = synqpay.Session(sq.app, "synqpay", s, "127.0.0.1")
+    sq.link.auth = True
+    sq.link.task = None  # (no reader task to end)
+    await sq._run(t)
+
+
+def test_a_synqpay_sale_answer_waits_for_room_up_to_the_request_time_out():
+    """An approved sale's answer with no room past the two short pauses is
+    tried again up to timeouts.request_ms before the link is dropped (the
+    answer then waits for the POS's reconnection)."""
+    from firmware import adapter, synqpay
+
+    for request_ms, delivered in ((10000, True), (100, False)):
+        a = _concert_app()
+        a.cfg["timeouts"]["request_ms"] = request_ms
+        a.adapters = {}
+        sq = adapter(a, synqpay.Synqpay)
+        s = _Stream()
+        t = a.term.start("pay", 1250, 376, "synqpay", data={"id": 8})
+        sq._built, calls = _fails_for(sq._built, 5, "memory allocation failed, allocating 300 bytes")
+        asyncio.run(_sale(sq, s, t))
+        assert t.result == "approved" and t.delivered is delivered, (request_ms, t.delivered, calls)
+        assert (b'"id":8' in s.out) is delivered, (request_ms, s.out)
 
 
 class _Reads(_Stream):
@@ -682,15 +735,16 @@ def _no_block():
 
 
 class _Flaky(_Stream):
-    """A stream whose third write finds no heap, once."""
+    """A stream whose third write finds no heap, `times` times over."""
 
-    def __init__(self):
+    def __init__(self, times=1):
         super().__init__()
         self.writes = 0
+        self.times = times
 
     def write(self, data):
         self.writes += 1
-        if self.writes == 3:
+        if 3 <= self.writes < 3 + self.times:
             raise MemoryError("memory allocation failed, allocating 256 bytes")
         super().write(data)
 
@@ -710,6 +764,28 @@ def test_a_p3_message_cut_by_a_short_heap_goes_on_where_it_stopped():
     assert asyncio.run(conn.send(m)) is True
     body = bytes(w.dumps(m))
     assert len(body) > 3 * 256 and s.out == b"%d\n" % len(body) + body, s.out
+
+
+def test_a_p3_message_whose_start_is_out_waits_for_room_up_to_the_request_time_out():
+    """Once a message's head and first piece are out, the connection is
+    good for nothing until the rest follows: a piece with no room through
+    the usual two pauses (at 56K frozen, an approved payment's answer was
+    cut there, the POS told nothing) is tried again up to
+    timeouts.request_ms, then the connection closes."""
+    from firmware import p3_adapter
+    from wire import p3 as w
+
+    m = w.message("TRANSACTION_RESPONSE", "T1", "devices/x", "SUCCESS",
+                  body=(("receipt", "x" * 900), ("amount", 1250)))
+    body = bytes(w.dumps(m))
+    for request_ms, whole in ((10000, True), (100, False)):
+        a = _concert_app()
+        a.cfg["timeouts"]["request_ms"] = request_ms
+        s = _Flaky(times=5)
+        s.s = _PosSocket()
+        conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+        assert asyncio.run(conn.send(m)) is whole and conn.open is whole, request_ms
+        assert (s.out == b"%d\n" % len(body) + body) is whole, (request_ms, s.out)
 
 
 def _sent_with(module, name, fake):
@@ -784,6 +860,7 @@ def test_a_p3_message_cut_for_good_closes_even_when_its_log_line_cannot_be_made(
     from wire import p3 as w
 
     a = _concert_app()
+    a.cfg["timeouts"]["request_ms"] = 100  # (how long the rest is waited for)
     s = _HeadOnly()
     conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
     m = w.message("LOGIN_MERCHANT_RESPONSE", "T1", None, "OK", body=(("merchantId", "M1"),))

@@ -67,7 +67,9 @@ class Reader:
                         self.torn = True
                         i = len(buf)
                         break
-            self._skip()
+            if not self._bad:  # a damaged stretch counts once
+                self._bad = True
+                self.corrupt += 1
             i += 1
         buf[:i] = b""  # in place, not a new copy of the rest for each chunk
         if starts is not None:
@@ -92,11 +94,6 @@ class Reader:
             return json.loads(bytes(buf[i + 3:end - 4]))
         except ValueError:
             return None
-
-    def _skip(self):
-        if not self._bad:
-            self._bad = True
-            self.corrupt += 1
 
 
 def read(path, reader, at=4, chunk=128):
