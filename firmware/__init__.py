@@ -141,9 +141,11 @@ async def when_room(fn, *args, ms=120):
     """fn(*args), tried again after a collection and a pause (ROOM_WAITS,
     then every 100 ms) while the heap has no block for it, until ms of
     pauses are spent; then MemoryError.  For what must be built once work
-    is done: a short wait beats an unanswered register.  An answer owed
-    for a payment the terminal approved, or the rest of a message whose
-    start went out, waits up to timeouts.request_ms (the caller's ms)."""
+    is done: a short wait beats an unanswered register; the answer owed
+    for a payment run waits up to timeouts.request_ms (the caller's ms).
+    Its own coroutine is a block too: a retry that must not fail for want
+    of one loops in the caller's frame (asyncio.sleep_ms allocates
+    nothing), as P3's final answer and the rest of a message do."""
     import asyncio
     import gc
 

@@ -97,8 +97,19 @@ class Conn:
 
                     # a piece with no room half way: the same message is made again
                     # (the same bytes) after a pause and goes on where it stopped;
-                    # its start is out, so it is worth the wait an answer is
-                    await when_room(make, ms=ms)
+                    # its start is out, so it is worth request_ms (in this frame:
+                    # when_room's coroutine would need a block too)
+                    w = ms
+                    while True:
+                        try:
+                            make()
+                            break
+                        except MemoryError:
+                            w -= 100
+                            if w < 0:
+                                raise
+                            gc.collect()
+                            await asyncio.sleep_ms(100)
                     data = done[2]
                 elif data:
                     self.s.write(data)
@@ -109,10 +120,9 @@ class Conn:
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
             return None
 
-    async def send(self, m, ms=120):
-        """Send one message; False if the connection is gone.  MemoryError
-        if there was no room to start it within ms (when_room)."""
-        n = await when_room(p3_codec.size, m, ms=ms)
+    async def send(self, m):
+        """Send one message; False if the connection is gone."""
+        n = await when_room(p3_codec.size, m)
         first = await self.write(self.head(n), m)
         if first is None:
             return False
@@ -481,12 +491,18 @@ class P3:
             conn.close()
             term.withheld(t, conn.name, conn.peer)
             return
-        try:  # the transaction is over: its answer is worth a wait, up to request_ms;
-            # then the POS sees the connection close (and looks the transaction up)
-            ms = self.app.cfg["timeouts"]["request_ms"]
-            ok = await conn.send(await when_room(self.result, t, rtype, tag, res, ms=ms), ms)
-        except MemoryError:
-            conn.close()
-            log.event(conn.name, "gone", conn.peer, "no memory for the answer")
-            ok = False
+        wait = self.app.cfg["timeouts"]["request_ms"]
+        while True:  # (this frame's loop: a coroutine made for the wait may find no block)
+            try:
+                ok = await conn.send(await when_room(self.result, t, rtype, tag, res))
+                break
+            except MemoryError:  # the transaction is over: its answer is worth a wait,
+                gc.collect()  # up to request_ms; then the POS sees the connection close
+                wait -= 200  # (and looks the transaction up), never a silence
+                if wait < 0:
+                    conn.close()
+                    log.event(conn.name, "gone", conn.peer, "no memory for the answer")
+                    ok = False
+                    break
+                await asyncio.sleep_ms(100)
         term.delivered(t, ok)

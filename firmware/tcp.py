@@ -73,13 +73,6 @@ def read_away(sock):
             break
 
 
-def nodelay(s):
-    try:
-        s.setsockopt(6, _NODELAY, 1)  # IPPROTO_TCP
-    except (OSError, TypeError):  # a port without the option: Nagle stays
-        pass
-
-
 def deadline(ms):
     return time.ticks_add(time.ticks_ms(), ms)
 
@@ -184,7 +177,10 @@ class TCPListener:
                 raw = s2  # a TLS socket that failed does not close the one it wraps
                 if waited >= _ROOM_WAIT_MS and not room(need):
                     raise MemoryError("heap short for %d ms" % waited)
-                nodelay(s2)
+                try:
+                    s2.setsockopt(6, _NODELAY, 1)  # IPPROTO_TCP
+                except (OSError, TypeError):  # a port without the option: Nagle stays
+                    pass
                 if self.ssl is not None:
                     s2 = self.ssl.wrap_socket(s2, server_side=True, do_handshake_on_connect=False)
                 s2.setblocking(False)

@@ -168,21 +168,6 @@ def _authorized(app, headers, ip, q):
     return got == "Bearer " + tok or q.get("token") == tok
 
 
-def _plain(v):
-    return v if v is None or isinstance(v, (str, int, bool)) else str(v)
-
-
-def _inflate(f):
-    """The gzipped page read as text (the build compresses it with a 1 KB
-    window: about 2.4 KB of RAM while it is sent); f itself where the port
-    has no deflate module."""
-    try:
-        import deflate
-    except ImportError:
-        return f
-    return deflate.DeflateIO(f, deflate.GZIP, _WINDOW)
-
-
 def _readable(s):
     """The client sent something, or closed: an event stream is then over."""
     p = select.poll()
@@ -297,8 +282,10 @@ class Web:
 
     def txn_fields(self, t):
         """Transaction t as the control API shows it."""
+        ref = t.ref
         return {"no": t.no, "batch": t.batch, "ts": t.ts, "op": t.op, "amount": t.amount, "cur": t.cur,
-                "src": t.src, "ref": _plain(t.ref), "orig": t.orig, "state": t.state,
+                "src": t.src, "ref": ref if ref is None or isinstance(ref, (str, int)) else str(ref),
+                "orig": t.orig, "state": t.state,
                 "outcome": t.outcome, "result": t.result, "reason": t.reason, "auth": t.auth,
                 "card": " ".join([x for x in (t.brand, t.mode, t.pan) if x]) or None,
                 "delivered": t.delivered, "voided": t.voided}
@@ -361,9 +348,16 @@ class Web:
                 enc = "Content-Encoding: gzip\r\n" if path.endswith(".gz") else ""
                 head = "Content-Length: %d\r\n" % size
                 if enc and "gzip" not in headers.get("accept-encoding", ""):
-                    src = _inflate(f)  # a client without gzip (plain curl): the page as text
-                    if src is not f:  # its length unknown: the end of the connection ends it
+                    # a client without gzip (plain curl): the page read as text (the
+                    # build compresses it with a 1 KB window: about 2.4 KB of RAM while
+                    # it is sent), its length unknown: the end of the connection ends it
+                    try:
+                        import deflate
+
+                        src = deflate.DeflateIO(f, deflate.GZIP, _WINDOW)
                         enc = head = ""
+                    except ImportError:  # a port without deflate: the page as it is
+                        pass
                 await self.write(s, ("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n%s%s"
                                      "Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
                                      % (enc, head)).encode())

@@ -29,7 +29,7 @@ class _Conn:
         self.out = []
         self.open = True
 
-    async def send(self, m, ms=120):
+    async def send(self, m):
         self.out.append(p3_codec.loads(p3_codec.dumps(m)))
         return True
 

@@ -949,6 +949,24 @@ def test_a_p3_final_answer_waits_for_room_up_to_the_request_time_out():
         assert (calls[0] > 6) is delivered, calls  # built until it fitted, or given up early
 
 
+def test_a_p3_final_answer_whose_send_finds_no_block_to_start_is_sent_later():
+    """Sending needs blocks of its own before a byte goes out (its
+    coroutines, the message's length): at 56K frozen one found none right
+    after an approved payment and the connection closed unanswered.  The
+    answer is tried again in drive()'s own frame, which needs no block to
+    wait."""
+    from firmware import p3_adapter
+
+    a = _concert_app()
+    s = _Stream()
+    conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+    t = a.term.start("pay", 1250, 978, "p3", ref="order-2")
+    p3 = p3_adapter.P3(a)
+    conn.send, calls = _fails_for(conn.send, 3, "memory allocation failed, allocating 96 bytes")
+    asyncio.run(p3.drive(conn, t, "TRANSACTION_RESPONSE", "T2", "devices/x", False))
+    assert calls[0] == 4 and t.delivered and b'"T2"' in s.out, (calls, s.out)
+
+
 def test_a_p3_final_answer_needs_no_block_for_a_whole_receipt():
     """P3 sends receipts line by line: its final answer is built from the
     lines (small blocks), never from the receipt's whole text, a block of
