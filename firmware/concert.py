@@ -161,9 +161,10 @@ class Concert:
         listener's name).  Out of heap before anything began, the register
         hears busy (AE=01 AF=00) rather than a closed connection; once a
         transaction began, or to repeat a stored result, the answer waits for
-        room (when_room, up to timeouts.request_ms), and if none comes a MemoryError goes up: the
-        connection closes unanswered and the register learns the outcome
-        with CD=T, never a busy that would hide a charge.  (What comes
+        room (when_room, up to timeouts.request_ms), and if none comes a
+        MemoryError goes up: the connection closes unanswered and the
+        register learns the outcome with CD=T, never a busy that would hide
+        a charge.  (What comes
         before the transaction is _begin(): a plain function's frame is on
         the stack, a coroutine's in the heap for as long as it waits.)"""
         ans, req, t = self._begin(msg, src)
