@@ -35,7 +35,7 @@ class Line:
         self.concert = adapter(app, Concert)
         self.link = concert_link.Link(lc["retries"], lc["byte_ms"], lc["reply_ms"],
                                       app.cfg["concert"]["max_request"])
-        self.lock = asyncio.Lock()  # one writer at a time: the reader and the answer
+        self.writing = False  # one writer at a time: the reader and the answer
         self.t = None  # the transaction whose answer is on the line
 
     async def run(self, first=b""):
@@ -64,12 +64,17 @@ class Line:
                 await self._after(link.receive(data))
 
     async def _flush(self):
-        async with self.lock:
+        while self.writing:  # (in this frame: asyncio.Lock's enter and exit are
+            await asyncio.sleep_ms(5)  # coroutines, blocks a short heap may lack)
+        self.writing = True
+        try:
             out = self.link.output()
             if out:
                 self.st.write(out)
                 await self.st.drain()
                 log.frame(self.name, "tx", PEER, out)
+        finally:
+            self.writing = False
 
     async def _after(self, events):
         await self._flush()

@@ -60,7 +60,7 @@ class Conn:
         self.peer = peer
         self.s = s
         self.head = head
-        self.lock = asyncio.Lock()
+        self.writing = False  # one writer at a time: updates and answers come from two tasks
         self.open = True
 
     async def write(self, head, data=None):
@@ -71,54 +71,61 @@ class Conn:
         reader has a time-out (timeouts.request_ms): no task left writing
         the rest of a message after a MemoryError."""
         ms = self.app.cfg["timeouts"]["request_ms"]
+        # (waited for in this frame: asyncio.Lock's enter and exit are
+        # coroutines, blocks a short heap may lack, and it had none at the
+        # end of an approved payment: the connection closed unanswered)
+        while self.writing:
+            await asyncio.sleep_ms(5)
+        self.writing = True
         try:
-            async with self.lock:  # updates and answers come from two tasks
-                if not self.open:  # closed by the writer before us (it failed)
-                    return None
-                self.s.write(head)
-                if isinstance(data, tuple):
-                    done = [0, 0, b""]  # type: list  # written, made by this pass, the first piece
+            if not self.open:  # closed by the writer before us (it failed)
+                return None
+            self.s.write(head)
+            if isinstance(data, tuple):
+                done = [0, 0, b""]  # type: list  # written, made by this pass, the first piece
 
-                    def put(b):  # (b is pieces()' buffer, filled again after: copied for the log,
-                        if not done[0] and (log.frames or log.observers):  # if there is room)
-                            try:
-                                done[2] = bytes(b)
-                            except MemoryError:
-                                pass
-                        at = done[1]
-                        done[1] += len(b)
-                        if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
-                            self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
-                            done[0] = done[1]
-
-                    def make():
-                        done[1] = 0
-                        p3_codec.pieces(data, put, 128, _OUT)  # a 256-byte hole is not always there
-
-                    # a piece with no room half way: the same message is made again
-                    # (the same bytes) after a pause and goes on where it stopped;
-                    # its start is out, so it is worth request_ms (in this frame:
-                    # when_room's coroutine would need a block too)
-                    w = ms
-                    while True:
+                def put(b):  # (b is pieces()' buffer, filled again after: copied for the log,
+                    if not done[0] and (log.frames or log.observers):  # if there is room)
                         try:
-                            make()
-                            break
+                            done[2] = bytes(b)
                         except MemoryError:
-                            w -= 100
-                            if w < 0:
-                                raise
-                            gc.collect()
-                            await asyncio.sleep_ms(100)
-                    data = done[2]
-                elif data:
-                    self.s.write(data)
-                await drained(self.s, ms)
+                            pass
+                    at = done[1]
+                    done[1] += len(b)
+                    if done[1] > done[0]:  # (a pass after a MemoryError skips what went out)
+                        self.s.write(b if at >= done[0] else memoryview(b)[done[0] - at:])
+                        done[0] = done[1]
+
+                def make():
+                    done[1] = 0
+                    p3_codec.pieces(data, put, 128, _OUT)  # a 256-byte hole is not always there
+
+                # a piece with no room half way: the same message is made again
+                # (the same bytes) after a pause and goes on where it stopped;
+                # its start is out, so it is worth request_ms (in this frame:
+                # when_room's coroutine would need a block too)
+                w = ms
+                while True:
+                    try:
+                        make()
+                        break
+                    except MemoryError:
+                        w -= 100
+                        if w < 0:
+                            raise
+                        gc.collect()
+                        await asyncio.sleep_ms(100)
+                data = done[2]
+            elif data:
+                self.s.write(data)
+            await drained(self.s, ms)
             return head if data is None else data
         except (OSError, asyncio.TimeoutError, MemoryError) as e:
             self.close()  # first: a line with no room raises, and the head may be out
             log.event(self.name, "gone", self.peer, "write failed: %r" % e)
             return None
+        finally:
+            self.writing = False
 
     async def send(self, m):
         """Send one message; False if the connection is gone."""

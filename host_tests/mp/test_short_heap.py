@@ -910,6 +910,63 @@ def test_a_p3_answer_the_socket_takes_needs_no_room_for_a_time_out():
     assert asyncio.run(conn.send(m)) is False and not conn.open
 
 
+class _NoRoomLock:
+    """asyncio.Lock whose enter finds no block (its coroutines: 84 bytes at
+    56K frozen, at the end of an approved P3 payment)."""
+
+    async def __aenter__(self):
+        raise MemoryError("memory allocation failed, allocating 84 bytes")
+
+    async def __aexit__(self, *exc):
+        pass
+
+
+class _Slow(_Stream):
+    """A socket that takes a write, then makes the writer wait for the rest."""
+
+    out_buf = b"rest"
+
+    async def drain(self):
+        await asyncio.sleep_ms(20)
+
+
+def test_writers_take_turns_with_no_block_for_a_lock():
+    """An answer and an update written from two tasks go out one after the
+    other, each whole, and taking turns needs no block (asyncio.Lock's
+    enter and exit are coroutines): P3 and Concert's serial line.  (Synqpay
+    keeps asyncio.Lock: its events must go out in the order they were
+    posted, which a wait in turn does not promise.)"""
+    from firmware import concert_serial, p3_adapter
+    from wire import p3 as w
+
+    real, asyncio.Lock = asyncio.Lock, _NoRoomLock
+    try:
+        a = _concert_app()
+        s = _Slow()
+        conn = p3_adapter.Conn(a, "p3-tcp", "127.0.0.1", s, lambda n: b"%d\n" % n)
+        m1 = w.message("TRANSACTION_RESPONSE", "T1", "devices/x", "SUCCESS", body=(("receipt", "x" * 300),))
+        m2 = w.message("EXECUTE_TRANSACTION_UPDATE", "T2", "devices/x", None, body=(("state", "PIN"),))
+
+        async def both():
+            return await asyncio.gather(conn.send(m1), conn.send(m2))
+
+        assert asyncio.run(both()) == [True, True] and conn.open
+        b1, b2 = bytes(w.dumps(m1)), bytes(w.dumps(m2))
+        assert s.out == b"%d\n" % len(b1) + b1 + b"%d\n" % len(b2) + b2, s.out
+        serial = _Slow()
+        ln = concert_serial.Line(a, "concert-serial", serial, a.cfg["listeners"]["concert-serial"])
+        outs = [b"\x06", b"\x05"]
+        ln.link.output = lambda: outs.pop(0) if outs else b""
+
+        async def line():
+            await asyncio.gather(ln._flush(), ln._flush())
+
+        asyncio.run(line())
+        assert serial.out == b"\x06\x05", serial.out
+    finally:
+        asyncio.Lock = real
+
+
 def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     """The transaction ran; its final response found no room once: it is
     built again after a pause and sent, not left to a task that dies (the
