@@ -48,6 +48,7 @@ async def request(concert, msg, src, immediate):
     await term.run(t)
     if t.withhold:
         return None, t
-    if t.result != "approved":
-        return await when_room(v2.encode, req, v2.REFUSED), t
-    return await when_room(v2.encode, req, v2.ACCEPTED, "" if req["mode"] == "C" else t.pan or ""), t
+    ok = t.result == "approved"  # (the answer owed for a payment run: worth request_ms)
+    return await when_room(v2.encode, req, v2.ACCEPTED if ok else v2.REFUSED,
+                           t.pan or "" if ok and req["mode"] != "C" else "",
+                           ms=concert.app.cfg["timeouts"]["request_ms"]), t

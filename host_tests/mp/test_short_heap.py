@@ -530,6 +530,30 @@ def test_a_synqpay_request_without_room_is_answered_a_moment_later():
     assert b'"id":7,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] == 2, s.out
 
 
+def test_a_concert_v2_answer_after_the_payment_waits_for_room_up_to_the_request_time_out():
+    """The same for V2 (E, E+): approved or declined, the answer of a
+    payment run is owed."""
+    from firmware import concert, concert_v2_requests
+    from wire import concert_v2 as v2
+
+    pay = b"01%08d01%s978" % (1250, b"0") + b" " * 10
+    for request_ms, answered in ((10000, True), (100, False)):
+        a = _concert_app()
+        a.cfg["timeouts"]["request_ms"] = request_ms
+        real = v2.encode
+        v2.encode, calls = _fails_for(real, 5, "memory allocation failed, allocating 48 bytes")
+        try:
+            co = concert_v2_requests.request(concert.Concert(a), pay, "concert-serial", False)
+            if answered:
+                ans, _ = asyncio.run(co)
+                assert ans[:3] == b"010" and calls[0] == 6, (ans, calls)
+            else:
+                assert _raises(MemoryError, lambda: asyncio.run(co))  # noqa: B023
+        finally:
+            v2.encode = real
+        assert a.term.journal.last().result == "approved"
+
+
 async def _sale(sq, s, t):
     """t run by Synqpay sq, its answer for a link on stream s."""
     from firmware import synqpay
