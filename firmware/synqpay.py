@@ -122,24 +122,39 @@ class Session:
         self.peer = peer
         self.auth = False  # has sent a frame with the paired key
         self.began = False  # the request being handled has changed something
-        self.lock = asyncio.Lock()  # one writer at a time
+        self.tickets = self.turn = 0  # one writer at a time, in the order they came
         self.task = asyncio.current_task()
 
     async def send(self, data, shown):
+        me = self.tickets
+        self.tickets = me + 1
+        ms = self.app.cfg["timeouts"]["request_ms"]
         try:
-            async with self.lock:
-                if isinstance(data, tuple):  # a frame's parts (L.parts): no copy of a long answer
-                    for part in data:
-                        self.s.write(part)
-                else:
-                    self.s.write(data)
-                await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
+            # one writer at a time, in the order they came (the events first),
+            # waited for in this frame: asyncio.Lock's coroutines are blocks a
+            # short heap may lack (a busy answer found none at 56K frozen).  A
+            # turn never taken (a writer cancelled: its link is ending) makes
+            # the later ones give up after request_ms, which ends the link.
+            while self.turn != me:
+                ms -= 5
+                if ms < 0:
+                    raise asyncio.TimeoutError
+                await asyncio.sleep_ms(5)
+            if isinstance(data, tuple):  # a frame's parts (L.parts): no copy of a long answer
+                for part in data:
+                    self.s.write(part)
+            else:
+                self.s.write(data)
+            await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
         except Exception as e:  # OSError, TimeoutError: the client is gone or stuck
             task = self.task  # (first: a line with no room raises, a frame half out)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()  # the reader ends the link; else its next read does
             log.event(self.name, "send-failed", self.peer, repr(e))
             return False
+        finally:
+            if self.turn == me:
+                self.turn = me + 1
         log.frame(self.name, "tx", self.peer, shown)
         return True
 

@@ -991,6 +991,60 @@ def test_writers_take_turns_with_no_block_for_a_lock():
         asyncio.Lock = real
 
 
+def test_a_synqpay_answer_waits_for_room_to_take_its_turn():
+    """A Synqpay link's writers take turns in the order they came (its
+    events before the answer), and taking a turn needs no block:
+    asyncio.Lock's acquire is a coroutine, and at 56K frozen a busy answer
+    found no block for it and the POS heard nothing."""
+    from firmware import synqpay
+
+    real = asyncio.Lock
+    fails = [2]
+
+    class Lock(real):
+        def acquire(self):
+            if fails[0]:
+                fails[0] -= 1
+                raise MemoryError("memory allocation failed, allocating 84 bytes")
+            return real.acquire(self)
+
+    asyncio.Lock = Lock
+    try:
+        a = _concert_app()
+        line = _Slow()
+
+        async def link():
+            me = synqpay.Session(a, "synqpay", line, "127.0.0.1")
+            return await asyncio.gather(me.send((b"AB", b"CD"), "first"), me.send(b"EF", "second"),
+                                        me.send(b"GH", "third"))
+
+        assert asyncio.run(link()) == [True, True, True] and line.out == b"ABCDEFGH", line.out
+    finally:
+        asyncio.Lock = real
+
+
+def test_a_synqpay_writer_cancelled_before_its_turn_ends_its_link_in_time():
+    """A writer cancelled while it waited for its turn (its link evicted)
+    never takes it: the writers after it give up after request_ms, not
+    never (their tasks would pile up)."""
+    from firmware import synqpay
+
+    a = _concert_app()
+    a.cfg["timeouts"]["request_ms"] = 100
+    line = _Slow()
+
+    async def link():
+        me = synqpay.Session(a, "synqpay", line, "127.0.0.1")
+        first = asyncio.create_task(me.send(b"AB", "first"))
+        second = asyncio.create_task(me.send(b"CD", "second"))
+        third = asyncio.create_task(me.send(b"EF", "third"))
+        await asyncio.sleep_ms(0)
+        second.cancel()
+        return await first, await third
+
+    assert asyncio.run(link()) == (True, False) and line.out == b"AB", line.out
+
+
 def test_a_p3_final_answer_without_room_is_built_a_moment_later():
     """The transaction ran; its final response found no room once: it is
     built again after a pause and sent, not left to a task that dies (the
