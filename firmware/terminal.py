@@ -136,7 +136,9 @@ class Terminal:
                 j.settle(clock.now())
                 log.event("core", "settled", "batch", j.batch - 1, "automatically: journal.max_batch")
                 self.tidy()
-            await when_room(j.begin, t)  # (no room: nothing changed)
+            # no room for its record: nothing changed, and the terminal is claimed
+            # for it: worth a wait, as a slow terminal's, up to request_ms
+            await when_room(j.begin, t, ms=self.cfg["timeouts"]["request_ms"])
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
             # OUTCOMES run in _flow; any other (checked when set: outcome()),
             # and every one while the duplicate check is on, in unhappy.py,

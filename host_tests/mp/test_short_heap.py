@@ -398,12 +398,12 @@ def test_a_memory_error_while_choosing_the_outcome_leaves_the_terminal_free():
     assert term.start("pay", 1250, 978, "test") is term.current
 
 
-def _begin_with(name, fake, j=None):
+def _begin_with(name, fake, j=None, request_ms=10000):
     """A payment run to its end with wire.records' function name faked for
     the journal (j, or one in RAM); (the transaction, the terminal)."""
     from wire import records
 
-    cfg, _ = config.merge({"delays": {"auth_ms": 0}})
+    cfg, _ = config.merge({"delays": {"auth_ms": 0}, "timeouts": {"request_ms": request_ms}})
     term = Terminal(cfg, j)
     real = getattr(records, name)
     setattr(records, name, fake(real))
@@ -418,18 +418,24 @@ def _begin_with(name, fake, j=None):
 def test_a_payment_whose_journal_record_finds_no_room_begins_a_moment_later():
     """The record of a payment's start (166 bytes at 56K frozen) found no
     block: the register heard "error internal" for a payment never begun.
-    Nothing has changed when the record cannot be made, so it is made
-    again after a pause."""
+    Nothing has changed when the record cannot be made, and the terminal
+    is claimed for it: it is made again after a pause, for up to
+    timeouts.request_ms (then the error, nothing begun)."""
     calls = []
 
     def fake(real):
-        f, n = _fails_once(real, "memory allocation failed, allocating 166 bytes")
-        calls.append(n)
+        f, n = _fails_for(real, 5, "memory allocation failed, allocating 166 bytes")
+        calls[:] = [n]
         return f
 
-    t, term = _begin_with("pack", fake)
-    assert (t.result, t.no, calls[0][0]) == ("approved", 1, 2), (t.result, t.no, calls)  # (RAM: B only)
-    assert term.journal.next_no == 2 and term.journal.last() is t
+    for request_ms, begun in ((10000, True), (100, False)):
+        t, term = _begin_with("pack", fake, request_ms=request_ms)
+        if begun:  # (RAM: its B record only)
+            assert (t.result, t.no, calls[0][0]) == ("approved", 1, 6), (t.result, t.no, calls)
+            assert term.journal.next_no == 2 and term.journal.last() is t
+        else:
+            assert (t.result, t.reason, t.no) == ("error", "internal", 0), (t.result, t.no, calls)
+            assert term.journal.next_no == 1 and term.journal.last() is None and term.current is None
 
 
 def test_a_payment_whose_reference_finds_no_room_in_the_index_begins_once():
