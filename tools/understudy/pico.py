@@ -57,7 +57,7 @@ BOARD_CONFIG = {
 # appended to boot.py by image(heap=...): one block holds the rest of the
 # heap (a bytearray: the collector never scans it), kept by a module
 HOLD = b"""
-import firmware
+import gc, firmware
 firmware.held = bytearray(max(0, gc.mem_free() + gc.mem_alloc() - %d))
 gc.collect()
 """
