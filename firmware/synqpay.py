@@ -128,7 +128,7 @@ class Session:
     async def send(self, data, shown):
         me = self.tickets
         self.tickets = me + 1
-        ms = self.app.cfg["timeouts"]["request_ms"]
+        ms = w = self.app.cfg["timeouts"]["request_ms"]
         try:
             # one writer at a time, in the order they came (the events first),
             # waited for in this frame: asyncio.Lock's coroutines are blocks a
@@ -136,8 +136,8 @@ class Session:
             # turn never taken (a writer cancelled: its link is ending) makes
             # the later ones give up after request_ms, which ends the link.
             while self.turn != me:
-                ms -= 5
-                if ms < 0:
+                w -= 5
+                if w < 0:
                     raise asyncio.TimeoutError
                 await asyncio.sleep_ms(5)
             if isinstance(data, tuple):  # a frame's parts (L.parts): no copy of a long answer
@@ -145,7 +145,7 @@ class Session:
                     self.s.write(part)
             else:
                 self.s.write(data)
-            await drained(self.s, self.app.cfg["timeouts"]["request_ms"])
+            await drained(self.s, ms)
         except Exception as e:  # OSError, TimeoutError: the client is gone or stuck
             task = self.task  # (first: a line with no room raises, a frame half out)
             if task is not None and task is not asyncio.current_task():

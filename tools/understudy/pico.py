@@ -127,14 +127,15 @@ def image(path, cfg=None, root=None, tls=None, extra=None, frozen=False, heap=No
 
 def files(root, frozen=False):
     """(path on the board, path here) of each file of the build at root,
-    in order; frozen: without firmware/ and lib/wire/, which would come
-    first on sys.path and shadow the UF2's frozen modules."""
+    in order; frozen: without paths.FIRMWARE_DIRS (firmware/, lib/ and its
+    wire/), as `deploy --frozen` leaves them off: they would come first on
+    sys.path and shadow the UF2's frozen modules."""
     out = []
     for base, dirs, names in os.walk(root):
         dirs.sort()
         for name in sorted(names):
             dst = os.path.relpath(os.path.join(base, name), root).replace(os.sep, "/")
-            if not name.startswith(".") and not (frozen and dst.startswith(("firmware/", "lib/wire/"))):
+            if not name.startswith(".") and not (frozen and dst.split("/")[0] in paths.FIRMWARE_DIRS):
                 out.append((dst, os.path.join(base, name)))
     return out
 
