@@ -215,9 +215,10 @@ def test_p3_over_websocket_refused_as_busy_says_so():
     assert "the terminal is busy (503 Service Unavailable, Retry-After: 1 s): nothing started" in r.stderr
 
 
-def test_bench_report_writes_every_figure_it_is_given():
+def test_bench_report_writes_every_figure_it_is_given(monkeypatch):
     """bench_report turns bench.main()'s figures into docs/BENCHMARKS.md; a
-    figure over its target is marked **no**."""
+    figure over its target is marked **no**, a heap budget only on the build
+    it is for."""
     from understudy import bench_report
 
     def timing(ms):
@@ -237,6 +238,12 @@ def test_bench_report_writes_every_figure_it_is_given():
     assert "| the others at most 2x | up to 3.0x | **no** |" in text
     assert "| .mpy under 100 KB (102,400 bytes) | 99,272 bytes | yes |" in text
     assert "`-X heapsize=256K`" in text
+    # the heap budgets are judged on a board's build only: 32-bit, frozen
+    assert "| Concert alone in 24K | 24K | not judged on this build" in text
+    monkeypatch.setattr(bench_report, "runtime", lambda: ("MicroPython v1.28.0", 32))
+    frozen = bench_report.report(dict(r, frozen=True), "64K")
+    assert "| Concert alone in 24K | 24K | yes |" in frozen
+    assert "| the mixed soak, every personality, in 64K | 96K | **no** |" in frozen
 
 
 def test_the_launcher_stops_the_firmware_by_closing_its_stdin(firmware):
