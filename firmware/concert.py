@@ -13,9 +13,12 @@ concert_v2_requests'.  Decisions where the sources disagree are listed in
 docs/CONCERT.md.
 """
 
+import asyncio
+import gc
+
 from micropython import const
 
-from firmware import log, spawn, when_room
+from firmware import log, spawn
 from firmware.terminal import Busy
 from wire import concert_tlv as tlv
 
@@ -161,7 +164,7 @@ class Concert:
         listener's name).  Out of heap before anything began, the register
         hears busy (AE=01 AF=00) rather than a closed connection; once a
         transaction began, or to repeat a stored result, the answer waits for
-        room (when_room, up to timeouts.request_ms), and if none comes a
+        room (up to timeouts.request_ms), and if none comes a
         MemoryError goes up: the connection closes unanswered and the
         register learns the outcome with CD=T, never a busy that would hide
         a charge.  (What comes
@@ -177,11 +180,19 @@ class Concert:
                 return None, t
         elif ans is not True:
             return ans, t
-        # t ran, or a repeat (the journal's result, answered again)
-        try:  # mostly there is room at once, and when_room's coroutine is not needed
-            return self.answer(req, t), t
-        except MemoryError:
-            return await when_room(self.answer, req, t, ms=self.app.cfg["timeouts"]["request_ms"]), t
+        # t ran, or a repeat (the journal's result, answered again): no room
+        # for its answer, tried again every 100 ms in this frame (when_room's
+        # coroutine would need a block too)
+        ms = self.app.cfg["timeouts"]["request_ms"]
+        while True:
+            try:
+                return self.answer(req, t), t
+            except MemoryError:
+                ms -= 100
+                if ms < 0:
+                    raise
+                gc.collect()
+            await asyncio.sleep_ms(100)
 
     def _begin(self, msg, src):
         """(answer, req, t): answered at once (malformed, busy, another
@@ -227,8 +238,6 @@ class Concert:
         except Busy:
             return self.busy(req), req, None
         except MemoryError as e:  # nothing began: say busy (if even that has no room, it goes up)
-            import gc
-
             gc.collect()
             log.event(src, "busy", "no room for the request:", e)
             return self.busy(req), req, None

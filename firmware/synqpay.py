@@ -71,12 +71,21 @@ async def serve(app, name, s, peer, hello=None):
     me = a.connect(name, s, peer)
     sc = app.cfg["synqpay"]
     d = L.Decoder(sc["max_payload"], ("be", "either", "off").index(sc["crc"]))
-    short = 0  # ms the reads have found no room, in a row
+    short = 0  # ms the reads, or taking what they read, have found no room, in a row
+    data = None  # bytes read and not yet taken by the decoder
+    wait = 0
     try:
         while True:
-            wait = app.cfg["timeouts"]["request_ms"] if hello or d.pending() else sc["idle_s"] * 1000
             try:
-                data = await (asyncio.wait_for_ms(s.read(256), wait) if wait else s.read(256))
+                if data:  # read: no room to take them must not lose them
+                    d.feed(data)
+                    data = None
+                ev = d.next()
+                if ev is None:
+                    wait = app.cfg["timeouts"]["request_ms"] if hello or d.pending() else sc["idle_s"] * 1000
+                    data = await (asyncio.wait_for_ms(s.read(256), wait) if wait else s.read(256))
+                    if not data:
+                        break
                 short = 0
             except asyncio.TimeoutError:
                 if d.pending():
@@ -88,7 +97,7 @@ async def serve(app, name, s, peer, hello=None):
                     continue
                 log.event(name, "silent" if hello else "idle", peer, "closed after %d ms" % wait)
                 break
-            except MemoryError:  # no room to read now: the bytes wait in the socket
+            except MemoryError:  # no room now: unread bytes wait in the socket, read ones in data
                 gc.collect()  # (for as long as the link may be silent, then it ends)
                 if short >= (wait or app.cfg["timeouts"]["request_ms"]):
                     log.event(name, "closed", peer, "no room to read for %d ms" % short)
@@ -96,14 +105,9 @@ async def serve(app, name, s, peer, hello=None):
                 short += ROOM_WAITS[-1]
                 await asyncio.sleep_ms(ROOM_WAITS[-1])
                 continue
-            if not data:
-                break
-            await when_room(d.feed, data)  # the bytes are read: no room now must not lose them
-            ev = await when_room(d.next)
-            while ev is not None:
+            if ev is not None:  # (its own MemoryError, once it changed something, ends the link)
                 hello = False
                 await a.request(me, ev)
-                ev = await when_room(d.next)
     except asyncio.CancelledError:  # evicted, or disconnected on purpose
         pass
     finally:

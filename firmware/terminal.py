@@ -131,14 +131,15 @@ class Terminal:
         """Run t to its end; never raises, never leaves the terminal busy."""
         j = self.journal
         mb = self.cfg["journal"]["max_batch"]
+        wait = self.cfg["timeouts"]["request_ms"]
         try:
             if mb and j.in_batch >= mb:  # a full batch is collected first, as real terminals do
                 j.settle(clock.now())
                 log.event("core", "settled", "batch", j.batch - 1, "automatically: journal.max_batch")
                 self.tidy()
             # no room for its record: nothing changed, and the terminal is claimed
-            # for it: worth a wait, as a slow terminal's, up to request_ms
-            await when_room(j.begin, t, ms=self.cfg["timeouts"]["request_ms"])
+            # for it: worth a wait, as a slow terminal's, up to request_ms (its end too)
+            await when_room(j.begin, t, ms=wait)
             log.event("core", "start", "#%d" % t.no, t.op, t.amount, t.cur, t.src, t.outcome)
             # OUTCOMES run in _flow; any other (checked when set: outcome()),
             # and every one while the duplicate check is on, in unhappy.py,
@@ -158,7 +159,7 @@ class Terminal:
             t.result, t.reason = "error", "internal"
         try:
             if t.no:  # begun: the outcome is recorded (no room for the record: again after a pause)
-                await when_room(self.journal.decide, t)
+                await when_room(j.decide, t, ms=wait)
         except OSError as e:  # cannot record the outcome: it must not stand
             log.event("core", "journal-full", repr(e))
             t.result, t.reason, t.auth, t.withhold = "error", "journal", None, False

@@ -105,6 +105,40 @@ def _fails_once(real, why):
     return _fails_for(real, 1, why)
 
 
+def _fails_locked(real, times):
+    """(real, but its first `times` calls raise MemoryError and leave the
+    heap locked until the next call: the retry must make nothing, not even
+    a coroutine, before it calls again; [calls so far, heap locked, ...]).
+    Run it inside _unlocked()."""
+    calls = [0, False, real, times]
+
+    # (not *args: its tuple is a block; and one closed-over name, as a
+    # closure with more than five names and arguments allocates to be called)
+    def f(a, b=calls, c=calls):
+        if calls[1]:
+            micropython.heap_unlock()
+            calls[1] = False
+        calls[0] += 1
+        if calls[0] <= calls[3]:
+            micropython.heap_lock()
+            calls[1] = True
+            raise MemoryError
+        real = calls[2]
+        return real(a) if b is calls else real(a, b) if c is calls else real(a, b, c)
+
+    return f, calls
+
+
+def _unlocked(fn, calls):
+    """fn(), and the heap unlocked afterwards if a _fails_locked left it so."""
+    try:
+        return fn()
+    finally:
+        if calls[1]:
+            micropython.heap_unlock()
+            calls[1] = False
+
+
 class _App:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -438,6 +472,26 @@ def test_a_payment_whose_journal_record_finds_no_room_begins_a_moment_later():
             assert term.journal.next_no == 1 and term.journal.last() is None and term.current is None
 
 
+def test_a_payment_whose_outcome_record_finds_no_room_is_recorded_a_moment_later():
+    """The outcome's record (160 bytes, "core error" at 48K frozen) found
+    no block for longer than two short pauses: the payment ran, the
+    terminal is still claimed for it, so the record is tried again up to
+    timeouts.request_ms, as its start is (then the error: an outcome not
+    on file must not stand)."""
+    for request_ms, recorded in ((10000, True), (100, False)):
+        cfg, _ = config.merge({"delays": {"auth_ms": 0}, "timeouts": {"request_ms": request_ms}})
+        term = Terminal(cfg)
+        j = term.journal
+        j.decide, calls = _fails_for(j.decide, 5, "memory allocation failed, allocating 160 bytes")
+        t = term.start("pay", 1250, 978, "test", "sale-1")
+        asyncio.run(term.run(t))
+        if recorded:
+            assert (t.result, t.no, calls[0]) == ("approved", 1, 6), (t.result, calls)
+        else:
+            assert (t.result, t.reason, t.auth) == ("error", "internal", None), (t.result, calls)
+        assert term.current is None
+
+
 def test_a_payment_whose_reference_finds_no_room_in_the_index_begins_once():
     """The begun record is on flash when the reference's hash finds no
     room: the payment goes on (begun once, not again under a new number)
@@ -500,6 +554,23 @@ def test_concert_answer_after_the_payment_waits_for_room_up_to_the_request_time_
         finally:
             concert.Concert.answer = real
         assert a.term.journal.last().result == "approved"
+
+
+def test_concert_answer_after_the_payment_waits_for_room_with_no_block_to_spare():
+    """Right after the answer found no block, nothing else may be made
+    either (when_room's coroutine was: at 56K frozen that closed the
+    connection unanswered): the retry waits in request()'s own frame."""
+    from firmware import concert
+    from wire import concert_tlv as tlv
+
+    a = _concert_app()
+    real = concert.Concert.answer
+    concert.Concert.answer, calls = _fails_locked(real, 3)
+    try:
+        ans, t = _unlocked(lambda: asyncio.run(concert.Concert(a).request(_PAY, "concert-ip")), calls)
+    finally:
+        concert.Concert.answer = real
+    assert tlv.decode(ans)["AE"] == "10" and t.result == "approved" and calls[0] == 4, calls
 
 
 class _Stream:
@@ -620,6 +691,31 @@ def test_a_synqpay_frame_read_but_not_taken_out_for_want_of_room_is_answered():
     finally:
         L.Decoder.next = real
     assert b'"id":8,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] >= 2, s.out
+
+
+def test_a_synqpay_frame_read_with_no_block_to_spare_waits_in_the_reader():
+    """The same when, right after, nothing else may be made either, for
+    longer than a moment: the reader waits in its own frame (when_room's
+    coroutine was a block too, and at 56K frozen one found none: the link
+    closed, "allocating 136 bytes"), for both what it feeds the decoder and
+    what it takes out."""
+    from firmware import adapter, synqpay
+    from wire import synqpay_link as L
+
+    for method in ("feed", "next"):
+        a = _concert_app()
+        a.adapters = {}
+        sq = adapter(a, synqpay.Synqpay)
+        sq.api_key = b"\x01\x02\x03\x04"
+        s = _Reads(L.frame(L.REQUEST, b'{"jsonrpc":"2.0","id":9,"method":"getStatus"}', sq.api_key))
+        real = getattr(L.Decoder, method)
+        fake, calls = _fails_locked(real, 3)
+        setattr(L.Decoder, method, fake)
+        try:
+            _unlocked(lambda: asyncio.run(synqpay.serve(a, "synqpay", s, "127.0.0.1")), calls)  # noqa: B023
+        finally:
+            setattr(L.Decoder, method, real)
+        assert b'"id":9,"result":{"deviceStatus":"IDLE"' in s.out and calls[0] >= 4, (method, s.out)
 
 
 def test_a_synqpay_request_that_never_finds_room_hears_busy():
@@ -963,8 +1059,8 @@ class _Slow(_Stream):
 def test_writers_take_turns_with_no_block_for_a_lock():
     """An answer and an update written from two tasks go out one after the
     other, each whole, and taking turns needs no block (asyncio.Lock's
-    enter and exit are coroutines): P3 and Concert's serial line.  (Synqpay
-    keeps asyncio.Lock: its events must go out in the order they were
+    enter and exit are coroutines): P3 and Concert's serial line.  (Synqpay's
+    writers take tickets: its events must go out in the order they were
     posted, which a wait in turn does not promise.)"""
     from firmware import concert_serial, p3_adapter
     from wire import p3 as w
